@@ -1,0 +1,271 @@
+//! The dispatcher: takes jobs from RabbitMQ, mints tokens, renders, sends through SES and
+//! records every outcome; and the operator CLI around it (`identities`, …).
+//!
+//! # Layout
+//!
+//! - [`worker`]: one step — one job in, one [`worker::Outcome`] out. No broker calls.
+//! - [`consumer`]: the loop — prefetch, concurrency, settling outcomes (ack, retry queue, dead
+//!   queue), pausing, reconnecting, shutdown.
+//! - [`identities`]: the SES identity and account commands.
+//!
+//! [`run`] takes the configuration, a clock and a shutdown future, so tests start a dispatcher
+//! in-process with their own queue prefix and database.
+
+pub mod consumer;
+pub mod identities;
+pub mod worker;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use mailroom::broker::Topology;
+use mailroom::clock::Clock;
+use mailroom::config::{BrokerArgs, DatabaseArgs, SesArgs, format_duration, parse_duration, redact_url};
+use mailroom::metrics::{Counter, CounterVec, Exposition, Histogram, LATENCY_BUCKETS};
+use mailroom::store;
+use mailroom::templates::Templates;
+use tokio_util::sync::CancellationToken;
+
+/// Options of `dispatcher run`. Every option also reads the environment variable it names.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunConfig {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub ses: SesArgs,
+
+    /// The verified sender address, e.g. no-reply@example.com. Required.
+    #[arg(long, env = "MAIL_FROM")]
+    pub mail_from: String,
+
+    /// Base of the links in emails (ingest's public address).
+    #[arg(long, env = "PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
+    pub public_url: String,
+
+    /// Page the password-reset link points to; the token is appended as ?token=. Default:
+    /// PUBLIC_URL/reset-password.
+    #[arg(long, env = "RESET_URL")]
+    pub reset_url: Option<String>,
+
+    /// Folder of the handlebars templates.
+    #[arg(long, env = "TEMPLATES_DIR", default_value = mailroom::templates::DEFAULT_DIR)]
+    pub templates_dir: PathBuf,
+
+    /// How long a verification link works.
+    #[arg(long, env = "VERIFICATION_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub verification_ttl: Duration,
+
+    /// How long a password-reset link works.
+    #[arg(long, env = "RESET_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub reset_ttl: Duration,
+
+    /// One delay per retry, comma-separated; their count is the number of retries.
+    #[arg(long, env = "RETRY_DELAYS", default_value = "10s,1m,5m,30m,2h", value_delimiter = ',', value_parser = parse_duration)]
+    pub retry_delays: Vec<Duration>,
+
+    /// Sends per second at most. Default: SES's MaxSendRate when the endpoint reports it
+    /// (GetAccount), else 14.
+    #[arg(long, env = "MAX_SEND_RATE")]
+    pub max_send_rate: Option<f64>,
+
+    /// Sends in flight at most (also the prefetch).
+    #[arg(long, env = "SEND_CONCURRENCY", default_value_t = 16)]
+    pub send_concurrency: usize,
+
+    /// Where to serve Prometheus metrics; "off" to disable.
+    #[arg(long, env = "DISPATCHER_METRICS_LISTEN", default_value = "127.0.0.1:9091")]
+    pub metrics_listen: String,
+
+    /// How long shutdown waits for in-flight sends.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// How long an account stop (sending paused, suspended, daily quota) pauses consumption
+    /// before SES is asked again.
+    #[arg(long, env = "PAUSE_PROBE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub pause_probe_interval: Duration,
+}
+
+/// The dispatcher's metrics, served at `DISPATCHER_METRICS_LISTEN`.
+#[derive(Debug)]
+pub struct Metrics {
+    pub sends: CounterVec,
+    pub errors: CounterVec,
+    pub dead: CounterVec,
+    pub retries: Counter,
+    pub limiter_waits: Counter,
+    pub pauses: Counter,
+    pub latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            sends: CounterVec::new(&["outcome"]),
+            errors: CounterVec::new(&["class"]),
+            dead: CounterVec::new(&["class"]),
+            retries: Counter::default(),
+            limiter_waits: Counter::default(),
+            pauses: Counter::default(),
+            latency: Histogram::new(LATENCY_BUCKETS),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn render(&self, paused: bool) -> String {
+        Exposition::default()
+            .counter_vec(
+                "mailroom_sends_total",
+                "Jobs handled, by outcome (sent, skipped, duplicate, retry, dead, account_stop).",
+                &self.sends,
+            )
+            .counter_vec(
+                "mailroom_send_errors_total",
+                "Failed SES calls by error class.",
+                &self.errors,
+            )
+            .counter_vec(
+                "mailroom_dead_letters_total",
+                "Jobs moved to the dead-letter queue, by error class.",
+                &self.dead,
+            )
+            .counter(
+                "mailroom_retries_total",
+                "Jobs moved to a retry delay queue.",
+                &self.retries,
+            )
+            .counter(
+                "mailroom_rate_limiter_waits_total",
+                "Sends that had to wait for the rate limiter.",
+                &self.limiter_waits,
+            )
+            .counter(
+                "mailroom_account_pauses_total",
+                "Times consumption paused for an account stop.",
+                &self.pauses,
+            )
+            .histogram(
+                "mailroom_send_latency_seconds",
+                "Duration of successful SES SendEmail calls.",
+                &self.latency,
+            )
+            .gauge(
+                "mailroom_dispatcher_paused",
+                "1 while consumption is paused by an account stop.",
+                i64::from(paused),
+            )
+            .finish()
+    }
+}
+
+/// Runs the dispatcher until `shutdown` resolves; then stops consuming, lets in-flight sends
+/// finish and record (up to `shutdown_timeout`), and returns.
+pub async fn run(
+    config: RunConfig,
+    clock: Clock,
+    sdk: aws_config::SdkConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !config.mail_from.trim().is_empty(),
+        "MAIL_FROM is empty: set the verified sender address, e.g. MAIL_FROM=no-reply@example.com"
+    );
+    anyhow::ensure!(config.send_concurrency > 0, "SEND_CONCURRENCY must be at least 1");
+    let db_url = config.db.database_url.expose();
+    // Lazy: the dispatcher starts (and waits) even while PostgreSQL is still coming up.
+    let pool = store::connect_lazy(db_url)
+        .with_context(|| format!("invalid DATABASE_URL {}", redact_url(db_url)))?;
+    let templates =
+        Arc::new(Templates::load(&config.templates_dir).context("cannot load templates")?);
+    templates.check().context("a template does not render")?;
+    let ses = mailroom::ses::client_from(&sdk, &config.ses, 1);
+    let rate = match config.max_send_rate {
+        Some(r) if r > 0.0 => r,
+        Some(_) => anyhow::bail!("MAX_SEND_RATE must be greater than 0"),
+        None => match mailroom::ses::get_account(&ses).await {
+            Ok(Some(a)) if a.max_send_rate > 0.0 => {
+                tracing::info!(rate = a.max_send_rate, "using SES's MaxSendRate");
+                a.max_send_rate
+            }
+            Ok(_) => {
+                tracing::warn!("the SES endpoint does not report MaxSendRate; sending at most 14 per second (set MAX_SEND_RATE to choose)");
+                14.0
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read MaxSendRate from SES; sending at most 14 per second");
+                14.0
+            }
+        },
+    };
+    let cancel = CancellationToken::new();
+    let metrics = Arc::new(Metrics::default());
+    let paused = Arc::new(AtomicBool::new(false));
+    if config.metrics_listen != "off" {
+        let addr: SocketAddr = config
+            .metrics_listen
+            .parse()
+            .with_context(|| format!("DISPATCHER_METRICS_LISTEN '{}' is not host:port", config.metrics_listen))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        tracing::info!(%addr, "metrics at http://{addr}/metrics");
+        let (m, p) = (metrics.clone(), paused.clone());
+        tokio::spawn(mailroom::metrics::serve(
+            listener,
+            move || m.render(p.load(Ordering::Relaxed)),
+            cancel.clone(),
+        ));
+    }
+    let public_url = config.public_url.trim_end_matches('/').to_owned();
+    let reset_url = config
+        .reset_url
+        .clone()
+        .unwrap_or_else(|| format!("{public_url}/reset-password"));
+    let worker = Arc::new(worker::Worker {
+        pool: pool.clone(),
+        ses,
+        templates,
+        clock,
+        mail_from: config.mail_from.trim().to_owned(),
+        public_url,
+        reset_url,
+        verification_ttl: config.verification_ttl,
+        reset_ttl: config.reset_ttl,
+        limiter: worker::limiter(rate),
+        metrics,
+        cancel: cancel.clone(),
+    });
+    tracing::info!(
+        prefix = %config.broker.queue_prefix,
+        rate,
+        concurrency = config.send_concurrency,
+        retry_delays = %config.retry_delays.iter().map(|d| format_duration(*d)).collect::<Vec<_>>().join(","),
+        "dispatcher starting"
+    );
+    let consumer = consumer::Consumer {
+        worker,
+        amqp_url: config.broker.amqp_url.expose().to_owned(),
+        topology: Topology::new(&config.broker.queue_prefix),
+        retry_delays: config.retry_delays.clone(),
+        concurrency: config.send_concurrency,
+        pause_probe: config.pause_probe_interval,
+        shutdown_timeout: config.shutdown_timeout,
+        paused,
+    };
+    let task = tokio::spawn(consumer.run(cancel.clone()));
+    shutdown.await;
+    tracing::info!("shutting down: finishing in-flight sends");
+    cancel.cancel();
+    let _ = task.await;
+    pool.close().await;
+    tracing::info!("dispatcher stopped");
+    Ok(())
+}

@@ -1,0 +1,311 @@
+//! One step of the dispatcher: what to do with one job. [`Worker::process`] loads the user,
+//! mints the token, renders, sends through SES and records the outcome, and returns an
+//! [`Outcome`]; it never acknowledges or publishes anything (that is [`crate::consumer`]'s), so
+//! tests can drive single steps.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use mailroom::clock::Clock;
+use mailroom::domain::{Locale, Token};
+use mailroom::job::{Job, JobKind, MalformedJob};
+use mailroom::ses::{self, ErrorClass, OutgoingEmail};
+use mailroom::store::{self, SendStatus};
+use mailroom::templates::{EmailContext, Templates};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::Metrics;
+
+/// What became of one job. The consumer turns it into ack / retry queue / dead queue.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// SES accepted the email.
+    Sent { message_id: String },
+    /// Nothing to send (user gone, already verified); recorded with the reason.
+    Skipped { reason: String },
+    /// The send log says this job was already finished: a redelivery, not sent again.
+    Duplicate,
+    /// May succeed later: goes to the next delay queue, or dead after the last.
+    Retry { error: String },
+    /// Cannot succeed: goes to the dead letters at once.
+    Dead { error_class: String, error: String },
+    /// SES will not send for this account right now: return the job uncounted and pause.
+    AccountStop { error: String },
+    /// The dispatcher is shutting down before the job could be handled: give it back.
+    Abandoned,
+}
+
+/// Everything one step needs. Shared by all in-flight steps.
+pub struct Worker {
+    pub pool: PgPool,
+    pub ses: aws_sdk_sesv2::Client,
+    pub templates: Arc<Templates>,
+    pub clock: Clock,
+    pub mail_from: String,
+    pub public_url: String,
+    pub reset_url: String,
+    pub verification_ttl: Duration,
+    pub reset_ttl: Duration,
+    pub limiter: DefaultDirectRateLimiter,
+    pub metrics: Arc<Metrics>,
+    pub cancel: CancellationToken,
+}
+
+/// A rate limiter that lets through at most `per_second` sends in any one-second window:
+/// cells are spaced 1/rate apart with no burst, so no second ever sees more than its share.
+pub fn limiter(per_second: f64) -> DefaultDirectRateLimiter {
+    let per_second = if per_second.is_finite() && per_second > 0.0 {
+        per_second
+    } else {
+        1.0
+    };
+    let period = Duration::from_secs_f64(1.0 / per_second);
+    RateLimiter::direct(Quota::with_period(period).expect("non-zero period"))
+}
+
+/// A step-local error: the database, which we wait out rather than fail the job for.
+type DbResult<T> = Result<T, sqlx::Error>;
+
+impl Worker {
+    /// Handles one message. `attempt` is how many retries came before (0 on first delivery).
+    pub async fn process(&self, job: Result<Job, MalformedJob>, message_id: Option<&str>) -> Outcome {
+        let job = match job {
+            Ok(j) => j,
+            Err(e) => {
+                let id = message_id
+                    .and_then(|m| uuid::Uuid::parse_str(m).ok())
+                    .unwrap_or_else(uuid::Uuid::new_v4);
+                let now = self.clock.now();
+                let text = e.to_string();
+                let _ = self
+                    .retry_db(|| store::record_malformed(&self.pool, id, &text, now))
+                    .await;
+                return Outcome::Dead {
+                    error_class: "malformed".into(),
+                    error: e.to_string(),
+                };
+            }
+        };
+        match self.process_job(&job).await {
+            Ok(o) => o,
+            Err(_) => Outcome::Abandoned,
+        }
+    }
+
+    async fn process_job(&self, job: &Job) -> DbResult<Outcome> {
+        let now = self.clock.now();
+        // Claim before send: the send log learns of the attempt first, so a redelivery of a
+        // job that was already sent is recognised here and not sent again.
+        let prev = self
+            .retry_db(|| store::begin_attempt(&self.pool, job, now))
+            .await?;
+        if prev.is_some_and(SendStatus::is_final) {
+            tracing::info!(job_id = %job.job_id, "job already handled; not sending again");
+            return Ok(Outcome::Duplicate);
+        }
+        let Some(user) = self
+            .retry_db(|| store::find_user(&self.pool, job.user_id))
+            .await?
+        else {
+            return self.skip(job, "the user no longer exists").await;
+        };
+        let (ttl, base) = match job.kind {
+            JobKind::Verification => (self.verification_ttl, &self.public_url),
+            JobKind::PasswordReset => (self.reset_ttl, &self.reset_url),
+        };
+        // Mint at send time: the queue never held a secret, and a replayed job gets a fresh
+        // link. The hash is stored before the send so the link works when the email arrives.
+        let token = Token::generate();
+        let hash = token.hash();
+        let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(24));
+        let stored = match job.kind {
+            JobKind::Verification => {
+                if user.email_verified {
+                    return self.skip(job, "the address is already verified").await;
+                }
+                self.retry_db(|| {
+                    store::set_verification_token(&self.pool, user.id, &hash, expires_at)
+                })
+                .await?
+            }
+            JobKind::PasswordReset => {
+                self.retry_db(|| store::set_reset_token(&self.pool, user.id, &hash, expires_at))
+                    .await?
+            }
+        };
+        if !stored {
+            return self
+                .skip(job, "the user changed meanwhile (verified or deleted)")
+                .await;
+        }
+        let link = match job.kind {
+            JobKind::Verification => format!(
+                "{}/verify-email?token={}",
+                base.trim_end_matches('/'),
+                token.expose()
+            ),
+            JobKind::PasswordReset => {
+                let sep = if base.contains('?') { '&' } else { '?' };
+                format!("{base}{sep}token={}", token.expose())
+            }
+        };
+        let locale = Locale::parse(&user.locale).unwrap_or_else(|_| job.locale.clone());
+        let ctx = EmailContext {
+            name: user.name.clone(),
+            email: user.email.clone(),
+            link,
+            expires_in: human_duration(ttl),
+            expires_hours: ttl.as_secs().div_ceil(3600),
+        };
+        let email = match self.templates.render_email(job.kind, &locale, &ctx) {
+            Ok(e) => e,
+            Err(e) => {
+                return Ok(Outcome::Dead {
+                    error_class: "render".into(),
+                    error: e.to_string(),
+                });
+            }
+        };
+        // Never exceed the sending rate: wait for a cell before every call to SES.
+        if self.limiter.check().is_err() {
+            self.metrics.limiter_waits.inc();
+            tokio::select! {
+                _ = self.limiter.until_ready() => {}
+                _ = self.cancel.cancelled() => return Ok(Outcome::Abandoned),
+            }
+        }
+        let result = ses::send(
+            &self.ses,
+            OutgoingEmail {
+                from: &self.mail_from,
+                to: &user.email,
+                subject: &email.subject,
+                html: &email.html,
+                text: &email.text,
+            },
+        )
+        .await;
+        match result {
+            Ok(sent) => {
+                self.metrics.latency.observe(sent.latency.as_secs_f64());
+                let latency_ms = sent.latency.as_millis().min(i32::MAX as u128) as i32;
+                let done = self.clock.now();
+                // Record before ack: once this row says `sent`, a redelivery is not resent.
+                self.retry_db(|| {
+                    store::record_sent(
+                        &self.pool,
+                        job.job_id,
+                        &user.email,
+                        &sent.message_id,
+                        done,
+                        latency_ms,
+                    )
+                })
+                .await?;
+                tracing::info!(job_id = %job.job_id, kind = %job.kind, ses_message_id = %sent.message_id, "sent");
+                Ok(Outcome::Sent {
+                    message_id: sent.message_id,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(job_id = %job.job_id, class = e.class.as_str(), error = %e, "send failed");
+                self.metrics.errors.inc(&[e.class.as_str()]);
+                // Remember the recipient for the dead-letter listing.
+                let _ = store::record_failure(
+                    &self.pool,
+                    job.job_id,
+                    SendStatus::Sending,
+                    Some(&user.email),
+                    e.class.as_str(),
+                    &e.message,
+                    self.clock.now(),
+                )
+                .await;
+                Ok(match e.class {
+                    ErrorClass::Retryable => Outcome::Retry { error: e.message },
+                    ErrorClass::Permanent => Outcome::Dead {
+                        error_class: "permanent".into(),
+                        error: e.message,
+                    },
+                    ErrorClass::AccountStop => Outcome::AccountStop { error: e.message },
+                })
+            }
+        }
+    }
+
+    async fn skip(&self, job: &Job, reason: &str) -> DbResult<Outcome> {
+        let now = self.clock.now();
+        self.retry_db(|| store::record_skipped(&self.pool, job.job_id, reason, now))
+            .await?;
+        tracing::info!(job_id = %job.job_id, reason, "skipped");
+        Ok(Outcome::Skipped {
+            reason: reason.into(),
+        })
+    }
+
+    /// Runs a database call until it succeeds or the dispatcher shuts down. A database outage
+    /// must not burn the job's attempts: the delivery is simply held (unacknowledged) until
+    /// PostgreSQL is back, and since every permit is then held, consumption pauses by itself.
+    pub async fn retry_db<T, F, Fut>(&self, mut f: F) -> DbResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = DbResult<T>>,
+    {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match f().await {
+                Ok(v) => return Ok(v),
+                Err(e) if is_transient(&e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "database unavailable; holding the job");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.cancel.cancelled() => return Err(e),
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn is_transient(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+    ) || e
+        .as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c.starts_with("57") || c.starts_with("08"))
+}
+
+/// "24 hours", "1 hour", "30 minutes".
+pub fn human_duration(d: Duration) -> String {
+    let mins = d.as_secs().div_ceil(60);
+    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    if mins >= 60 && mins % 60 == 0 {
+        plural(mins / 60, "hour")
+    } else {
+        plural(mins, "minute")
+    }
+}
+
+/// When a dead letter died, for its header.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_words() {
+        assert_eq!(human_duration(Duration::from_secs(86_400)), "24 hours");
+        assert_eq!(human_duration(Duration::from_secs(3_600)), "1 hour");
+        assert_eq!(human_duration(Duration::from_secs(1_800)), "30 minutes");
+    }
+}

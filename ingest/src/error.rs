@@ -1,0 +1,145 @@
+//! The one error type of the HTTP surface. Each variant documents its status; expected
+//! outcomes (bad input, conflicts, spent tokens) carry a precise code for the client, and
+//! unexpected ones are logged with their cause chain and answered 500 without internals.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use http_body_util::Full;
+use mailroom::store::CreateUserError;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body is not JSON, or a query parameter is missing.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: no API key, or not one of `INGEST_API_KEYS`.
+    #[error("a valid API key is required: send Authorization: Bearer <key>")]
+    Unauthorized,
+    /// 404: unknown path, user or token.
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    /// 405: known path, wrong method.
+    #[error("method not allowed; use {0}")]
+    MethodNotAllowed(&'static str),
+    /// 409: name or email already registered.
+    #[error("{message}")]
+    Conflict {
+        field: &'static str,
+        message: String,
+    },
+    /// 410: the token expired or was already used.
+    #[error("{message}")]
+    Gone { code: &'static str, message: String },
+    /// 413: body over `MAX_BODY_BYTES`.
+    #[error("the body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 415: not `application/json`.
+    #[error("send the body as application/json")]
+    UnsupportedMediaType,
+    /// 422: well-formed JSON whose fields break the rules; one message per field.
+    #[error("some fields are invalid")]
+    Invalid(BTreeMap<String, String>),
+    /// 503: a dependency (the database) is down or the request took too long; retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: a bug or an unexpected failure; details go to the log only.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        let mut m = BTreeMap::new();
+        m.insert(field.to_owned(), message.into());
+        ApiError::Invalid(m)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Gone { .. } => StatusCode::GONE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound { code, .. } | ApiError::Gone { code, .. } => code,
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Conflict { .. } => "conflict",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Invalid(_) => "invalid_fields",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let status = self.status();
+        let message = match &self {
+            ApiError::Internal(e) => {
+                tracing::error!(error = format!("{e:#}"), "request failed unexpectedly");
+                "something went wrong on our side; it has been logged".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let fields = match &self {
+            ApiError::Invalid(f) => json!(f),
+            ApiError::Conflict { field, message } => json!({ *field: message }),
+            _ => json!({}),
+        };
+        let body = json!({ "error": { "code": self.code(), "message": message, "fields": fields } });
+        let mut resp = crate::json_response(status, &body);
+        if let ApiError::Unauthorized = self {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+        }
+        if let ApiError::MethodNotAllowed(allow) = self {
+            resp.headers_mut()
+                .insert(header::ALLOW, allow.parse().expect("static"));
+        }
+        resp
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::Unavailable("the database is unavailable; try again shortly".into())
+            }
+            e => ApiError::Internal(anyhow::Error::new(e).context("database")),
+        }
+    }
+}
+
+impl From<CreateUserError> for ApiError {
+    fn from(e: CreateUserError) -> Self {
+        match e {
+            CreateUserError::NameTaken => ApiError::Conflict {
+                field: "name",
+                message: "that name is taken".into(),
+            },
+            CreateUserError::EmailTaken => ApiError::Conflict {
+                field: "email",
+                message: "that email address is already registered".into(),
+            },
+            CreateUserError::Db(e) => e.into(),
+        }
+    }
+}

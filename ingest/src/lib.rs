@@ -1,0 +1,239 @@
+//! Ingest: the HTTP service that takes events from other services and from people's browsers.
+//! It owns users and tokens on the way in: it validates, stores the user and the outbox row in
+//! one transaction, answers 202 without waiting for RabbitMQ or SES, and relays the outbox to
+//! the broker in the background ([`relay`]). It never talks to SES and never sees a token
+//! except one presented to it for consumption.
+//!
+//! [`run`] takes a bound listener and a shutdown future so that tests can bind port 0 and stop
+//! the server when they are done.
+
+pub mod error;
+pub mod relay;
+mod routes;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use mailroom::broker::Topology;
+use mailroom::clock::Clock;
+use mailroom::config::{BrokerArgs, DatabaseArgs, LogArgs, Secret, parse_duration, redact_url};
+use mailroom::metrics::{Counter, CounterVec};
+use mailroom::store;
+use mailroom::templates::Templates;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::relay::{BrokerState, Relay};
+
+/// Ingest's configuration. Every option also reads the environment variable it names.
+#[derive(clap::Parser, Clone, Debug)]
+#[command(
+    name = "ingest",
+    version,
+    about = "Mailroom's HTTP service: takes signup events, stores users, and queues their emails",
+    long_about = "Mailroom's HTTP service. Services POST signup events (with an API key); people \
+                  follow verification links to it. Accepted events are stored with an outbox row \
+                  in one transaction and relayed to RabbitMQ in the background, so a signup \
+                  accepted while RabbitMQ is down is sent when it is back. Applies pending \
+                  database migrations at start."
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+
+    /// Address to listen on.
+    #[arg(long, env = "INGEST_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// API keys accepted from services, comma-separated (Authorization: Bearer <key>).
+    /// Required: ingest refuses to start without one.
+    #[arg(long, env = "INGEST_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<Secret>,
+
+    /// Folder of the handlebars templates (pages are read from its pages/ folder).
+    #[arg(long, env = "TEMPLATES_DIR", default_value = mailroom::templates::DEFAULT_DIR)]
+    pub templates_dir: PathBuf,
+
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Longest a request may take before it is answered 503.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// How often the outbox relay looks for rows it was not woken for (other instances,
+    /// restarts).
+    #[arg(long, env = "RELAY_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub relay_interval: Duration,
+
+    /// How long shutdown waits for open connections to finish.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// Ingest's counters, served at /metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    pub requests: CounterVec,
+    pub accepted: CounterVec,
+    pub published: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            requests: CounterVec::new(&["route", "status"]),
+            accepted: CounterVec::new(&["kind"]),
+            published: Counter::default(),
+        }
+    }
+}
+
+/// Shared state of the request handlers.
+pub struct App {
+    pub pool: PgPool,
+    pub templates: Templates,
+    /// SHA-256 of each accepted key, so that comparison time does not depend on key length.
+    api_keys: Vec<[u8; 32]>,
+    pub clock: Clock,
+    /// Wakes the relay after a commit so the job leaves at once.
+    pub relay_wake: Arc<Notify>,
+    pub broker_state: Arc<RwLock<BrokerState>>,
+    pub metrics: Arc<Metrics>,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Full::new(Bytes::from(
+            serde_json::to_vec(body).expect("json value serialises"),
+        )))
+        .expect("valid response")
+}
+
+/// Runs ingest until `shutdown` resolves: migrates the database, starts the relay, serves HTTP,
+/// then drains open connections (up to `shutdown_timeout`) and stops the relay.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    clock: Clock,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !config.api_keys.iter().all(|k| k.expose().trim().is_empty()),
+        "INGEST_API_KEYS is empty: set at least one key (e.g. INGEST_API_KEYS=dev-key)"
+    );
+    let db_url = config.db.database_url.expose();
+    let pool = store::connect(db_url)
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL at {}", redact_url(db_url)))?;
+    store::migrate(&pool)
+        .await
+        .context("cannot apply database migrations")?;
+    let templates = Templates::load(&config.templates_dir).context("cannot load templates")?;
+
+    let cancel = CancellationToken::new();
+    let wake = Arc::new(Notify::new());
+    let broker_state = Arc::new(RwLock::new(BrokerState::Connecting));
+    let metrics = Arc::new(Metrics::default());
+    let relay = Relay {
+        pool: pool.clone(),
+        amqp_url: config.broker.amqp_url.expose().to_owned(),
+        topology: Topology::new(&config.broker.queue_prefix),
+        wake: wake.clone(),
+        interval: config.relay_interval,
+        state: broker_state.clone(),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+    };
+    let relay_task = tokio::spawn(relay.run(cancel.clone()));
+
+    let app = Arc::new(App {
+        pool: pool.clone(),
+        templates,
+        api_keys: config
+            .api_keys
+            .iter()
+            .map(|k| k.expose().trim())
+            .filter(|k| !k.is_empty())
+            .map(routes::key_digest)
+            .collect(),
+        clock,
+        relay_wake: wake,
+        broker_state,
+        metrics,
+        max_body_bytes: config.max_body_bytes,
+        request_timeout: config.request_timeout,
+    });
+
+    tracing::info!(addr = %listener.local_addr()?, "ingest listening");
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Usually "too many open files": back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let app = app.clone();
+                let svc = service_fn(move |req| {
+                    let app = app.clone();
+                    async move { Ok::<_, Infallible>(app.handle(req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining connections");
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(config.shutdown_timeout) => {
+            tracing::warn!("connections still open after the shutdown timeout; closing them");
+        }
+    }
+    // The relay stops last: anything accepted before shutdown is already in the outbox, and
+    // whatever it does not publish now the next start (or another instance) will.
+    cancel.cancel();
+    let _ = relay_task.await;
+    pool.close().await;
+    tracing::info!("ingest stopped");
+    Ok(())
+}

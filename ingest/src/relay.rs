@@ -1,0 +1,186 @@
+//! The outbox relay: moves accepted jobs from the `outbox` table to RabbitMQ. Owns the
+//! broker connection of ingest. It must never mark a row published before the broker has
+//! confirmed it, and never lose a row: a row stays pending (and is retried) until confirmed.
+//! Several ingest instances can relay at once; `FOR UPDATE SKIP LOCKED` keeps them apart.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use lapin::options::BasicPublishOptions;
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use mailroom::broker::{self, BrokerError, Topology};
+use mailroom::clock::Clock;
+use mailroom::store;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Rows per transaction: their publishes are pipelined and their confirms awaited together.
+const BATCH: i64 = 200;
+
+/// What /readyz reports about the broker.
+#[derive(Debug, Clone)]
+pub enum BrokerState {
+    Connecting,
+    Connected,
+    Down(String),
+}
+
+pub struct Relay {
+    pub pool: PgPool,
+    pub amqp_url: String,
+    pub topology: Topology,
+    /// Woken after every accepted event so that the job goes out at once, not at the next poll.
+    pub wake: Arc<Notify>,
+    /// Polling catches rows written by other instances or left over from before a restart.
+    pub interval: Duration,
+    pub state: Arc<RwLock<BrokerState>>,
+    pub clock: Clock,
+    pub metrics: Arc<crate::Metrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl Relay {
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut link: Option<(Connection, Channel)> = None;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if cancel.is_cancelled() {
+                break;
+            }
+            if link.is_none() {
+                match self.connect().await {
+                    Ok(l) => {
+                        tracing::info!("relay connected to RabbitMQ");
+                        self.set_state(BrokerState::Connected);
+                        backoff = Duration::from_millis(200);
+                        link = Some(l);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "relay cannot reach RabbitMQ; jobs stay in the outbox");
+                        self.set_state(BrokerState::Down(e.to_string()));
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = cancel.cancelled() => break,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        continue;
+                    }
+                }
+            }
+            let ch = &link.as_ref().expect("connected above").1;
+            match self.relay_batch(ch).await {
+                // A full batch means more may be waiting: go again without sleeping.
+                Ok(n) if n as i64 == BATCH => continue,
+                Ok(_) => {}
+                Err(RelayError::Broker(e)) => {
+                    tracing::warn!(error = %e, "publishing failed; reconnecting");
+                    self.set_state(BrokerState::Down(e.to_string()));
+                    link = None;
+                    continue;
+                }
+                Err(RelayError::Db(e)) => {
+                    tracing::warn!(error = %e, "relay cannot read the outbox");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = cancel.cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.interval) => {}
+                _ = cancel.cancelled() => break,
+            }
+        }
+        if let Some((conn, _)) = link {
+            let _ = conn.close(200, "ingest shutting down".into()).await;
+        }
+    }
+
+    async fn connect(&self) -> Result<(Connection, Channel), BrokerError> {
+        let conn = broker::connect(&self.amqp_url, "mailroom-ingest-relay").await?;
+        let ch = broker::confirm_channel(&conn).await?;
+        self.topology.declare_work(&ch).await?;
+        Ok((conn, ch))
+    }
+
+    fn set_state(&self, s: BrokerState) {
+        *self.state.write().expect("state lock") = s;
+    }
+
+    /// Publishes one batch of pending rows. Order matters: the rows are locked, published, and
+    /// only the confirmed ones are marked, all in one transaction. A crash before the commit
+    /// leaves every row pending, so it is published again: at least once, never lost.
+    async fn relay_batch(&self, ch: &Channel) -> Result<usize, RelayError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = store::claim_outbox(&mut tx, BATCH).await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let mut pending = Vec::with_capacity(rows.len());
+        let mut failure: Option<BrokerError> = None;
+        for row in &rows {
+            let payload = serde_json::to_vec(&row.payload.0).expect("json value serialises");
+            let props = broker::job_properties(&row.job_id.to_string(), FieldTable::default());
+            match ch
+                .basic_publish(
+                    self.topology.exchange().into(),
+                    row.routing_key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &payload,
+                    props,
+                )
+                .await
+            {
+                Ok(confirm) => pending.push((row.id, row.job_id, confirm)),
+                Err(e) => {
+                    failure = Some(e.into());
+                    break;
+                }
+            }
+        }
+        let mut confirmed = Vec::with_capacity(pending.len());
+        for (id, job_id, confirm) in pending {
+            match confirm.await {
+                Ok(c) => match broker::check_confirmation(c, &job_id.to_string()) {
+                    Ok(()) => confirmed.push(id),
+                    Err(e) => failure = Some(e),
+                },
+                Err(e) => failure = Some(e.into()),
+            }
+        }
+        store::mark_published(&mut tx, &confirmed, self.clock.now()).await?;
+        tx.commit().await?;
+        self.metrics.published.add(confirmed.len() as u64);
+        if !confirmed.is_empty() {
+            tracing::debug!(count = confirmed.len(), "relayed jobs to RabbitMQ");
+        }
+        match failure {
+            Some(e) => {
+                let failed: Vec<i64> = rows
+                    .iter()
+                    .map(|r| r.id)
+                    .filter(|id| !confirmed.contains(id))
+                    .collect();
+                let _ = store::note_publish_failure(&self.pool, &failed, &e.to_string()).await;
+                Err(e.into())
+            }
+            None => Ok(confirmed.len()),
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The option groups that every binary shares, with the environment variables and defaults of
+//! DESIGN.md. Each binary flattens the groups it needs into its own clap struct, so `--help`
+//! and the README's configuration table describe the same names. Defaults work against the
+//! services on a development machine. Credentials are [`Secret`]s and never print.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A string that must not appear in logs or `Debug` output (URLs with passwords, API keys).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// A URL with its password replaced, fit for a log line.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparseable url>".into(),
+    }
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/mailroom",
+        hide_default_value = false
+    )]
+    pub database_url: Secret,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct BrokerArgs {
+    /// RabbitMQ connection URL.
+    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub amqp_url: Secret,
+
+    /// Names the exchange and queues: <prefix>, <prefix>.emails, <prefix>.retry.<n>, <prefix>.dead.
+    #[arg(long, env = "QUEUE_PREFIX", default_value = "mailroom", value_parser = parse_prefix)]
+    pub queue_prefix: String,
+}
+
+fn parse_prefix(s: &str) -> Result<String, String> {
+    if !s.is_empty()
+        && s.len() <= 200
+        && s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        Ok(s.to_owned())
+    } else {
+        Err("use letters, digits, '.', '_' or '-' (at most 200)".into())
+    }
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct SesArgs {
+    /// AWS region of the SES endpoint. Credentials come from aws-config's default chain
+    /// (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance roles, …).
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub aws_region: String,
+
+    /// Send to an SES-compatible endpoint instead of real SES (e.g. moto: http://127.0.0.1:5005).
+    #[arg(long, env = "SES_ENDPOINT_URL")]
+    pub ses_endpoint_url: Option<String>,
+
+    /// How long one SES call may take before it counts as a (retryable) timeout.
+    #[arg(long, env = "SES_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub ses_timeout: Duration,
+}
+
+/// Output format for logs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct LogArgs {
+    /// Log format. The level is set with RUST_LOG (default: info).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Parses `500ms`, `10s`, `1m`, `5m`, `2h`, `1d`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration such as 10s, 5m or 2h"))?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "" | "s" => n * 1_000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        "d" => n * 86_400_000,
+        _ => return Err(format!("'{s}' has an unknown unit (use ms, s, m, h or d)")),
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+/// Formats a duration the way [`parse_duration`] reads it, for logs and help.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis() as u64;
+    match ms {
+        0 => "0s".into(),
+        ms if ms % 86_400_000 == 0 => format!("{}d", ms / 86_400_000),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
+        ms => format!("{ms}ms"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5w").is_err());
+        for s in ["10s", "1m", "2h", "250ms", "1d"] {
+            assert_eq!(format_duration(parse_duration(s).unwrap()), s);
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s: Secret = "hunter2".parse().unwrap();
+        assert_eq!(format!("{s:?}"), "[redacted]");
+        assert_eq!(
+            redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+    }
+}

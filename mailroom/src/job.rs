@@ -1,0 +1,110 @@
+//! The job: what ingest puts in the outbox and the dispatcher takes from the queue. It names a
+//! user and a kind of email; it never carries a token, a password or an address, so a message
+//! sitting in a queue (or replayed from the dead letters a day later) holds no secret, and the
+//! dispatcher always reads the user's current address at send time.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::Locale;
+
+/// The kinds of email Mailroom sends. The serialised name is also the routing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Verification,
+    PasswordReset,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 2] = [JobKind::Verification, JobKind::PasswordReset];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Verification => "verification",
+            JobKind::PasswordReset => "password_reset",
+        }
+    }
+
+    pub fn routing_key(self) -> &'static str {
+        self.as_str()
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    pub job_id: Uuid,
+    pub kind: JobKind,
+    pub user_id: Uuid,
+    pub locale: Locale,
+    pub requested_at: DateTime<Utc>,
+}
+
+/// A message from the queue that is not a job we understand. Permanent: it goes to the dead
+/// letters with this text, and never crashes or stalls the consumer.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed job: {0}")]
+pub struct MalformedJob(pub String);
+
+impl Job {
+    pub fn new(kind: JobKind, user_id: Uuid, locale: Locale, now: DateTime<Utc>) -> Self {
+        Self {
+            job_id: Uuid::new_v4(),
+            kind,
+            user_id,
+            locale,
+            requested_at: now,
+        }
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, MalformedJob> {
+        serde_json::from_slice(bytes).map_err(|e| MalformedJob(e.to_string()))
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a job always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_schema() {
+        let job = Job::new(
+            JobKind::PasswordReset,
+            Uuid::new_v4(),
+            Locale::parse("de").unwrap(),
+            Utc::now(),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&job.to_vec()).unwrap();
+        assert_eq!(v["kind"], "password_reset");
+        assert_eq!(v["locale"], "de");
+        assert_eq!(
+            v.as_object().unwrap().keys().collect::<Vec<_>>(),
+            vec!["job_id", "kind", "locale", "requested_at", "user_id"]
+        );
+        assert_eq!(Job::from_slice(&job.to_vec()).unwrap(), job);
+    }
+
+    #[test]
+    fn malformed() {
+        assert!(Job::from_slice(b"not json").is_err());
+        assert!(Job::from_slice(br#"{"job_id":"x"}"#).is_err());
+        let unknown_kind = br#"{"job_id":"6f1c7a3e-9a1b-4a53-8d0a-2a7b5b0e4c11","kind":"sms","user_id":"6f1c7a3e-9a1b-4a53-8d0a-2a7b5b0e4c11","locale":"en","requested_at":"2026-01-01T00:00:00Z"}"#;
+        assert!(Job::from_slice(unknown_kind).is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! Logging setup shared by the binaries: `RUST_LOG` picks the level (default `info`),
+//! `LOG_FORMAT` picks text or JSON. Owns nothing else; secrets are kept out of logs by the
+//! types that hold them ([`crate::config::Secret`], [`crate::domain::Token`]).
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

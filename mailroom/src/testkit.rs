@@ -1,0 +1,277 @@
+//! Test helpers for the binaries' integration tests (feature `testkit`): a throwaway database
+//! per test, a unique queue prefix per test (both removed when dropped), and a client for
+//! moto's SES stand-in. Never used by the binaries themselves.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_sdk_sesv2::config::{Credentials, Region, SharedCredentialsProvider};
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::config::SesArgs;
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// The server the test databases are created on (its `postgres` database).
+pub fn admin_database_url() -> String {
+    env_or(
+        "TEST_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    )
+}
+
+pub fn amqp_url() -> String {
+    env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+}
+
+/// moto's server; `.ci/run` and `scripts/moto` start it on this port.
+pub fn moto_url() -> String {
+    env_or("MOTO_URL", "http://127.0.0.1:5005")
+}
+
+/// A database of its own, migrated, dropped (with FORCE) when this value is dropped.
+pub struct TestDb {
+    pub pool: PgPool,
+    pub url: String,
+    name: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let name = format!("mailroom_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = crate::store::connect(&admin_database_url())
+            .await
+            .expect("PostgreSQL must be running for the tests (see README)");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .expect("create test database");
+        admin.close().await;
+        let mut url = url::Url::parse(&admin_database_url()).expect("valid url");
+        url.set_path(&name);
+        let url = url.to_string();
+        let pool = crate::store::connect(&url).await.expect("connect test db");
+        crate::store::migrate(&pool).await.expect("migrations apply");
+        Self { pool, url, name }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async context guarantees: use a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                if let Ok(admin) = crate::store::connect(&admin_database_url()).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&admin)
+                    .await;
+                    admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A unique `QUEUE_PREFIX`; its exchange and queues are deleted when this value is dropped.
+pub struct TestQueues {
+    pub prefix: String,
+}
+
+impl TestQueues {
+    pub fn new() -> Self {
+        Self {
+            prefix: format!("test.{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+}
+
+impl Default for TestQueues {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestQueues {
+    fn drop(&mut self) {
+        let topo = crate::broker::Topology::new(&self.prefix);
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let Ok(conn) = crate::broker::connect(&amqp_url(), "mailroom-test-cleanup").await
+                else {
+                    return;
+                };
+                let mut queues = vec![topo.work_queue(), topo.dead_queue()];
+                queues.extend((0..10).map(|n| topo.retry_queue(n)));
+                for q in queues {
+                    // A failed delete closes the channel: use a fresh one each time.
+                    if let Ok(ch) = conn.create_channel().await {
+                        let _ = ch
+                            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                            .await;
+                    }
+                }
+                if let Ok(ch) = conn.create_channel().await {
+                    let _ = ch
+                        .exchange_delete(topo.exchange().into(), ExchangeDeleteOptions::default())
+                        .await;
+                }
+                let _ = conn.close(200, "cleanup done".into()).await;
+            });
+        })
+        .join();
+    }
+}
+
+/// SES options pointing at moto (or at a fault proxy in front of it).
+pub fn ses_args(endpoint: &str) -> SesArgs {
+    SesArgs {
+        aws_region: "us-east-1".into(),
+        ses_endpoint_url: Some(endpoint.to_owned()),
+        ses_timeout: Duration::from_secs(5),
+    }
+}
+
+/// An SDK configuration with dummy static credentials, as moto accepts any.
+pub fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "testing", "testing", None, None, "testkit",
+        )))
+        .build()
+}
+
+pub fn ses_client(endpoint: &str) -> aws_sdk_sesv2::Client {
+    crate::ses::client_from(&sdk_config(), &ses_args(endpoint), 1)
+}
+
+/// One message moto recorded. moto keeps only the HTML part as `body`.
+#[derive(Debug, Clone)]
+pub struct SentMessage {
+    pub id: String,
+    pub source: String,
+    pub to: Vec<String>,
+    pub subject: String,
+    pub body: String,
+}
+
+impl SentMessage {
+    /// The first `href` that contains `path`, with HTML entities in it decoded.
+    pub fn link(&self, path: &str) -> Option<String> {
+        self.body
+            .split("href=\"")
+            .skip(1)
+            .filter_map(|s| s.split('"').next())
+            .find(|l| l.contains(path))
+            .map(|l| l.replace("&amp;", "&").replace("&#x3D;", "="))
+    }
+}
+
+/// moto's inspection API.
+pub struct Moto {
+    pub url: String,
+    http: reqwest::Client,
+}
+
+impl Moto {
+    pub fn new() -> Self {
+        Self {
+            url: moto_url(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Everything sent to `to` so far (moto is shared between tests: filter by recipient).
+    pub async fn messages_to(&self, to: &str) -> Vec<SentMessage> {
+        let data: Value = self
+            .http
+            .get(format!("{}/moto-api/data.json", self.url))
+            .send()
+            .await
+            .expect("moto must be running for the tests (see README)")
+            .json()
+            .await
+            .expect("moto answers JSON");
+        data["ses"]["Message"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| SentMessage {
+                id: m["id"].as_str().unwrap_or_default().to_owned(),
+                source: m["source"].as_str().unwrap_or_default().to_owned(),
+                to: m["destinations"]["ToAddresses"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+                subject: m["subject"].as_str().unwrap_or_default().to_owned(),
+                body: m["body"].as_str().unwrap_or_default().to_owned(),
+            })
+            .filter(|m| m.to.iter().any(|t| t.eq_ignore_ascii_case(to)))
+            .collect()
+    }
+
+    /// Waits until at least `n` messages to `to` arrived, or panics after `timeout`.
+    pub async fn wait_for(&self, to: &str, n: usize, timeout: Duration) -> Vec<SentMessage> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let got = self.messages_to(to).await;
+            if got.len() >= n {
+                return got;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("expected {n} message(s) to {to} within {timeout:?}, got {}", got.len());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Makes `address` a verified sender in moto.
+    pub async fn verify_sender(&self, address: &str) {
+        crate::ses::create_identity(&ses_client(&self.url), address)
+            .await
+            .expect("moto accepts a new identity");
+    }
+}
+
+impl Default for Moto {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
