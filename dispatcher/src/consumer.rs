@@ -65,7 +65,9 @@ impl Consumer {
                         }
                         match mailroom::ses::get_account(&self.worker.ses).await {
                             Ok(Some(acct)) if !acct.sending_enabled => {
-                                tracing::warn!("SES still reports sending disabled; staying paused");
+                                tracing::warn!(
+                                    "SES still reports sending disabled; staying paused"
+                                );
                             }
                             // Enabled, or the endpoint cannot say: try sending again.
                             _ => break,
@@ -169,7 +171,9 @@ impl Consumer {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!("in-flight sends did not finish in time; their jobs will be redelivered");
+            tracing::warn!(
+                "in-flight sends did not finish in time; their jobs will be redelivered"
+            );
             tasks.abort_all();
         }
         // Closing the channel returns every delivery we still hold (prefetched, unstarted) to
@@ -200,10 +204,7 @@ impl Settler {
         let attempt = broker::header_int(&d.properties, broker::ATTEMPT_HEADER).unwrap_or(0);
         let job = Job::from_slice(&d.data);
         let job_id = job.as_ref().ok().map(|j| j.job_id);
-        let outcome = self
-            .worker
-            .process(job, message_id.as_deref())
-            .await;
+        let outcome = self.worker.process(job, message_id.as_deref()).await;
         let m = &self.worker.metrics;
         let result = match &outcome {
             Outcome::Sent { .. } => {
@@ -318,7 +319,10 @@ impl Settler {
         }
         tracing::warn!(?job_id, class, error, "job dead-lettered");
         let mut headers = headers_of(&d.properties);
-        headers.insert(broker::ERROR_CLASS_HEADER.into(), broker::long_string(class));
+        headers.insert(
+            broker::ERROR_CLASS_HEADER.into(),
+            broker::long_string(class),
+        );
         headers.insert(
             broker::LAST_ERROR_HEADER.into(),
             broker::long_string(&truncate(error, 1000)),
@@ -339,7 +343,12 @@ impl Settler {
 
     /// Copies the message to `queue` (through the default exchange), waits for the confirm,
     /// and only then acknowledges the original.
-    async fn move_to(&self, d: &Delivery, queue: &str, headers: FieldTable) -> Result<(), BrokerError> {
+    async fn move_to(
+        &self,
+        d: &Delivery,
+        queue: &str,
+        headers: FieldTable,
+    ) -> Result<(), BrokerError> {
         let props = d
             .properties
             .clone()

@@ -26,20 +26,35 @@ pub enum IdentityCommand {
     Delete { name: String },
 }
 
-pub async fn run(client: &Client, cmd: IdentityCommand, out: &mut impl Write) -> Result<(), SesError> {
+pub async fn run(
+    client: &Client,
+    cmd: IdentityCommand,
+    out: &mut impl Write,
+) -> Result<(), SesError> {
     match cmd {
         IdentityCommand::List { json } => {
             let ids = ses::list_identities(client).await?;
             if json {
-                let _ = writeln!(out, "{}", serde_json::to_string_pretty(&ids).expect("serialises"));
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&ids).expect("serialises")
+                );
                 return Ok(());
             }
             if ids.is_empty() {
-                let _ = writeln!(out, "No identities. Add one with `dispatcher identities verify-email ADDRESS` or `verify-domain DOMAIN`.");
+                let _ = writeln!(
+                    out,
+                    "No identities. Add one with `dispatcher identities verify-email ADDRESS` or `verify-domain DOMAIN`."
+                );
                 return Ok(());
             }
             let w = ids.iter().map(|i| i.name.len()).max().unwrap_or(8).max(8);
-            let _ = writeln!(out, "{:<w$}  {:<13}  {:<8}  SENDING", "IDENTITY", "TYPE", "STATUS");
+            let _ = writeln!(
+                out,
+                "{:<w$}  {:<13}  {:<8}  SENDING",
+                "IDENTITY", "TYPE", "STATUS"
+            );
             for i in &ids {
                 let _ = writeln!(
                     out,
@@ -47,7 +62,11 @@ pub async fn run(client: &Client, cmd: IdentityCommand, out: &mut impl Write) ->
                     i.name,
                     i.kind,
                     i.verification_status,
-                    if i.sending_enabled { "enabled" } else { "disabled" }
+                    if i.sending_enabled {
+                        "enabled"
+                    } else {
+                        "disabled"
+                    }
                 );
             }
             let _ = writeln!(out, "{} identities", ids.len());
@@ -71,7 +90,8 @@ pub async fn run(client: &Client, cmd: IdentityCommand, out: &mut impl Write) ->
         }
         IdentityCommand::VerifyDomain { domain } => {
             let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
-            if !domain.contains('.') || domain.contains('@') || domain.contains(char::is_whitespace) {
+            if !domain.contains('.') || domain.contains('@') || domain.contains(char::is_whitespace)
+            {
                 return Err(SesError {
                     class: ses::ErrorClass::Permanent,
                     code: None,
@@ -79,7 +99,12 @@ pub async fn run(client: &Client, cmd: IdentityCommand, out: &mut impl Write) ->
                 });
             }
             let d = ses::create_identity(client, &domain).await?;
-            let _ = writeln!(out, "Domain identity {} created (DKIM status: {}).", d.name, d.dkim_status.as_deref().unwrap_or("unknown"));
+            let _ = writeln!(
+                out,
+                "Domain identity {} created (DKIM status: {}).",
+                d.name,
+                d.dkim_status.as_deref().unwrap_or("unknown")
+            );
             if d.dkim_tokens.is_empty() {
                 let _ = writeln!(
                     out,
@@ -89,7 +114,10 @@ pub async fn run(client: &Client, cmd: IdentityCommand, out: &mut impl Write) ->
                     d.name
                 );
             } else {
-                let _ = writeln!(out, "Add these DNS records; SES verifies the domain once they resolve:");
+                let _ = writeln!(
+                    out,
+                    "Add these DNS records; SES verifies the domain once they resolve:"
+                );
                 for r in d.dns_records() {
                     let _ = writeln!(out, "  {r}");
                 }
@@ -99,9 +127,21 @@ pub async fn run(client: &Client, cmd: IdentityCommand, out: &mut impl Write) ->
             let d = ses::get_identity(client, &name).await?;
             let _ = writeln!(out, "identity:             {}", d.name);
             let _ = writeln!(out, "type:                 {}", d.kind);
-            let _ = writeln!(out, "verification status:  {}", d.verification_status.as_deref().unwrap_or("unknown"));
-            let _ = writeln!(out, "verified for sending: {}", if d.verified_for_sending { "yes" } else { "no" });
-            let _ = writeln!(out, "DKIM status:          {}", d.dkim_status.as_deref().unwrap_or("unknown"));
+            let _ = writeln!(
+                out,
+                "verification status:  {}",
+                d.verification_status.as_deref().unwrap_or("unknown")
+            );
+            let _ = writeln!(
+                out,
+                "verified for sending: {}",
+                if d.verified_for_sending { "yes" } else { "no" }
+            );
+            let _ = writeln!(
+                out,
+                "DKIM status:          {}",
+                d.dkim_status.as_deref().unwrap_or("unknown")
+            );
             for r in d.dns_records() {
                 let _ = writeln!(out, "DNS record:           {r}");
             }
@@ -118,15 +158,38 @@ pub async fn run(client: &Client, cmd: IdentityCommand, out: &mut impl Write) ->
 pub async fn account(client: &Client, out: &mut impl Write) -> Result<(), SesError> {
     match ses::get_account(client).await? {
         None => {
-            let _ = writeln!(out, "This SES endpoint does not report the account (GetAccount is not implemented; moto does not). The dispatcher then sends at MAX_SEND_RATE (default 14/s).");
+            let _ = writeln!(
+                out,
+                "This SES endpoint does not report the account (GetAccount is not implemented; moto does not). The dispatcher then sends at MAX_SEND_RATE (default 14/s)."
+            );
         }
         Some(a) => {
-            let _ = writeln!(out, "access:          {}", if a.production_access { "production" } else { "sandbox (verified recipients only)" });
-            let _ = writeln!(out, "sending:         {}", if a.sending_enabled { "enabled" } else { "PAUSED" });
+            let _ = writeln!(
+                out,
+                "access:          {}",
+                if a.production_access {
+                    "production"
+                } else {
+                    "sandbox (verified recipients only)"
+                }
+            );
+            let _ = writeln!(
+                out,
+                "sending:         {}",
+                if a.sending_enabled {
+                    "enabled"
+                } else {
+                    "PAUSED"
+                }
+            );
             if let Some(s) = &a.enforcement_status {
                 let _ = writeln!(out, "enforcement:     {s}");
             }
-            let _ = writeln!(out, "24-hour quota:   {} of {} used", a.sent_last_24_hours, a.max_24_hour_send);
+            let _ = writeln!(
+                out,
+                "24-hour quota:   {} of {} used",
+                a.sent_last_24_hours, a.max_24_hour_send
+            );
             let _ = writeln!(out, "max send rate:   {}/s", a.max_send_rate);
         }
     }

@@ -25,7 +25,9 @@ use std::time::Duration;
 use anyhow::Context;
 use mailroom::broker::Topology;
 use mailroom::clock::Clock;
-use mailroom::config::{BrokerArgs, DatabaseArgs, SesArgs, format_duration, parse_duration, redact_url};
+use mailroom::config::{
+    BrokerArgs, DatabaseArgs, SesArgs, format_duration, parse_duration, redact_url,
+};
 use mailroom::metrics::{Counter, CounterVec, Exposition, Histogram, LATENCY_BUCKETS};
 use mailroom::store;
 use mailroom::templates::Templates;
@@ -80,7 +82,11 @@ pub struct RunConfig {
     pub send_concurrency: usize,
 
     /// Where to serve Prometheus metrics; "off" to disable.
-    #[arg(long, env = "DISPATCHER_METRICS_LISTEN", default_value = "127.0.0.1:9091")]
+    #[arg(
+        long,
+        env = "DISPATCHER_METRICS_LISTEN",
+        default_value = "127.0.0.1:9091"
+    )]
     pub metrics_listen: String,
 
     /// How long shutdown waits for in-flight sends.
@@ -178,7 +184,10 @@ pub async fn run(
         !config.mail_from.trim().is_empty(),
         "MAIL_FROM is empty: set the verified sender address, e.g. MAIL_FROM=no-reply@example.com"
     );
-    anyhow::ensure!(config.send_concurrency > 0, "SEND_CONCURRENCY must be at least 1");
+    anyhow::ensure!(
+        config.send_concurrency > 0,
+        "SEND_CONCURRENCY must be at least 1"
+    );
     let db_url = config.db.database_url.expose();
     // Lazy: the dispatcher starts (and waits) even while PostgreSQL is still coming up.
     let pool = store::connect_lazy(db_url)
@@ -196,7 +205,9 @@ pub async fn run(
                 a.max_send_rate
             }
             Ok(_) => {
-                tracing::warn!("the SES endpoint does not report MaxSendRate; sending at most 14 per second (set MAX_SEND_RATE to choose)");
+                tracing::warn!(
+                    "the SES endpoint does not report MaxSendRate; sending at most 14 per second (set MAX_SEND_RATE to choose)"
+                );
                 14.0
             }
             Err(e) => {
@@ -209,10 +220,12 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let paused = Arc::new(AtomicBool::new(false));
     if config.metrics_listen != "off" {
-        let addr: SocketAddr = config
-            .metrics_listen
-            .parse()
-            .with_context(|| format!("DISPATCHER_METRICS_LISTEN '{}' is not host:port", config.metrics_listen))?;
+        let addr: SocketAddr = config.metrics_listen.parse().with_context(|| {
+            format!(
+                "DISPATCHER_METRICS_LISTEN '{}' is not host:port",
+                config.metrics_listen
+            )
+        })?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;

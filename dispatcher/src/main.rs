@@ -43,7 +43,12 @@ enum Command {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    mailroom::telemetry::init(cli.log.log_format);
+    let level = if matches!(cli.command, Command::Run(_)) {
+        "info"
+    } else {
+        "warn,aws_runtime=error"
+    };
+    mailroom::telemetry::init_with_default(cli.log.log_format, level);
     let result: anyhow::Result<()> = match cli.command {
         Command::Run(config) => {
             let sdk = mailroom::ses::load_sdk_config(&config.ses).await;

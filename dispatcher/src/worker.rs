@@ -71,7 +71,11 @@ type DbResult<T> = Result<T, sqlx::Error>;
 
 impl Worker {
     /// Handles one message. `attempt` is how many retries came before (0 on first delivery).
-    pub async fn process(&self, job: Result<Job, MalformedJob>, message_id: Option<&str>) -> Outcome {
+    pub async fn process(
+        &self,
+        job: Result<Job, MalformedJob>,
+        message_id: Option<&str>,
+    ) -> Outcome {
         let job = match job {
             Ok(j) => j,
             Err(e) => {
@@ -120,7 +124,8 @@ impl Worker {
         // link. The hash is stored before the send so the link works when the email arrives.
         let token = Token::generate();
         let hash = token.hash();
-        let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(24));
+        let expires_at =
+            now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(24));
         let stored = match job.kind {
             JobKind::Verification => {
                 if user.email_verified {

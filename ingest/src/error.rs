@@ -102,7 +102,8 @@ impl ApiError {
             ApiError::Conflict { field, message } => json!({ *field: message }),
             _ => json!({}),
         };
-        let body = json!({ "error": { "code": self.code(), "message": message, "fields": fields } });
+        let body =
+            json!({ "error": { "code": self.code(), "message": message, "fields": fields } });
         let mut resp = crate::json_response(status, &body);
         if let ApiError::Unauthorized = self {
             resp.headers_mut()

@@ -63,7 +63,12 @@ pub struct Config {
 
     /// API keys accepted from services, comma-separated (Authorization: Bearer <key>).
     /// Required: ingest refuses to start without one.
-    #[arg(long, env = "INGEST_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long,
+        env = "INGEST_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub api_keys: Vec<Secret>,
 
     /// Folder of the handlebars templates (pages are read from its pages/ folder).

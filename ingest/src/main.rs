@@ -10,5 +10,11 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    ingest::run(listener, config, Clock::system(), mailroom::shutdown_signal()).await
+    ingest::run(
+        listener,
+        config,
+        Clock::system(),
+        mailroom::shutdown_signal(),
+    )
+    .await
 }

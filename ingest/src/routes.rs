@@ -34,12 +34,11 @@ impl App {
         let resp = match tokio::time::timeout(self.request_timeout, self.dispatch(req)).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => e.into_response(),
-            Err(_) => ApiError::Unavailable("the request took too long; try again".into())
-                .into_response(),
+            Err(_) => {
+                ApiError::Unavailable("the request took too long; try again".into()).into_response()
+            }
         };
-        self.metrics
-            .requests
-            .inc(&[route, resp.status().as_str()]);
+        self.metrics.requests.inc(&[route, resp.status().as_str()]);
         resp
     }
 
@@ -115,13 +114,22 @@ impl App {
     /// Reads a JSON object body: 415 unless the content type is JSON, 413 over the limit (by
     /// Content-Length before reading, or while reading), 400 when it does not parse, 422 when
     /// it is not an object.
-    async fn read_json(&self, parts: &Parts, body: Incoming) -> Result<Map<String, Value>, ApiError> {
+    async fn read_json(
+        &self,
+        parts: &Parts,
+        body: Incoming,
+    ) -> Result<Map<String, Value>, ApiError> {
         let ct = parts
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if essence != "application/json" {
             return Err(ApiError::UnsupportedMediaType);
         }
@@ -205,8 +213,7 @@ impl App {
         let token = f.required("token", Token::parse);
         f.finish()?;
         let token = token.expect("checked");
-        match store::consume_verification_token(&self.pool, &token.hash(), self.clock.now())
-            .await?
+        match store::consume_verification_token(&self.pool, &token.hash(), self.clock.now()).await?
         {
             Verification::Verified { user_id, email } => {
                 tracing::info!(%user_id, "email verified");
@@ -296,7 +303,10 @@ impl App {
             )
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "page template failed");
-                format!("<!doctype html><title>{0}</title><h1>{0}</h1>", status.as_str())
+                format!(
+                    "<!doctype html><title>{0}</title><h1>{0}</h1>",
+                    status.as_str()
+                )
             });
         Response::builder()
             .status(status)

@@ -11,11 +11,11 @@
 
 use std::time::Duration;
 
+use lapin::Confirmation;
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
-use lapin::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
@@ -90,15 +90,14 @@ impl Topology {
         )
         .await?;
         // The dead queue comes first: the work queue's own dead-lettering points at it.
-        ch.queue_declare(
-            self.dead_queue().into(),
-            durable(),
-            FieldTable::default(),
-        )
-        .await?;
+        ch.queue_declare(self.dead_queue().into(), durable(), FieldTable::default())
+            .await?;
         let mut args = FieldTable::default();
         args.insert("x-queue-type".into(), long_string("quorum"));
-        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(DELIVERY_LIMIT),
+        );
         args.insert("x-dead-letter-exchange".into(), long_string(""));
         args.insert(
             "x-dead-letter-routing-key".into(),
@@ -134,7 +133,10 @@ impl Topology {
                 "x-message-ttl".into(),
                 AMQPValue::LongLongInt(delay.as_millis() as i64),
             );
-            args.insert("x-dead-letter-exchange".into(), long_string(&self.exchange()));
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                long_string(&self.exchange()),
+            );
             args.insert(
                 "x-dead-letter-routing-key".into(),
                 long_string(RETRY_ROUTING_KEY),
@@ -185,7 +187,8 @@ pub fn header_int(props: &BasicProperties, name: &str) -> Option<i64> {
 
 /// Connects with a name that shows up in the management UI.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
-    let props = ConnectionProperties::default().with_connection_name(LongString::from(name.as_bytes().to_vec()));
+    let props = ConnectionProperties::default()
+        .with_connection_name(LongString::from(name.as_bytes().to_vec()));
     Ok(Connection::connect(url, props).await?)
 }
 

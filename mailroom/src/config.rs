@@ -62,7 +62,11 @@ pub struct DatabaseArgs {
 #[derive(clap::Args, Clone, Debug)]
 pub struct BrokerArgs {
     /// RabbitMQ connection URL.
-    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
     pub amqp_url: Secret,
 
     /// Names the exchange and queues: <prefix>, <prefix>.emails, <prefix>.retry.<n>, <prefix>.dead.
@@ -73,8 +77,7 @@ pub struct BrokerArgs {
 fn parse_prefix(s: &str) -> Result<String, String> {
     if !s.is_empty()
         && s.len() <= 200
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
     {
         Ok(s.to_owned())

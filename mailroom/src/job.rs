@@ -93,9 +93,11 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&job.to_vec()).unwrap();
         assert_eq!(v["kind"], "password_reset");
         assert_eq!(v["locale"], "de");
+        let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
         assert_eq!(
-            v.as_object().unwrap().keys().collect::<Vec<_>>(),
-            vec!["job_id", "kind", "locale", "requested_at", "user_id"]
+            keys,
+            ["job_id", "kind", "locale", "requested_at", "user_id"]
         );
         assert_eq!(Job::from_slice(&job.to_vec()).unwrap(), job);
     }

@@ -52,7 +52,12 @@ impl CounterVec {
     pub fn inc(&self, values: &[&str]) {
         debug_assert_eq!(values.len(), self.labels.len());
         let key = values.iter().map(|s| (*s).to_owned()).collect();
-        *self.values.lock().expect("metrics lock").entry(key).or_default() += 1;
+        *self
+            .values
+            .lock()
+            .expect("metrics lock")
+            .entry(key)
+            .or_default() += 1;
     }
 
     pub fn get(&self, values: &[&str]) -> u64 {

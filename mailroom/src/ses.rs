@@ -55,6 +55,18 @@ pub fn classify<E>(err: &SdkError<E>) -> SesError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
+    let text = chain(err);
+    if !matches!(err, SdkError::ServiceError(_)) && text.to_lowercase().contains("credential") {
+        return SesError {
+            // Missing credentials will not fix themselves between attempts, but a credentials
+            // provider that is briefly unavailable (instance metadata) might: retryable.
+            class: ErrorClass::Retryable,
+            code: Some("Credentials".into()),
+            message: "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+                      or AWS_PROFILE, or run where an instance role is available"
+                .into(),
+        };
+    }
     match err {
         SdkError::TimeoutError(_) => SesError {
             class: ErrorClass::Retryable,
@@ -72,26 +84,14 @@ where
             SesError {
                 class: ErrorClass::Retryable,
                 code: Some("Dispatch".into()),
-                message: format!("{what}: {}", chain(err)),
+                message: format!("{what}: {text}"),
             }
         }
-        SdkError::ConstructionFailure(_) => {
-            let text = chain(err);
-            let credentials = text.contains("credentials") || text.contains("Credentials");
-            SesError {
-                // Missing credentials will not fix themselves between attempts, but a
-                // credentials provider that is briefly unavailable (IMDS) might: retry.
-                class: ErrorClass::Retryable,
-                code: Some(if credentials { "Credentials" } else { "Construction" }.into()),
-                message: if credentials {
-                    "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
-                     or AWS_PROFILE, or run where an instance role is available"
-                        .into()
-                } else {
-                    format!("could not build the SES request: {text}")
-                },
-            }
-        }
+        SdkError::ConstructionFailure(_) => SesError {
+            class: ErrorClass::Permanent,
+            code: Some("Construction".into()),
+            message: format!("could not build the SES request: {text}"),
+        },
         SdkError::ResponseError(_) => SesError {
             class: ErrorClass::Retryable,
             code: Some("ResponseError".into()),
@@ -102,16 +102,24 @@ where
             let status = Some(se.raw().status().as_u16());
             let class = match code.as_deref() {
                 Some(
-                    "TooManyRequestsException" | "Throttling" | "ThrottlingException"
-                    | "ServiceUnavailable" | "InternalFailure" | "InternalServerError",
+                    "TooManyRequestsException"
+                    | "Throttling"
+                    | "ThrottlingException"
+                    | "ServiceUnavailable"
+                    | "InternalFailure"
+                    | "InternalServerError",
                 ) => ErrorClass::Retryable,
                 Some(
-                    "SendingPausedException" | "AccountSuspendedException"
+                    "SendingPausedException"
+                    | "AccountSuspendedException"
                     | "LimitExceededException",
                 ) => ErrorClass::AccountStop,
                 Some(
-                    "MessageRejected" | "BadRequestException" | "MailFromDomainNotVerifiedException"
-                    | "NotFoundException" | "InvalidParameterValue",
+                    "MessageRejected"
+                    | "BadRequestException"
+                    | "MailFromDomainNotVerifiedException"
+                    | "NotFoundException"
+                    | "InvalidParameterValue",
                 ) => ErrorClass::Permanent,
                 _ => match status {
                     Some(429) => ErrorClass::Retryable,
@@ -249,7 +257,6 @@ pub async fn list_identities(client: &Client) -> Result<Vec<Identity>, SesError>
         let page = client
             .list_email_identities()
             .set_next_token(next.take())
-            .page_size(1000)
             .send()
             .await
             .map_err(|e| classify(&e))?;
@@ -294,7 +301,12 @@ impl IdentityDetail {
     pub fn dns_records(&self) -> Vec<String> {
         self.dkim_tokens
             .iter()
-            .map(|t| format!("{t}._domainkey.{}  CNAME  {t}.dkim.amazonses.com", self.name))
+            .map(|t| {
+                format!(
+                    "{t}._domainkey.{}  CNAME  {t}.dkim.amazonses.com",
+                    self.name
+                )
+            })
             .collect()
     }
 }

@@ -162,7 +162,10 @@ pub async fn set_verification_token(
 /// What happened to a token presented for verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verification {
-    Verified { user_id: Uuid, email: String },
+    Verified {
+        user_id: Uuid,
+        email: String,
+    },
     /// The token matched but its time is up.
     Expired,
     /// The token matched a link that was already used.
@@ -335,11 +338,10 @@ pub async fn begin_attempt(
         Some((prev,)) => Ok(prev.as_deref().and_then(SendStatus::parse)),
         // The conflict branch's WHERE refused: the job is already final.
         None => {
-            let (status,): (String,) =
-                sqlx::query_as("SELECT status FROM sends WHERE job_id = $1")
-                    .bind(job.job_id)
-                    .fetch_one(pool)
-                    .await?;
+            let (status,): (String,) = sqlx::query_as("SELECT status FROM sends WHERE job_id = $1")
+                .bind(job.job_id)
+                .fetch_one(pool)
+                .await?;
             Ok(SendStatus::parse(&status))
         }
     }
@@ -374,12 +376,14 @@ pub async fn record_skipped(
     why: &str,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE sends SET status = 'skipped', detail = $2, updated_at = $3 WHERE job_id = $1")
-        .bind(job_id)
-        .bind(why)
-        .bind(now)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE sends SET status = 'skipped', detail = $2, updated_at = $3 WHERE job_id = $1",
+    )
+    .bind(job_id)
+    .bind(why)
+    .bind(now)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

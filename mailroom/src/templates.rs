@@ -87,6 +87,7 @@ impl Templates {
         let dir = dir.as_ref().to_path_buf();
         let mut html = Handlebars::new();
         html.set_strict_mode(true);
+        html.register_escape_fn(escape_html);
         let mut plain = Handlebars::new();
         plain.set_strict_mode(true);
         plain.register_escape_fn(handlebars::no_escape);
@@ -223,6 +224,23 @@ impl Templates {
         }
         Ok(checked)
     }
+}
+
+/// Escapes the five characters that matter in HTML text and quoted attributes. (Handlebars'
+/// default also escapes `=` and backticks, which mangles links without making them safer.)
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), TemplateError> {

@@ -55,7 +55,9 @@ impl TestDb {
         url.set_path(&name);
         let url = url.to_string();
         let pool = crate::store::connect(&url).await.expect("connect test db");
-        crate::store::migrate(&pool).await.expect("migrations apply");
+        crate::store::migrate(&pool)
+            .await
+            .expect("migrations apply");
         Self { pool, url, name }
     }
 }
@@ -238,7 +240,10 @@ impl Moto {
                 return got;
             }
             if tokio::time::Instant::now() > deadline {
-                panic!("expected {n} message(s) to {to} within {timeout:?}, got {}", got.len());
+                panic!(
+                    "expected {n} message(s) to {to} within {timeout:?}, got {}",
+                    got.len()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -1,0 +1,261 @@
+//! `TestApp`: a real ingest and (optionally) a real dispatcher in-process, each test with its
+//! own database, queue prefix, sender identity and clock. Helper methods are named after what a
+//! user does.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use dispatcher::RunConfig;
+use mailroom::clock::Clock;
+use mailroom::config::{BrokerArgs, DatabaseArgs, LogArgs, LogFormat, Secret};
+use mailroom::testkit::{self, Moto, SentMessage, TestDb, TestQueues};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const API_KEY: &str = "test-key-0123456789";
+
+pub struct TestApp {
+    pub base: String,
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub clock: Clock,
+    pub moto: Moto,
+    pub sender: String,
+    /// Where the dispatcher sends: moto, or a fault proxy in front of it.
+    pub ses_endpoint: String,
+    pub retry_delays: Vec<Duration>,
+    pub send_concurrency: usize,
+    pub max_send_rate: Option<f64>,
+    ingest: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+    dispatcher: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+    // Declared last: dropped after the services above stopped using them.
+    pub queues: TestQueues,
+    pub db: TestDb,
+}
+
+impl TestApp {
+    /// Ingest and a dispatcher, ready to sign people up.
+    pub async fn spawn() -> Self {
+        let mut app = Self::ingest_only().await;
+        app.start_dispatcher().await;
+        app
+    }
+
+    /// Ingest only: events are accepted and relayed, nothing is sent.
+    pub async fn ingest_only() -> Self {
+        let db = TestDb::create().await;
+        let moto = Moto::new();
+        let sender = format!("sender-{}@example.com", uuid::Uuid::new_v4().simple());
+        moto.verify_sender(&sender).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut app = Self {
+            base: format!("http://{addr}"),
+            addr,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            clock: Clock::system(),
+            ses_endpoint: moto.url.clone(),
+            moto,
+            sender,
+            retry_delays: vec![Duration::from_millis(200), Duration::from_millis(400)],
+            send_concurrency: 4,
+            max_send_rate: Some(200.0),
+            ingest: None,
+            dispatcher: None,
+            queues: TestQueues::new(),
+            db,
+        };
+        let cancel = CancellationToken::new();
+        let handle = tokio::spawn(ingest::run(
+            listener,
+            app.ingest_config(),
+            app.clock.clone(),
+            cancel.clone().cancelled_owned(),
+        ));
+        app.ingest = Some((cancel, handle));
+        app.wait_ready().await;
+        app
+    }
+
+    pub fn ingest_config(&self) -> ingest::Config {
+        ingest::Config {
+            db: DatabaseArgs {
+                database_url: Secret::new(self.db.url.clone()),
+            },
+            broker: self.broker_args(),
+            log: LogArgs {
+                log_format: LogFormat::Text,
+            },
+            listen: self.addr,
+            api_keys: vec![Secret::new(API_KEY), Secret::new("second-key")],
+            templates_dir: mailroom::templates::DEFAULT_DIR.into(),
+            max_body_bytes: 16 * 1024,
+            request_timeout: Duration::from_secs(10),
+            relay_interval: Duration::from_millis(200),
+            shutdown_timeout: Duration::from_secs(2),
+        }
+    }
+
+    pub fn broker_args(&self) -> BrokerArgs {
+        BrokerArgs {
+            amqp_url: Secret::new(testkit::amqp_url()),
+            queue_prefix: self.queues.prefix.clone(),
+        }
+    }
+
+    pub fn dispatcher_config(&self) -> RunConfig {
+        RunConfig {
+            db: DatabaseArgs {
+                database_url: Secret::new(self.db.url.clone()),
+            },
+            broker: self.broker_args(),
+            ses: testkit::ses_args(&self.ses_endpoint),
+            mail_from: self.sender.clone(),
+            public_url: self.base.clone(),
+            reset_url: None,
+            templates_dir: mailroom::templates::DEFAULT_DIR.into(),
+            verification_ttl: Duration::from_secs(24 * 3600),
+            reset_ttl: Duration::from_secs(3600),
+            retry_delays: self.retry_delays.clone(),
+            max_send_rate: self.max_send_rate,
+            send_concurrency: self.send_concurrency,
+            metrics_listen: "off".into(),
+            shutdown_timeout: Duration::from_secs(5),
+            pause_probe_interval: Duration::from_millis(500),
+        }
+    }
+
+    pub async fn start_dispatcher(&mut self) {
+        assert!(self.dispatcher.is_none(), "dispatcher already running");
+        let cancel = CancellationToken::new();
+        let handle = tokio::spawn(dispatcher::run(
+            self.dispatcher_config(),
+            self.clock.clone(),
+            testkit::sdk_config(),
+            cancel.clone().cancelled_owned(),
+        ));
+        self.dispatcher = Some((cancel, handle));
+    }
+
+    /// Stops the dispatcher gracefully and returns what `run` returned.
+    pub async fn stop_dispatcher(&mut self) -> anyhow::Result<()> {
+        let (cancel, handle) = self.dispatcher.take().expect("dispatcher running");
+        cancel.cancel();
+        handle.await.expect("dispatcher task")
+    }
+
+    async fn wait_ready(&self) {
+        let http = self.http.clone();
+        let url = format!("{}/readyz", self.base);
+        testkit::eventually("ingest ready", Duration::from_secs(20), || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let r = http.get(url).send().await.ok()?;
+                (r.status() == 200).then_some(())
+            }
+        })
+        .await;
+    }
+
+    pub fn unique_email(&self) -> String {
+        format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
+    }
+
+    pub fn unique_name(&self) -> String {
+        format!("user-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(API_KEY)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn sign_up(&self, name: &str, email: &str) -> reqwest::Response {
+        self.post(
+            "/v1/signups",
+            &json!({"name": name, "email": email, "password": "correct horse battery"}),
+        )
+        .await
+    }
+
+    /// Signs up and returns the user id, asserting 202.
+    pub async fn sign_up_ok(&self, name: &str, email: &str) -> uuid::Uuid {
+        let r = self.sign_up(name, email).await;
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+        let v: Value = r.json().await.unwrap();
+        v["user_id"].as_str().unwrap().parse().unwrap()
+    }
+
+    pub async fn wait_for_email(&self, to: &str) -> SentMessage {
+        self.moto
+            .wait_for(to, 1, Duration::from_secs(30))
+            .await
+            .remove(0)
+    }
+
+    pub async fn follow(&self, link: &str) -> reqwest::Response {
+        self.http.get(link).send().await.unwrap()
+    }
+
+    pub async fn user(&self, email: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}/v1/users", self.base))
+            .query(&[("email", email)])
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        let (n,): (i64,) =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                .fetch_one(&self.db.pool)
+                .await
+                .unwrap();
+        n
+    }
+
+    /// Waits until the send log row of `job_id` has `status`.
+    pub async fn wait_for_status(
+        &self,
+        job_id: uuid::Uuid,
+        status: &str,
+    ) -> mailroom::store::SendRecord {
+        let pool = self.db.pool.clone();
+        testkit::eventually(
+            &format!("job {job_id} to be {status}"),
+            Duration::from_secs(30),
+            || {
+                let pool = pool.clone();
+                async move {
+                    mailroom::store::find_send(&pool, job_id)
+                        .await
+                        .unwrap()
+                        .filter(|s| s.status == status)
+                }
+            },
+        )
+        .await
+    }
+}
+
+/// The token in a verification or reset link.
+pub fn token_of(link: &str) -> String {
+    link.split("token=")
+        .nth(1)
+        .expect("link has a token")
+        .to_owned()
+}
