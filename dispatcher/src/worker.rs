@@ -291,7 +291,7 @@ fn is_transient(e: &sqlx::Error) -> bool {
 pub fn human_duration(d: Duration) -> String {
     let mins = d.as_secs().div_ceil(60);
     let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
-    if mins >= 60 && mins % 60 == 0 {
+    if mins >= 60 && mins.is_multiple_of(60) {
         plural(mins / 60, "hour")
     } else {
         plural(mins, "minute")

@@ -172,33 +172,6 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_prometheus_text() {
-        let c = Counter::default();
-        c.add(3);
-        let v = CounterVec::new(&["outcome"]);
-        v.inc(&["sent"]);
-        v.inc(&["sent"]);
-        let h = Histogram::new(&[0.1, 1.0]);
-        h.observe(0.05);
-        h.observe(0.5);
-        let text = Exposition::default()
-            .counter("a_total", "A.", &c)
-            .counter_vec("b_total", "B.", &v)
-            .histogram("c_seconds", "C.", &h)
-            .finish();
-        assert!(text.contains("a_total 3\n"));
-        assert!(text.contains("b_total{outcome=\"sent\"} 2\n"));
-        assert!(text.contains("c_seconds_bucket{le=\"0.1\"} 1\n"));
-        assert!(text.contains("c_seconds_bucket{le=\"1\"} 2\n"));
-        assert!(text.contains("c_seconds_count 2\n"));
-    }
-}
-
 /// Serves `render()` as Prometheus text on every path of `listener` until `cancel`. For
 /// processes (the dispatcher) that have no HTTP server of their own.
 pub async fn serve<F>(
@@ -237,5 +210,32 @@ pub async fn serve<F>(
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let c = Counter::default();
+        c.add(3);
+        let v = CounterVec::new(&["outcome"]);
+        v.inc(&["sent"]);
+        v.inc(&["sent"]);
+        let h = Histogram::new(&[0.1, 1.0]);
+        h.observe(0.05);
+        h.observe(0.5);
+        let text = Exposition::default()
+            .counter("a_total", "A.", &c)
+            .counter_vec("b_total", "B.", &v)
+            .histogram("c_seconds", "C.", &h)
+            .finish();
+        assert!(text.contains("a_total 3\n"));
+        assert!(text.contains("b_total{outcome=\"sent\"} 2\n"));
+        assert!(text.contains("c_seconds_bucket{le=\"0.1\"} 1\n"));
+        assert!(text.contains("c_seconds_bucket{le=\"1\"} 2\n"));
+        assert!(text.contains("c_seconds_count 2\n"));
     }
 }
