@@ -2,8 +2,9 @@
 
 use clap::{Parser, Subcommand};
 use dispatcher::identities::{self, IdentityCommand};
+use mailroom::broker::Topology;
 use mailroom::clock::Clock;
-use mailroom::config::{LogArgs, SesArgs};
+use mailroom::config::{BrokerArgs, LogArgs, SesArgs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -38,6 +39,53 @@ enum Command {
         #[command(flatten)]
         ses: SesArgs,
     },
+    /// Inspect the dead-letter queue without consuming or reordering it.
+    Dead {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        #[command(subcommand)]
+        command: DeadCommand,
+    },
+    /// Move dead letters back to the work queue: one or more jobs, an error class, or all.
+    /// Each replayed job mints a fresh token when it is sent.
+    Replay(ReplayArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum DeadCommand {
+    /// List dead letters: job id, kind, recipient, attempts, error class, last error, when it
+    /// died and how often it was replayed.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Show at most this many (oldest first).
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["job", "error_class", "all"])))]
+struct ReplayArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// Replay this job (repeatable).
+    #[arg(long = "job", value_name = "JOB_ID")]
+    job: Vec<String>,
+    /// Replay every dead letter of this error class (permanent, retryable, render, malformed,
+    /// delivery_limit).
+    #[arg(long)]
+    error_class: Option<String>,
+    /// Replay every dead letter.
+    #[arg(long)]
+    all: bool,
+    /// Say what would be replayed, change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Replays per second at most.
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 #[tokio::main]
@@ -67,6 +115,11 @@ async fn main() -> std::process::ExitCode {
                 .await
                 .map_err(anyhow::Error::from)
         }
+        Command::Dead {
+            broker,
+            command: DeadCommand::List { json, limit },
+        } => dead_list(&broker, json, limit).await,
+        Command::Replay(args) => replay(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -75,4 +128,103 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+async fn connect(broker: &BrokerArgs) -> anyhow::Result<lapin::Connection> {
+    mailroom::broker::connect(broker.amqp_url.expose(), "mailroom-cli")
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach RabbitMQ at {}: {e}",
+                mailroom::config::redact_url(broker.amqp_url.expose())
+            )
+        })
+}
+
+async fn dead_list(broker: &BrokerArgs, json: bool, limit: usize) -> anyhow::Result<()> {
+    let conn = connect(broker).await?;
+    let topo = Topology::new(&broker.queue_prefix);
+    let letters = dispatcher::dead::list(&conn, &topo, limit)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read {}: {e} (has a dispatcher ever run with QUEUE_PREFIX={}?)",
+                topo.dead_queue(),
+                broker.queue_prefix
+            )
+        })?;
+    let _ = conn.close(200, "done".into()).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&letters)?);
+        return Ok(());
+    }
+    if letters.is_empty() {
+        println!("No dead letters in {}.", topo.dead_queue());
+        return Ok(());
+    }
+    println!(
+        "{:<36}  {:<14}  {:<30}  {:>3}  {:<14}  {:<20}  {:>3}  LAST ERROR",
+        "JOB", "KIND", "RECIPIENT", "ATT", "CLASS", "DIED", "REP"
+    );
+    for d in &letters {
+        println!(
+            "{:<36}  {:<14}  {:<30}  {:>3}  {:<14}  {:<20}  {:>3}  {}",
+            d.job_id.as_deref().unwrap_or("-"),
+            d.kind.as_deref().unwrap_or("-"),
+            d.recipient.as_deref().unwrap_or("-"),
+            d.attempts,
+            d.error_class,
+            d.died_at.as_deref().unwrap_or("-"),
+            d.replays,
+            d.last_error
+        );
+    }
+    println!("{} dead letters", letters.len());
+    Ok(())
+}
+
+async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    use dispatcher::dead::{Filter, ReplayOptions};
+    let filter = if args.all {
+        Filter::All
+    } else if let Some(c) = args.error_class {
+        Filter::ErrorClass(c)
+    } else {
+        Filter::Jobs(args.job)
+    };
+    let conn = connect(&args.broker).await?;
+    let topo = Topology::new(&args.broker.queue_prefix);
+    let opts = ReplayOptions {
+        filter,
+        dry_run: args.dry_run,
+        rate: args.rate,
+    };
+    let mut last_print = std::time::Instant::now();
+    let report = dispatcher::dead::replay(&conn, &topo, &opts, |r| {
+        if last_print.elapsed() >= std::time::Duration::from_secs(1) {
+            eprintln!(
+                "… examined {}, replayed {}, parked {}",
+                r.examined, r.replayed, r.parked
+            );
+            last_print = std::time::Instant::now();
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("replay stopped: {e}"))?;
+    let _ = conn.close(200, "done".into()).await;
+    println!(
+        "{}examined {} dead letters: {} matched, {} {}, {} parked (replayed {} times already, or not a job)",
+        if report.dry_run { "dry run: " } else { "" },
+        report.examined,
+        report.matched,
+        report.replayed,
+        if report.dry_run {
+            "would be replayed"
+        } else {
+            "replayed"
+        },
+        report.parked,
+        dispatcher::dead::MAX_REPLAYS
+    );
+    Ok(())
 }

@@ -12,6 +12,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sesv2::Client;
 use aws_sdk_sesv2::config::Region;
 use aws_sdk_sesv2::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sesv2::operation::send_email::SendEmailError;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
 
 use crate::config::SesArgs;
@@ -52,6 +53,33 @@ pub struct SesError {
 /// operation); transport-level failures are retryable; an unknown service error is classified
 /// by its HTTP status (429 and 5xx retryable, other 4xx permanent).
 pub fn classify<E>(err: &SdkError<E>) -> SesError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    classify_typed(err, |_| None)
+}
+
+/// [`classify`] for `SendEmail`, which also reads the modelled error variant: the variant is
+/// what the SDK guarantees, the code in the metadata is only what the wire said.
+pub fn classify_send(err: &SdkError<SendEmailError>) -> SesError {
+    classify_typed(err, |e| {
+        Some(match e {
+            SendEmailError::TooManyRequestsException(_) => "TooManyRequestsException",
+            SendEmailError::MessageRejected(_) => "MessageRejected",
+            SendEmailError::BadRequestException(_) => "BadRequestException",
+            SendEmailError::MailFromDomainNotVerifiedException(_) => {
+                "MailFromDomainNotVerifiedException"
+            }
+            SendEmailError::NotFoundException(_) => "NotFoundException",
+            SendEmailError::SendingPausedException(_) => "SendingPausedException",
+            SendEmailError::AccountSuspendedException(_) => "AccountSuspendedException",
+            SendEmailError::LimitExceededException(_) => "LimitExceededException",
+            _ => return None,
+        })
+    })
+}
+
+fn classify_typed<E>(err: &SdkError<E>, typed_code: impl Fn(&E) -> Option<&'static str>) -> SesError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -98,7 +126,9 @@ where
             message: format!("SES sent an answer that could not be read: {}", chain(err)),
         },
         SdkError::ServiceError(se) => {
-            let code = se.err().code().map(str::to_owned);
+            let code = typed_code(se.err())
+                .map(str::to_owned)
+                .or_else(|| se.err().code().map(str::to_owned));
             let status = Some(se.raw().status().as_u16());
             let class = match code.as_deref() {
                 Some(
@@ -127,9 +157,24 @@ where
                     _ => ErrorClass::Permanent,
                 },
             };
-            let detail = se.err().message().map(str::to_owned).unwrap_or_else(|| {
-                status.map_or("no details".into(), |s| format!("HTTP status {s}"))
-            });
+            let shown = se.err().to_string();
+            let detail = se
+                .err()
+                .message()
+                .map(str::to_owned)
+                .or_else(|| {
+                    // A modelled error keeps its message in its own fields; Display shows it.
+                    let trimmed = code
+                        .as_deref()
+                        .and_then(|c| shown.strip_prefix(c))
+                        .unwrap_or(&shown)
+                        .trim_start_matches([':', ' '])
+                        .to_owned();
+                    (!trimmed.is_empty() && trimmed != "unhandled error").then_some(trimmed)
+                })
+                .unwrap_or_else(|| {
+                    status.map_or("no details".into(), |s| format!("HTTP status {s}"))
+                });
             SesError {
                 class,
                 message: match &code {
@@ -234,7 +279,7 @@ pub async fn send(client: &Client, email: OutgoingEmail<'_>) -> Result<Sent, Ses
         .content(EmailContent::builder().simple(message).build())
         .send()
         .await
-        .map_err(|e| classify(&e))?;
+        .map_err(|e| classify_send(&e))?;
     Ok(Sent {
         message_id: out.message_id().unwrap_or_default().to_owned(),
         latency: started.elapsed(),
@@ -401,5 +446,102 @@ pub async fn get_account(client: &Client) -> Result<Option<Account>, SesError> {
         }
         Err(SdkError::ServiceError(se)) if se.raw().status().as_u16() == 404 => Ok(None),
         Err(e) => Err(classify(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Error classification against the SDK's own mocks: each SES error as the real client
+    //! surfaces it.
+    use super::*;
+    use aws_sdk_sesv2::operation::send_email::SendEmailOutput;
+    use aws_sdk_sesv2::types::error::*;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use aws_smithy_runtime_api::http::{Response as HttpResponse, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+
+    fn email() -> OutgoingEmail<'static> {
+        OutgoingEmail {
+            from: "from@example.com",
+            to: "to@example.com",
+            subject: "s",
+            html: "<p>h</p>",
+            text: "t",
+        }
+    }
+
+    async fn class_of(err: SendEmailError) -> SesError {
+        let slot = std::sync::Mutex::new(Some(err));
+        let rule = mock!(Client::send_email)
+            .then_error(move || slot.lock().unwrap().take().expect("called once"));
+        let client = mock_client!(aws_sdk_sesv2, RuleMode::Sequential, [&rule], |c| c
+            .retry_config(RetryConfig::disabled()));
+        send(&client, email()).await.unwrap_err()
+    }
+
+    async fn class_of_status(status: u16, body: &'static str) -> SesError {
+        let rule = mock!(Client::send_email).then_http_response(move || {
+            HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body))
+        });
+        let client = mock_client!(aws_sdk_sesv2, RuleMode::Sequential, [&rule], |c| c
+            .retry_config(RetryConfig::disabled()));
+        send(&client, email()).await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_successful_send_returns_the_message_id() {
+        let rule = mock!(Client::send_email)
+            .then_output(|| SendEmailOutput::builder().message_id("m-1").build());
+        let client = mock_client!(aws_sdk_sesv2, [&rule]);
+        assert_eq!(send(&client, email()).await.unwrap().message_id, "m-1");
+    }
+
+    #[tokio::test]
+    async fn throttling_is_retryable() {
+        let e = class_of(SendEmailError::TooManyRequestsException(
+            TooManyRequestsException::builder()
+                .message("slow down")
+                .build(),
+        ))
+        .await;
+        assert_eq!(e.class, ErrorClass::Retryable);
+        assert!(e.message.contains("slow down"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn rejected_and_invalid_messages_are_permanent() {
+        for err in [
+            SendEmailError::MessageRejected(
+                MessageRejected::builder().message("unverified").build(),
+            ),
+            SendEmailError::BadRequestException(BadRequestException::builder().build()),
+            SendEmailError::MailFromDomainNotVerifiedException(
+                MailFromDomainNotVerifiedException::builder().build(),
+            ),
+            SendEmailError::NotFoundException(NotFoundException::builder().build()),
+        ] {
+            let e = class_of(err).await;
+            assert_eq!(e.class, ErrorClass::Permanent, "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn account_level_stops_are_account_stops() {
+        for err in [
+            SendEmailError::SendingPausedException(SendingPausedException::builder().build()),
+            SendEmailError::AccountSuspendedException(AccountSuspendedException::builder().build()),
+            SendEmailError::LimitExceededException(LimitExceededException::builder().build()),
+        ] {
+            let e = class_of(err).await;
+            assert_eq!(e.class, ErrorClass::AccountStop, "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unlabelled_errors_are_classified_by_status() {
+        assert_eq!(class_of_status(500, "").await.class, ErrorClass::Retryable);
+        assert_eq!(class_of_status(503, "").await.class, ErrorClass::Retryable);
+        assert_eq!(class_of_status(429, "").await.class, ErrorClass::Retryable);
+        assert_eq!(class_of_status(403, "").await.class, ErrorClass::Permanent);
     }
 }

@@ -8,12 +8,41 @@ use std::time::Duration;
 use dispatcher::RunConfig;
 use mailroom::clock::Clock;
 use mailroom::config::{BrokerArgs, DatabaseArgs, LogArgs, LogFormat, Secret};
-use mailroom::testkit::{self, Moto, SentMessage, TestDb, TestQueues};
+use mailroom::testkit::{self, HttpFaultProxy, Moto, SentMessage, TcpProxy, TestDb, TestQueues};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub const API_KEY: &str = "test-key-0123456789";
+
+/// How a test wants its services wired.
+#[derive(Clone)]
+pub struct Settings {
+    pub dispatcher: bool,
+    /// Put a fault-injecting proxy between the dispatcher and moto.
+    pub ses_proxy: bool,
+    /// Put a cuttable TCP proxy between both services and RabbitMQ.
+    pub amqp_proxy: bool,
+    /// Make the sender a verified identity in moto (otherwise moto rejects every send).
+    pub verify_sender: bool,
+    pub retry_delays: Vec<Duration>,
+    pub send_concurrency: usize,
+    pub max_send_rate: Option<f64>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            dispatcher: true,
+            ses_proxy: false,
+            amqp_proxy: false,
+            verify_sender: true,
+            retry_delays: vec![Duration::from_millis(200), Duration::from_millis(400)],
+            send_concurrency: 4,
+            max_send_rate: Some(200.0),
+        }
+    }
+}
 
 pub struct TestApp {
     pub base: String,
@@ -27,8 +56,12 @@ pub struct TestApp {
     pub retry_delays: Vec<Duration>,
     pub send_concurrency: usize,
     pub max_send_rate: Option<f64>,
+    pub amqp_url: String,
+    pub ses_proxy: Option<HttpFaultProxy>,
+    pub amqp_proxy: Option<TcpProxy>,
     ingest: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     dispatcher: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+    extra: Vec<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     // Declared last: dropped after the services above stopped using them.
     pub queues: TestQueues,
     pub db: TestDb,
@@ -37,17 +70,39 @@ pub struct TestApp {
 impl TestApp {
     /// Ingest and a dispatcher, ready to sign people up.
     pub async fn spawn() -> Self {
-        let mut app = Self::ingest_only().await;
-        app.start_dispatcher().await;
-        app
+        Self::start(Settings::default()).await
     }
 
     /// Ingest only: events are accepted and relayed, nothing is sent.
     pub async fn ingest_only() -> Self {
+        Self::start(Settings {
+            dispatcher: false,
+            ..Settings::default()
+        })
+        .await
+    }
+
+    pub async fn start(settings: Settings) -> Self {
         let db = TestDb::create().await;
         let moto = Moto::new();
         let sender = format!("sender-{}@example.com", uuid::Uuid::new_v4().simple());
-        moto.verify_sender(&sender).await;
+        if settings.verify_sender {
+            moto.verify_sender(&sender).await;
+        }
+        let ses_proxy = if settings.ses_proxy {
+            Some(HttpFaultProxy::start(&moto.url).await)
+        } else {
+            None
+        };
+        let amqp_proxy = if settings.amqp_proxy {
+            Some(TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await)
+        } else {
+            None
+        };
+        let amqp_url = match &amqp_proxy {
+            Some(p) => format!("amqp://guest:guest@{}/%2f", p.addr),
+            None => testkit::amqp_url(),
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut app = Self {
@@ -58,14 +113,18 @@ impl TestApp {
                 .build()
                 .unwrap(),
             clock: Clock::system(),
-            ses_endpoint: moto.url.clone(),
+            ses_endpoint: ses_proxy.as_ref().map_or(moto.url.clone(), |p| p.url()),
             moto,
             sender,
-            retry_delays: vec![Duration::from_millis(200), Duration::from_millis(400)],
-            send_concurrency: 4,
-            max_send_rate: Some(200.0),
+            retry_delays: settings.retry_delays.clone(),
+            send_concurrency: settings.send_concurrency,
+            max_send_rate: settings.max_send_rate,
+            amqp_url,
+            ses_proxy,
+            amqp_proxy,
             ingest: None,
             dispatcher: None,
+            extra: Vec::new(),
             queues: TestQueues::new(),
             db,
         };
@@ -78,7 +137,45 @@ impl TestApp {
         ));
         app.ingest = Some((cancel, handle));
         app.wait_ready().await;
+        if settings.dispatcher {
+            app.start_dispatcher().await;
+        }
         app
+    }
+
+    /// Starts one more ingest on the same database and queues; returns its base URL.
+    pub async fn spawn_extra_ingest(&mut self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let handle = tokio::spawn(ingest::run(
+            listener,
+            self.ingest_config(),
+            self.clock.clone(),
+            cancel.clone().cancelled_owned(),
+        ));
+        self.extra.push((cancel, handle));
+        format!("http://{addr}")
+    }
+
+    /// Starts one more dispatcher on the same database and queues.
+    pub fn spawn_extra_dispatcher(&mut self) {
+        let cancel = CancellationToken::new();
+        let handle = tokio::spawn(dispatcher::run(
+            self.dispatcher_config(),
+            self.clock.clone(),
+            testkit::sdk_config(),
+            cancel.clone().cancelled_owned(),
+        ));
+        self.extra.push((cancel, handle));
+    }
+
+    pub fn ses_proxy(&self) -> &HttpFaultProxy {
+        self.ses_proxy.as_ref().expect("started with ses_proxy")
+    }
+
+    pub fn amqp_proxy(&self) -> &TcpProxy {
+        self.amqp_proxy.as_ref().expect("started with amqp_proxy")
     }
 
     pub fn ingest_config(&self) -> ingest::Config {
@@ -102,7 +199,7 @@ impl TestApp {
 
     pub fn broker_args(&self) -> BrokerArgs {
         BrokerArgs {
-            amqp_url: Secret::new(testkit::amqp_url()),
+            amqp_url: Secret::new(self.amqp_url.clone()),
             queue_prefix: self.queues.prefix.clone(),
         }
     }
@@ -189,10 +286,47 @@ impl TestApp {
 
     /// Signs up and returns the user id, asserting 202.
     pub async fn sign_up_ok(&self, name: &str, email: &str) -> uuid::Uuid {
+        self.sign_up_job(name, email).await.0
+    }
+
+    /// Signs up (asserting 202) and returns the user id and the job id.
+    pub async fn sign_up_job(&self, name: &str, email: &str) -> (uuid::Uuid, uuid::Uuid) {
         let r = self.sign_up(name, email).await;
         assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
         let v: Value = r.json().await.unwrap();
-        v["user_id"].as_str().unwrap().parse().unwrap()
+        (
+            v["user_id"].as_str().unwrap().parse().unwrap(),
+            v["job_id"].as_str().unwrap().parse().unwrap(),
+        )
+    }
+
+    /// Signs `n` new people up; returns (email, job id) of each.
+    pub async fn sign_up_many(&self, n: usize) -> Vec<(String, uuid::Uuid)> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let email = self.unique_email();
+            let (_, job) = self.sign_up_job(&self.unique_name(), &email).await;
+            out.push((email, job));
+        }
+        out
+    }
+
+    pub async fn connect_broker(&self) -> lapin::Connection {
+        mailroom::broker::connect(&testkit::amqp_url(), "test")
+            .await
+            .unwrap()
+    }
+
+    /// Messages ready in one of this test's queues.
+    pub async fn queue_len(&self, queue: &str) -> u32 {
+        let conn = self.connect_broker().await;
+        let ch = conn.create_channel().await.unwrap();
+        let n = mailroom::broker::queue_counts(&ch, queue)
+            .await
+            .map(|c| c.0)
+            .unwrap_or(0);
+        let _ = conn.close(200, "done".into()).await;
+        n
     }
 
     pub async fn wait_for_email(&self, to: &str) -> SentMessage {

@@ -280,3 +280,6 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+mod proxy;
+pub use proxy::{HttpFault, HttpFaultProxy, TcpProxy};
