@@ -333,6 +333,44 @@ async fn a_rabbitmq_outage_during_signups_loses_nothing() {
 }
 
 #[tokio::test]
+async fn a_database_outage_holds_jobs_and_readiness_tells_the_truth() {
+    let app = TestApp::start(Settings {
+        db_proxy: true,
+        ..Settings::default()
+    })
+    .await;
+    let first = app.sign_up_many(1).await;
+    all_sent(&app, &first).await;
+
+    app.db_proxy().cut();
+    let r = app.http.get(format!("{}/readyz", app.base)).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["database"]["status"], "down");
+    // A signup while the database is down is refused with 503, not accepted and lost.
+    let r = app.sign_up(&app.unique_name(), &app.unique_email()).await;
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unavailable");
+
+    // A job that reaches the dispatcher while its database is away is held, not failed.
+    let email = app.unique_email();
+    let job = crate::pipeline::make_user(&app, &email).await;
+    let conn = app.connect_broker().await;
+    let ch = mailroom::broker::confirm_channel(&conn).await.unwrap();
+    let topo = Topology::new(&app.queues.prefix);
+    mailroom::broker::publish_job(&ch, &topo, &job, Default::default()).await.unwrap();
+    tokio::time::sleep(ms(1500)).await;
+    assert!(app.moto.messages_to(&email).await.is_empty());
+
+    app.db_proxy().restore();
+    app.wait_for_status(job.job_id, "sent").await;
+    assert_eq!(app.moto.messages_to(&email).await.len(), 1);
+    let r = app.http.get(format!("{}/readyz", app.base)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
 async fn two_dispatchers_and_two_ingests_send_each_job_once() {
     let mut app = TestApp::start(Settings {
         send_concurrency: 2,

@@ -23,6 +23,8 @@ pub struct Settings {
     pub ses_proxy: bool,
     /// Put a cuttable TCP proxy between both services and RabbitMQ.
     pub amqp_proxy: bool,
+    /// Put a cuttable TCP proxy between both services and PostgreSQL.
+    pub db_proxy: bool,
     /// Make the sender a verified identity in moto (otherwise moto rejects every send).
     pub verify_sender: bool,
     pub retry_delays: Vec<Duration>,
@@ -36,6 +38,7 @@ impl Default for Settings {
             dispatcher: true,
             ses_proxy: false,
             amqp_proxy: false,
+            db_proxy: false,
             verify_sender: true,
             retry_delays: vec![Duration::from_millis(200), Duration::from_millis(400)],
             send_concurrency: 4,
@@ -59,6 +62,9 @@ pub struct TestApp {
     pub amqp_url: String,
     pub ses_proxy: Option<HttpFaultProxy>,
     pub amqp_proxy: Option<TcpProxy>,
+    pub db_proxy: Option<TcpProxy>,
+    /// The database URL the services use (through the proxy when there is one).
+    pub service_db_url: String,
     ingest: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     dispatcher: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     extra: Vec<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
@@ -99,6 +105,19 @@ impl TestApp {
         } else {
             None
         };
+        let db_proxy = if settings.db_proxy {
+            Some(TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await)
+        } else {
+            None
+        };
+        let service_db_url = match &db_proxy {
+            Some(p) => {
+                let mut u = url::Url::parse(&db.url).unwrap();
+                u.set_port(Some(p.addr.port())).unwrap();
+                u.to_string()
+            }
+            None => db.url.clone(),
+        };
         let amqp_url = match &amqp_proxy {
             Some(p) => format!("amqp://guest:guest@{}/%2f", p.addr),
             None => testkit::amqp_url(),
@@ -122,6 +141,8 @@ impl TestApp {
             amqp_url,
             ses_proxy,
             amqp_proxy,
+            db_proxy,
+            service_db_url,
             ingest: None,
             dispatcher: None,
             extra: Vec::new(),
@@ -174,6 +195,10 @@ impl TestApp {
         self.ses_proxy.as_ref().expect("started with ses_proxy")
     }
 
+    pub fn db_proxy(&self) -> &TcpProxy {
+        self.db_proxy.as_ref().expect("started with db_proxy")
+    }
+
     pub fn amqp_proxy(&self) -> &TcpProxy {
         self.amqp_proxy.as_ref().expect("started with amqp_proxy")
     }
@@ -181,7 +206,7 @@ impl TestApp {
     pub fn ingest_config(&self) -> ingest::Config {
         ingest::Config {
             db: DatabaseArgs {
-                database_url: Secret::new(self.db.url.clone()),
+                database_url: Secret::new(self.service_db_url.clone()),
             },
             broker: self.broker_args(),
             log: LogArgs {
@@ -207,7 +232,7 @@ impl TestApp {
     pub fn dispatcher_config(&self) -> RunConfig {
         RunConfig {
             db: DatabaseArgs {
-                database_url: Secret::new(self.db.url.clone()),
+                database_url: Secret::new(self.service_db_url.clone()),
             },
             broker: self.broker_args(),
             ses: testkit::ses_args(&self.ses_endpoint),
