@@ -46,9 +46,32 @@ enum Command {
         #[command(subcommand)]
         command: DeadCommand,
     },
+    /// Check or preview the email templates.
+    Templates {
+        /// Folder of the handlebars templates.
+        #[arg(long, global = true, env = "TEMPLATES_DIR", default_value = mailroom::templates::DEFAULT_DIR)]
+        templates_dir: std::path::PathBuf,
+        #[command(subcommand)]
+        command: TemplatesCommand,
+    },
     /// Move dead letters back to the work queue: one or more jobs, an error class, or all.
     /// Each replayed job mints a fresh token when it is sent.
     Replay(ReplayArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum TemplatesCommand {
+    /// Compile every template in strict mode and render each email of each locale with sample
+    /// data; fails on a template that does not compile or uses a name it is not given.
+    Check,
+    /// Print the subject, text and HTML of one email rendered with sample data.
+    Render {
+        /// verification, password_reset or password_changed.
+        kind: String,
+        /// Locale to render (falls back like a real send: pt-BR → pt → en).
+        #[arg(long, default_value = "en")]
+        locale: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -120,6 +143,10 @@ async fn main() -> std::process::ExitCode {
             command: DeadCommand::List { json, limit },
         } => dead_list(&broker, json, limit).await,
         Command::Replay(args) => replay(args).await,
+        Command::Templates {
+            templates_dir,
+            command,
+        } => templates(&templates_dir, command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -226,5 +253,49 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         report.parked,
         dispatcher::dead::MAX_REPLAYS
     );
+    Ok(())
+}
+
+fn templates(dir: &std::path::Path, command: TemplatesCommand) -> anyhow::Result<()> {
+    use mailroom::templates::{EmailContext, Templates};
+    let t = Templates::load(dir)?;
+    match command {
+        TemplatesCommand::Check => {
+            let checked = t.check()?;
+            for c in &checked {
+                println!("ok  {c}");
+            }
+            println!(
+                "{} emails in {} locales render in strict mode",
+                checked.len(),
+                t.locales().len()
+            );
+        }
+        TemplatesCommand::Render { kind, locale } => {
+            let k = mailroom::job::JobKind::parse(&kind).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown kind '{kind}': use verification, password_reset or password_changed"
+                )
+            })?;
+            let l = mailroom::domain::Locale::parse(&locale)
+                .map_err(|e| anyhow::anyhow!("--locale '{locale}' {e}"))?;
+            let used = t.resolve_locale(k, &l).unwrap_or_else(|| "none".into());
+            let e = t.render_email(k, &l, &EmailContext::sample())?;
+            println!(
+                "Locale:  {used}{}",
+                if used != l.as_str() {
+                    format!(" (fallback for {l})", l = l.as_str())
+                } else {
+                    String::new()
+                }
+            );
+            println!("Subject: {}\n", e.subject);
+            println!(
+                "--- text ---\n{}\n--- html ---\n{}",
+                e.text.trim_end(),
+                e.html.trim_end()
+            );
+        }
+    }
     Ok(())
 }

@@ -116,46 +116,57 @@ impl Worker {
         else {
             return self.skip(job, "the user no longer exists").await;
         };
-        let (ttl, base) = match job.kind {
-            JobKind::Verification => (self.verification_ttl, &self.public_url),
-            JobKind::PasswordReset => (self.reset_ttl, &self.reset_url),
-        };
         // Mint at send time: the queue never held a secret, and a replayed job gets a fresh
         // link. The hash is stored before the send so the link works when the email arrives.
-        let token = Token::generate();
-        let hash = token.hash();
-        let expires_at =
-            now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(24));
-        let stored = match job.kind {
+        let expiry = |ttl: Duration| {
+            now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(24))
+        };
+        let (link, ttl) = match job.kind {
             JobKind::Verification => {
                 if user.email_verified {
                     return self.skip(job, "the address is already verified").await;
                 }
-                self.retry_db(|| {
-                    store::set_verification_token(&self.pool, user.id, &hash, expires_at)
-                })
-                .await?
+                let token = Token::generate();
+                let hash = token.hash();
+                let at = expiry(self.verification_ttl);
+                let stored = self
+                    .retry_db(|| store::set_verification_token(&self.pool, user.id, &hash, at))
+                    .await?;
+                if !stored {
+                    return self
+                        .skip(job, "the user changed meanwhile (verified or deleted)")
+                        .await;
+                }
+                let link = format!(
+                    "{}/verify-email?token={}",
+                    self.public_url.trim_end_matches('/'),
+                    token.expose()
+                );
+                (link, self.verification_ttl)
             }
             JobKind::PasswordReset => {
-                self.retry_db(|| store::set_reset_token(&self.pool, user.id, &hash, expires_at))
-                    .await?
+                let token = Token::generate();
+                let hash = token.hash();
+                let at = expiry(self.reset_ttl);
+                let stored = self
+                    .retry_db(|| store::set_reset_token(&self.pool, user.id, &hash, at))
+                    .await?;
+                if !stored {
+                    return self.skip(job, "the user no longer exists").await;
+                }
+                let sep = if self.reset_url.contains('?') {
+                    '&'
+                } else {
+                    '?'
+                };
+                (
+                    format!("{}{sep}token={}", self.reset_url, token.expose()),
+                    self.reset_ttl,
+                )
             }
-        };
-        if !stored {
-            return self
-                .skip(job, "the user changed meanwhile (verified or deleted)")
-                .await;
-        }
-        let link = match job.kind {
-            JobKind::Verification => format!(
-                "{}/verify-email?token={}",
-                base.trim_end_matches('/'),
-                token.expose()
-            ),
-            JobKind::PasswordReset => {
-                let sep = if base.contains('?') { '&' } else { '?' };
-                format!("{base}{sep}token={}", token.expose())
-            }
+            // A notice: no token. Its link leads to the service, where a person who did not
+            // change their password can ask for a reset.
+            JobKind::PasswordChanged => (self.public_url.clone(), Duration::ZERO),
         };
         let locale = Locale::parse(&user.locale).unwrap_or_else(|_| job.locale.clone());
         let ctx = EmailContext {

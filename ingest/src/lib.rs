@@ -88,6 +88,15 @@ pub struct Config {
     #[arg(long, env = "RELAY_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub relay_interval: Duration,
 
+    /// Reset or resend emails one address can trigger per minute; the excess is accepted,
+    /// recorded and not sent.
+    #[arg(long, env = "ADDRESS_LIMIT_PER_MINUTE", default_value_t = 1)]
+    pub address_limit_per_minute: i64,
+
+    /// Reset or resend emails one address can trigger per hour.
+    #[arg(long, env = "ADDRESS_LIMIT_PER_HOUR", default_value_t = 5)]
+    pub address_limit_per_hour: i64,
+
     /// How long shutdown waits for open connections to finish.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -98,6 +107,8 @@ pub struct Config {
 pub struct Metrics {
     pub requests: CounterVec,
     pub accepted: CounterVec,
+    /// What became of reset and resend requests (queued, suppressed, unknown address, …).
+    pub requests_by_outcome: CounterVec,
     pub published: Counter,
 }
 
@@ -106,10 +117,31 @@ impl Default for Metrics {
         Self {
             requests: CounterVec::new(&["route", "status"]),
             accepted: CounterVec::new(&["kind"]),
+            requests_by_outcome: CounterVec::new(&["kind", "outcome"]),
             published: Counter::default(),
         }
     }
 }
+
+/// The OpenAPI 3 description of this API, served at /openapi.json and kept true by tests
+/// and by schemathesis in CI.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Every (method, path) ingest serves; the OpenAPI document must list exactly these.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/signups"),
+    ("POST", "/v1/verifications"),
+    ("POST", "/v1/verifications/resend"),
+    ("POST", "/v1/password-resets"),
+    ("POST", "/v1/password-resets/confirm"),
+    ("GET", "/verify-email"),
+    ("GET", "/reset-password"),
+    ("GET", "/v1/users"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+];
 
 /// Shared state of the request handlers.
 pub struct App {
@@ -124,6 +156,7 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    pub limits: store::AddressLimits,
 }
 
 pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
@@ -190,6 +223,10 @@ pub async fn run(
         metrics,
         max_body_bytes: config.max_body_bytes,
         request_timeout: config.request_timeout,
+        limits: store::AddressLimits {
+            per_minute: config.address_limit_per_minute,
+            per_hour: config.address_limit_per_hour,
+        },
     });
 
     tracing::info!(addr = %listener.local_addr()?, "ingest listening");

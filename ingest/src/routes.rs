@@ -62,6 +62,40 @@ impl App {
                 only_get(m)?;
                 Ok(self.verify_page(&parts).await)
             }
+            "/v1/verifications/resend" => {
+                only(m, Method::POST, "POST")?;
+                self.authorize(&parts)?;
+                let v = self.read_json(&parts, body).await?;
+                self.request_email(v, JobKind::Verification).await
+            }
+            "/v1/password-resets" => {
+                only(m, Method::POST, "POST")?;
+                self.authorize(&parts)?;
+                let v = self.read_json(&parts, body).await?;
+                self.request_email(v, JobKind::PasswordReset).await
+            }
+            "/v1/password-resets/confirm" => {
+                only(m, Method::POST, "POST")?;
+                if is_form(&parts) {
+                    let v = self.read_form(&parts, body).await?;
+                    Ok(self.confirm_reset_form(v).await)
+                } else {
+                    let v = self.read_json(&parts, body).await?;
+                    self.confirm_reset_api(v).await
+                }
+            }
+            "/reset-password" => {
+                only_get(m)?;
+                Ok(self.reset_page(&parts).await)
+            }
+            "/openapi.json" => {
+                only_get(m)?;
+                Ok(Response::builder()
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(Bytes::from_static(crate::OPENAPI.as_bytes())))
+                    .expect("valid response"))
+            }
             "/v1/users" => {
                 only_get(m)?;
                 self.authorize(&parts)?;
@@ -111,6 +145,41 @@ impl App {
         }
     }
 
+    /// Reads an `application/x-www-form-urlencoded` body (the reset form) into string fields.
+    async fn read_form(
+        &self,
+        parts: &Parts,
+        body: Incoming,
+    ) -> Result<Map<String, Value>, ApiError> {
+        let bytes = self.read_limited(parts, body).await?;
+        Ok(url::form_urlencoded::parse(&bytes)
+            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+            .collect())
+    }
+
+    async fn read_limited(&self, parts: &Parts, body: Incoming) -> Result<Bytes, ApiError> {
+        let limit = self.max_body_bytes;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        Ok(Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<LengthLimitError>().is_some() {
+                    ApiError::PayloadTooLarge(limit)
+                } else {
+                    ApiError::BadRequest(format!("could not read the body: {e}"))
+                }
+            })?
+            .to_bytes())
+    }
+
     /// Reads a JSON object body: 415 unless the content type is JSON, 413 over the limit (by
     /// Content-Length before reading, or while reading), 400 when it does not parse, 422 when
     /// it is not an object.
@@ -133,26 +202,7 @@ impl App {
         if essence != "application/json" {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let limit = self.max_body_bytes;
-        let declared = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(ApiError::PayloadTooLarge(limit));
-        }
-        let bytes = Limited::new(body, limit)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.downcast_ref::<LengthLimitError>().is_some() {
-                    ApiError::PayloadTooLarge(limit)
-                } else {
-                    ApiError::BadRequest(format!("could not read the body: {e}"))
-                }
-            })?
-            .to_bytes();
+        let bytes = self.read_limited(parts, body).await?;
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
         match value {
@@ -206,6 +256,208 @@ impl App {
             StatusCode::ACCEPTED,
             &json!({"user_id": job.user_id, "job_id": job.job_id}),
         ))
+    }
+
+    /// Resend-verification and password-reset requests. The answer is the same 202 whether the
+    /// address is known, unknown, verified or over its limit, so it reveals nothing; what
+    /// really happened is recorded in `email_requests`.
+    async fn request_email(
+        &self,
+        body: Map<String, Value>,
+        kind: JobKind,
+    ) -> Result<Resp, ApiError> {
+        let mut f = Fields::new(body, &["email"]);
+        let email = f.required("email", EmailAddress::parse);
+        f.finish()?;
+        let email = email.expect("checked");
+        let (outcome, job) =
+            store::request_email(&self.pool, &email, kind, self.limits, self.clock.now()).await?;
+        if job.is_some() {
+            self.relay_wake.notify_one();
+        }
+        self.metrics.accepted.inc(&[kind.as_str()]);
+        self.metrics
+            .requests_by_outcome
+            .inc(&[kind.as_str(), outcome.as_str()]);
+        tracing::info!(
+            kind = kind.as_str(),
+            outcome = outcome.as_str(),
+            ?job,
+            "email request"
+        );
+        Ok(json_response(
+            StatusCode::ACCEPTED,
+            &json!({"status": "accepted"}),
+        ))
+    }
+
+    /// Checks the new password and consumes the token. Returns what happened, for the JSON and
+    /// the HTML form alike.
+    async fn reset(
+        &self,
+        token: &Token,
+        password: Password,
+    ) -> Result<store::PasswordReset, ApiError> {
+        let hash = tokio::task::spawn_blocking(move || password.hash())
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing failed: {e}")))?;
+        let r = store::reset_password(&self.pool, &token.hash(), &hash, self.clock.now()).await?;
+        if let store::PasswordReset::Changed { user_id, .. } = &r {
+            self.relay_wake.notify_one();
+            tracing::info!(%user_id, "password changed");
+        }
+        Ok(r)
+    }
+
+    async fn confirm_reset_api(&self, body: Map<String, Value>) -> Result<Resp, ApiError> {
+        let mut f = Fields::new(body, &["token", "password"]);
+        let token = f.required("token", Token::parse);
+        let password = f.required("password", Password::parse);
+        f.finish()?;
+        match self
+            .reset(&token.expect("checked"), password.expect("checked"))
+            .await?
+        {
+            store::PasswordReset::Changed { user_id, .. } => {
+                Ok(json_response(StatusCode::OK, &json!({"user_id": user_id})))
+            }
+            store::PasswordReset::Expired => Err(ApiError::Gone {
+                code: "token_expired",
+                message: "this reset link has expired; ask for a new one".into(),
+            }),
+            store::PasswordReset::Used => Err(ApiError::Gone {
+                code: "token_used",
+                message: "this reset link was already used".into(),
+            }),
+            store::PasswordReset::Unknown => Err(ApiError::NotFound {
+                code: "token_unknown",
+                message: "no such reset token (a newer link may have replaced it)".into(),
+            }),
+        }
+    }
+
+    /// The reset form's POST: answers pages, never JSON.
+    async fn confirm_reset_form(&self, form: Map<String, Value>) -> Resp {
+        let get = |k: &str| form.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        let Ok(token) = Token::parse(&get("token")) else {
+            return self.page(
+                StatusCode::BAD_REQUEST,
+                "This link is incomplete",
+                "The reset link is missing its token or was cut off.",
+                "Copy the whole link from the email into your browser, or ask for a new email.",
+            );
+        };
+        let password = match Password::parse(&get("password")) {
+            Ok(p) => p,
+            Err(e) => {
+                return self.reset_form(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &token,
+                    Some(&format!("The password {e}.")),
+                );
+            }
+        };
+        match self.reset(&token, password).await {
+            Ok(store::PasswordReset::Changed { .. }) => self.page(
+                StatusCode::OK,
+                "Your password was changed",
+                "You can now sign in with your new password.",
+                "We also sent you an email about the change.",
+            ),
+            Ok(store::PasswordReset::Used) => self.page(
+                StatusCode::GONE,
+                "This link was already used",
+                "Your password was changed with this link before.",
+                "If you need to change it again, ask for a new reset email.",
+            ),
+            Ok(store::PasswordReset::Expired) => self.page(
+                StatusCode::GONE,
+                "This link has expired",
+                "Reset links work for a limited time.",
+                "Ask for a new reset email.",
+            ),
+            Ok(store::PasswordReset::Unknown) => self.page(
+                StatusCode::NOT_FOUND,
+                "This link is not valid",
+                "We do not know this link. If you asked for several emails, only the newest link works.",
+                "Use the link in the most recent email, or ask for a new one.",
+            ),
+            Err(e) => {
+                let status = e.status();
+                tracing::warn!(error = %e, "reset form failed");
+                self.page(
+                    status,
+                    "Please try again in a moment",
+                    "We could not change your password just now.",
+                    "Go back and submit the form again in a minute; the link still works.",
+                )
+            }
+        }
+    }
+
+    /// The page the reset email links to. It only looks at the token, never consumes it:
+    /// mail scanners open links, and a person must still be able to use theirs afterwards.
+    async fn reset_page(&self, parts: &Parts) -> Resp {
+        let token = query_param(parts, "token").and_then(|t| Token::parse(&t).ok());
+        let Some(token) = token else {
+            return self.page(
+                StatusCode::BAD_REQUEST,
+                "This link is incomplete",
+                "The reset link is missing its token or was cut off.",
+                "Copy the whole link from the email into your browser, or ask for a new email.",
+            );
+        };
+        match store::peek_reset_token(&self.pool, &token.hash(), self.clock.now()).await {
+            Ok(store::ResetToken::Valid) => self.reset_form(StatusCode::OK, &token, None),
+            Ok(store::ResetToken::Used) => self.page(
+                StatusCode::GONE,
+                "This link was already used",
+                "Your password was changed with this link before.",
+                "If you need to change it again, ask for a new reset email.",
+            ),
+            Ok(store::ResetToken::Expired) => self.page(
+                StatusCode::GONE,
+                "This link has expired",
+                "Reset links work for a limited time.",
+                "Ask for a new reset email.",
+            ),
+            Ok(store::ResetToken::Unknown) => self.page(
+                StatusCode::NOT_FOUND,
+                "This link is not valid",
+                "We do not know this link. If you asked for several emails, only the newest link works.",
+                "Use the link in the most recent email, or ask for a new one.",
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "reset page could not reach the database");
+                self.page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Please try again in a moment",
+                    "We could not check your link just now.",
+                    "Reload this page in a minute; the link still works.",
+                )
+            }
+        }
+    }
+
+    fn reset_form(&self, status: StatusCode, token: &Token, error: Option<&str>) -> Resp {
+        let html = self
+            .templates
+            .render_page(
+                "reset_form",
+                &json!({
+                    "action": "/v1/password-resets/confirm",
+                    "token": token.expose(),
+                    "min_length": 8,
+                    "max_length": 128,
+                    "error": error.unwrap_or(""),
+                }),
+            )
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "reset form template failed");
+                "<!doctype html><title>Error</title><h1>Error</h1>".into()
+            });
+        html_response(status, html)
     }
 
     async fn verify_api(&self, body: Map<String, Value>) -> Result<Resp, ApiError> {
@@ -308,20 +560,7 @@ impl App {
                     status.as_str()
                 )
             });
-        Response::builder()
-            .status(status)
-            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-            .header(header::CACHE_CONTROL, "no-store")
-            // The token is in the URL: keep it out of Referer headers and forbid anything but
-            // our own inline styles.
-            .header("referrer-policy", "no-referrer")
-            .header(
-                "content-security-policy",
-                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
-            )
-            .header("x-content-type-options", "nosniff")
-            .body(Full::new(Bytes::from(html)))
-            .expect("valid response")
+        html_response(status, html)
     }
 
     async fn get_user(&self, parts: &Parts) -> Result<Resp, ApiError> {
@@ -392,6 +631,11 @@ impl App {
                 "Events accepted (written to the outbox), by kind.",
                 &m.accepted,
             )
+            .counter_vec(
+                "mailroom_email_requests_total",
+                "Reset and resend requests by kind and outcome (queued, suppressed, unknown_address, already_verified).",
+                &m.requests_by_outcome,
+            )
             .counter(
                 "mailroom_jobs_published_total",
                 "Jobs published to RabbitMQ and confirmed.",
@@ -416,6 +660,38 @@ impl App {
     }
 }
 
+/// An HTML page with the headers every page gets.
+fn html_response(status: StatusCode, html: String) -> Resp {
+    Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+            .header(header::CACHE_CONTROL, "no-store")
+            // The token is in the URL: keep it out of Referer headers and forbid anything but
+            // our own inline styles.
+            .header("referrer-policy", "no-referrer")
+            .header(
+                "content-security-policy",
+                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+            )
+            .header("x-content-type-options", "nosniff")
+            .body(Full::new(Bytes::from(html)))
+            .expect("valid response")
+}
+
+fn is_form(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
 fn only(m: &Method, want: Method, allow: &'static str) -> Result<(), ApiError> {
     if *m == want {
         Ok(())
@@ -433,16 +709,10 @@ fn only_get(m: &Method) -> Result<(), ApiError> {
 }
 
 fn route_name(path: &str) -> &'static str {
-    match path {
-        "/v1/signups" => "/v1/signups",
-        "/v1/verifications" => "/v1/verifications",
-        "/verify-email" => "/verify-email",
-        "/v1/users" => "/v1/users",
-        "/healthz" => "/healthz",
-        "/readyz" => "/readyz",
-        "/metrics" => "/metrics",
-        _ => "other",
-    }
+    crate::ROUTES
+        .iter()
+        .find(|(_, p)| *p == path)
+        .map_or("other", |(_, p)| p)
 }
 
 fn query_param(parts: &Parts, name: &str) -> Option<String> {

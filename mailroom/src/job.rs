@@ -13,17 +13,26 @@ use crate::domain::Locale;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
+    /// "Confirm your address", with a verification link.
     Verification,
+    /// "Reset your password", with a reset link.
     PasswordReset,
+    /// "Your password was changed": a notice, no link.
+    PasswordChanged,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 2] = [JobKind::Verification, JobKind::PasswordReset];
+    pub const ALL: [JobKind; 3] = [
+        JobKind::Verification,
+        JobKind::PasswordReset,
+        JobKind::PasswordChanged,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Verification => "verification",
             JobKind::PasswordReset => "password_reset",
+            JobKind::PasswordChanged => "password_changed",
         }
     }
 

@@ -480,3 +480,188 @@ pub async fn set_reset_token(
         .await?;
     Ok(r.rows_affected() == 1)
 }
+
+/// What became of a reset or resend request. The caller always gets the same answer; this is
+/// recorded in `email_requests` for operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOutcome {
+    Queued,
+    Suppressed,
+    UnknownAddress,
+    AlreadyVerified,
+}
+
+impl RequestOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestOutcome::Queued => "queued",
+            RequestOutcome::Suppressed => "suppressed",
+            RequestOutcome::UnknownAddress => "unknown_address",
+            RequestOutcome::AlreadyVerified => "already_verified",
+        }
+    }
+}
+
+/// Per-address limits on emails a caller can trigger.
+#[derive(Debug, Clone, Copy)]
+pub struct AddressLimits {
+    pub per_minute: i64,
+    pub per_hour: i64,
+}
+
+/// Handles a password-reset or resend-verification request for `email`: decides, records and
+/// (when it is to be sent) enqueues the job, all in one transaction. An advisory lock per address
+/// serialises concurrent requests for it, so that the limit holds under bursts.
+pub async fn request_email(
+    pool: &PgPool,
+    email: &EmailAddress,
+    kind: crate::job::JobKind,
+    limits: AddressLimits,
+    now: DateTime<Utc>,
+) -> Result<(RequestOutcome, Option<Uuid>), sqlx::Error> {
+    use crate::job::JobKind;
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('mailroom-request:' || lower($1)))")
+        .bind(email.as_str())
+        .execute(&mut *tx)
+        .await?;
+    let user: Option<(Uuid, bool, String)> = sqlx::query_as(
+        "SELECT id, email_verified, locale FROM users WHERE lower(email) = lower($1)",
+    )
+    .bind(email.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (outcome, job) = match user {
+        None => (RequestOutcome::UnknownAddress, None),
+        Some((_, true, _)) if kind == JobKind::Verification => {
+            (RequestOutcome::AlreadyVerified, None)
+        }
+        Some((user_id, _, locale)) => {
+            let (minute, hour): (i64, i64) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE requested_at > $3 - interval '1 minute'),
+                        count(*)
+                   FROM email_requests
+                  WHERE lower(email) = lower($1) AND kind = $2 AND outcome = 'queued'
+                    AND requested_at > $3 - interval '1 hour'",
+            )
+            .bind(email.as_str())
+            .bind(kind.as_str())
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            if minute >= limits.per_minute || hour >= limits.per_hour {
+                (RequestOutcome::Suppressed, None)
+            } else {
+                let locale = Locale::parse(&locale).unwrap_or_else(|_| Locale::default_locale());
+                let job = Job::new(kind, user_id, locale, now);
+                enqueue(&mut tx, &job).await?;
+                (RequestOutcome::Queued, Some(job.job_id))
+            }
+        }
+    };
+    sqlx::query(
+        "INSERT INTO email_requests (email, kind, outcome, job_id, requested_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(email.as_str())
+    .bind(kind.as_str())
+    .bind(outcome.as_str())
+    .bind(job)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((outcome, job))
+}
+
+/// What happened to a reset token presented with a new password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordReset {
+    Changed { user_id: Uuid, job_id: Uuid },
+    Expired,
+    Used,
+    Unknown,
+}
+
+/// Consumes a reset token and sets the new password hash in one `UPDATE … RETURNING`, and
+/// enqueues the "your password was changed" notice in the same transaction.
+pub async fn reset_password(
+    pool: &PgPool,
+    hash: &TokenHash,
+    new_password_hash: &str,
+    now: DateTime<Utc>,
+) -> Result<PasswordReset, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(Uuid, String)> = sqlx::query_as(
+        "UPDATE users SET hashed_password = $2, reset_token_expiry = NULL
+          WHERE reset_token = $1 AND reset_token_expiry > $3
+         RETURNING id, locale",
+    )
+    .bind(hash.as_str())
+    .bind(new_password_hash)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((user_id, locale)) = row {
+        let locale = Locale::parse(&locale).unwrap_or_else(|_| Locale::default_locale());
+        let job = Job::new(crate::job::JobKind::PasswordChanged, user_id, locale, now);
+        enqueue(&mut tx, &job).await?;
+        tx.commit().await?;
+        return Ok(PasswordReset::Changed {
+            user_id,
+            job_id: job.job_id,
+        });
+    }
+    tx.rollback().await?;
+    Ok(match peek_reset_token(pool, hash, now).await? {
+        ResetToken::Valid => PasswordReset::Unknown, // raced with another consumer: treat as gone
+        ResetToken::Expired => PasswordReset::Expired,
+        ResetToken::Used => PasswordReset::Used,
+        ResetToken::Unknown => PasswordReset::Unknown,
+    })
+}
+
+/// The state of a reset token, read without consuming it (the reset page only looks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetToken {
+    Valid,
+    Expired,
+    Used,
+    Unknown,
+}
+
+pub async fn peek_reset_token(
+    pool: &PgPool,
+    hash: &TokenHash,
+    now: DateTime<Utc>,
+) -> Result<ResetToken, sqlx::Error> {
+    let seen: Option<(Option<DateTime<Utc>>,)> =
+        sqlx::query_as("SELECT reset_token_expiry FROM users WHERE reset_token = $1")
+            .bind(hash.as_str())
+            .fetch_optional(pool)
+            .await?;
+    Ok(match seen {
+        None => ResetToken::Unknown,
+        Some((None,)) => ResetToken::Used,
+        Some((Some(t),)) if t <= now => ResetToken::Expired,
+        Some(_) => ResetToken::Valid,
+    })
+}
+
+/// Records an operator action.
+pub async fn audit(
+    pool: &PgPool,
+    actor: &str,
+    action: &str,
+    detail: &str,
+    count: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO audit_log (actor, action, detail, count) VALUES ($1, $2, $3, $4)")
+        .bind(actor)
+        .bind(action)
+        .bind(detail)
+        .bind(count as i32)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -343,7 +343,12 @@ async fn a_database_outage_holds_jobs_and_readiness_tells_the_truth() {
     all_sent(&app, &first).await;
 
     app.db_proxy().cut();
-    let r = app.http.get(format!("{}/readyz", app.base)).send().await.unwrap();
+    let r = app
+        .http
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["database"]["status"], "down");
@@ -359,14 +364,21 @@ async fn a_database_outage_holds_jobs_and_readiness_tells_the_truth() {
     let conn = app.connect_broker().await;
     let ch = mailroom::broker::confirm_channel(&conn).await.unwrap();
     let topo = Topology::new(&app.queues.prefix);
-    mailroom::broker::publish_job(&ch, &topo, &job, Default::default()).await.unwrap();
+    mailroom::broker::publish_job(&ch, &topo, &job, Default::default())
+        .await
+        .unwrap();
     tokio::time::sleep(ms(1500)).await;
     assert!(app.moto.messages_to(&email).await.is_empty());
 
     app.db_proxy().restore();
     app.wait_for_status(job.job_id, "sent").await;
     assert_eq!(app.moto.messages_to(&email).await.len(), 1);
-    let r = app.http.get(format!("{}/readyz", app.base)).send().await.unwrap();
+    let r = app
+        .http
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 

@@ -218,6 +218,8 @@ impl TestApp {
             max_body_bytes: 16 * 1024,
             request_timeout: Duration::from_secs(10),
             relay_interval: Duration::from_millis(200),
+            address_limit_per_minute: 1,
+            address_limit_per_hour: 5,
             shutdown_timeout: Duration::from_secs(2),
         }
     }

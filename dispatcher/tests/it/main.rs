@@ -1,6 +1,7 @@
 //! Integration tests against real PostgreSQL, RabbitMQ and moto (see README: Tests).
 //! One binary, so the AWS SDK is linked once.
 
+mod accounts;
 mod delivery;
 mod helpers;
 mod http_api;
