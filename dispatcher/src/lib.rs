@@ -6,15 +6,17 @@
 //! - [`worker`]: one step — one job in, one [`worker::Outcome`] out. No broker calls.
 //! - [`consumer`]: the loop — prefetch, concurrency, settling outcomes (ack, retry queue, dead
 //!   queue), pausing, reconnecting, shutdown.
-//! - [`dead`]: listing and replaying dead letters.
+//! - [`dead`] (re-exported from the shared library): listing and replaying dead letters.
 //! - [`identities`]: the SES identity and account commands.
 //!
 //! [`run`] takes the configuration, a clock and a shutdown future, so tests start a dispatcher
 //! in-process with their own queue prefix and database.
 
 pub mod consumer;
-pub mod dead;
 pub mod identities;
+
+/// Dead letters live in the shared library: the dashboard replays through the same functions.
+pub use mailroom::dead;
 pub mod worker;
 
 use std::future::Future;

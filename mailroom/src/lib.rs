@@ -14,6 +14,7 @@
 //! - [`broker`]: the RabbitMQ topology (exchange, work, retry and dead queues) and confirmed
 //!   publishing.
 //! - [`store`]: every SQL statement, and the migrations.
+//! - [`dead`]: listing and replaying dead letters (the CLI and the dashboard share it).
 //! - [`ses`]: the SES v2 client, the send call, error classes and the identity commands.
 //! - [`templates`]: handlebars templates for emails and for the pages ingest serves.
 //! - [`metrics`]: counters and histograms in the Prometheus text format.
@@ -24,6 +25,7 @@
 pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod dead;
 pub mod domain;
 pub mod job;
 pub mod metrics;

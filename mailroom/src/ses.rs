@@ -419,7 +419,7 @@ pub async fn delete_identity(client: &Client, name: &str) -> Result<(), SesError
 }
 
 /// The account as `GetAccount` reports it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Account {
     pub production_access: bool,
     pub sending_enabled: bool,

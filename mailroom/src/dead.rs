@@ -9,11 +9,11 @@
 
 use std::time::Duration;
 
+use crate::broker::{self, BrokerError, Topology};
+use crate::job::{Job, JobKind};
 use lapin::Connection;
 use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use mailroom::broker::{self, BrokerError, Topology};
-use mailroom::job::{Job, JobKind};
 use serde::Serialize;
 
 /// After this many replays a dead letter is parked: replay leaves it where it is and says so.

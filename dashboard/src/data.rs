@@ -1,0 +1,153 @@
+//! What the dashboard shows and where it comes from. [`DataSource`] is the seam: the live
+//! implementation reads PostgreSQL, RabbitMQ (management API, or AMQP passive declares) and SES;
+//! tests substitute a fake. Owns no drawing and no key handling.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use mailroom::dead::{DeadLetter, Filter};
+use mailroom::ses::Account;
+
+/// One queue's depth as the broker reports it. `unacked` is unknown without the management API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueStat {
+    /// The name without the prefix: `emails`, `retry.1`, `dead`.
+    pub name: String,
+    pub ready: u64,
+    pub unacked: Option<u64>,
+    pub consumers: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendRow {
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub recipient: String,
+    pub status: String,
+    pub latency_ms: Option<i32>,
+    pub error: String,
+}
+
+/// Counts since midnight (UTC).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Today {
+    pub sent: i64,
+    pub failed: i64,
+    pub dead: i64,
+    pub skipped: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Activity {
+    pub recent: Vec<SendRow>,
+    pub today: Today,
+    /// Sends per minute over the last hour, oldest first (60 values).
+    pub per_minute: Vec<u64>,
+    /// Whether the dispatcher reports itself paused; None when its metrics cannot be read.
+    pub paused: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRow {
+    pub name: String,
+    pub email: String,
+    pub created_at: DateTime<Utc>,
+    /// The verification link has expired (or none was sent yet: `None`).
+    pub link_expired: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Users {
+    pub total: i64,
+    /// The oldest unverified users first.
+    pub oldest: Vec<UserRow>,
+}
+
+/// The SES account, or why it cannot be shown.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccountInfo {
+    Known(Account),
+    /// The endpoint does not implement GetAccount (moto).
+    Unavailable,
+}
+
+/// The feeds, each refreshed by its own background task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    Queues,
+    Activity,
+    Users,
+    Dead,
+    Account,
+}
+
+impl Source {
+    pub const ALL: [Source; 5] = [
+        Source::Queues,
+        Source::Activity,
+        Source::Users,
+        Source::Dead,
+        Source::Account,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::Queues => "queues",
+            Source::Activity => "sends",
+            Source::Users => "users",
+            Source::Dead => "dead",
+            Source::Account => "ses",
+        }
+    }
+}
+
+/// New data from one source.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    Queues(Vec<QueueStat>),
+    Activity(Activity),
+    Users(Users),
+    Dead(Vec<DeadLetter>),
+    Account(AccountInfo),
+}
+
+/// Something the operator asked for that changes state. Each passes a y/n confirm first.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Replay dead letters: one (`Filter::Jobs` with one id), the filtered ones, or all.
+    Replay { filter: Filter, count: usize },
+    /// Send a new verification link to an unverified user.
+    ResendVerification { email: String },
+}
+
+impl Action {
+    /// The confirm question.
+    pub fn question(&self) -> String {
+        match self {
+            Action::Replay {
+                filter: Filter::All,
+                count,
+            } => {
+                format!("Replay all {count} dead letters?")
+            }
+            Action::Replay { count: 1, .. } => "Replay this dead letter?".into(),
+            Action::Replay { count, .. } => format!("Replay {count} dead letters?"),
+            Action::ResendVerification { email } => {
+                format!("Send a new verification link to {email}?")
+            }
+        }
+    }
+}
+
+/// Where the dashboard's data comes from and where its actions go.
+pub trait DataSource: Send + Sync + 'static {
+    fn fetch(&self, source: Source) -> impl Future<Output = Result<Update, String>> + Send;
+
+    /// Carries out a confirmed action; `progress` receives lines to show while it runs. Returns
+    /// the summary for the status line.
+    fn perform(
+        &self,
+        action: Action,
+        progress: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> impl Future<Output = Result<String, String>> + Send;
+}

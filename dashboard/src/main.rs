@@ -1,0 +1,54 @@
+//! The `dashboard` binary: parse configuration, connect, run the terminal UI, restore the
+//! terminal on every exit path (ratatui's init installs a panic hook that restores it too).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use crossterm::event::EventStream;
+use dashboard::Config;
+use dashboard::live::LiveSource;
+use mailroom::broker::Topology;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = Config::parse();
+    match run(config).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let db_url = config.db.database_url.expose();
+    // Lazy: the dashboard opens even while PostgreSQL is down, and says so in its status line.
+    let pool = mailroom::store::connect_lazy(db_url).context("invalid DATABASE_URL")?;
+    let ses = mailroom::ses::client(&config.ses, 1).await;
+    let off = |s: &str| (s != "off" && !s.is_empty()).then(|| s.to_owned());
+    let actor = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let source = Arc::new(LiveSource::new(
+        pool,
+        config.broker.amqp_url.expose().to_owned(),
+        Topology::new(&config.broker.queue_prefix),
+        config.retry_delays.len(),
+        ses,
+        off(&config.management_url),
+        off(&config.dispatcher_metrics_url),
+        actor,
+    ));
+    let mut terminal = ratatui::init();
+    let result = dashboard::run_app(
+        &mut terminal,
+        source,
+        EventStream::new(),
+        config.refresh_interval,
+    )
+    .await;
+    ratatui::restore();
+    result.map(|_| ())
+}
