@@ -59,6 +59,8 @@ pub struct UserRow {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Users {
     pub total: i64,
+    /// There are more than `total` (the count is bounded).
+    pub more: bool,
     /// The oldest unverified users first.
     pub oldest: Vec<UserRow>,
 }

@@ -90,7 +90,7 @@ pub fn draw(f: &mut Frame, app: &App, now: Now) {
                 "y: yes    n / Esc: no".into(),
             ],
         ),
-        Popup::Working(line) => draw_box(f, "Working", &[line.clone()]),
+        Popup::Working(line) => draw_box(f, "Working", std::slice::from_ref(line)),
     }
 }
 
@@ -356,7 +356,9 @@ fn age(secs: i64) -> String {
 
 fn draw_users(f: &mut Frame, app: &App, area: Rect, now: Now) {
     let rows = app.visible_users();
-    let total = app.users.data.as_ref().map_or(0, |u| u.total);
+    let total = app.users.data.as_ref().map_or(String::from("0"), |u| {
+        format!("{}{}", u.total, if u.more { "+" } else { "" })
+    });
     let mut title = filter_title(
         app,
         View::Users,

@@ -87,6 +87,7 @@ pub fn updates() -> Vec<Update> {
         }),
         Update::Users(Users {
             total: 2,
+            more: false,
             oldest: vec![
                 UserRow {
                     name: "Grace".into(),

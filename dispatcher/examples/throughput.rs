@@ -1,0 +1,136 @@
+//! Benchmark: signup latency and end-to-end throughput of the whole pipeline on this machine.
+//!
+//!     cargo run -p dispatcher --example throughput
+//!
+//! Starts ingest and a dispatcher in-process against the local PostgreSQL, RabbitMQ and moto
+//! (throwaway database and queue prefix), posts `BENCH_SIGNUPS` signups (default 2000) from
+//! `BENCH_CLIENTS` concurrent clients (default 32), and reports the signup latency and the time
+//! until every email reached moto. `MAX_SEND_RATE` is set high (`BENCH_RATE`, default 1000) so
+//! that the limiter does not hide the pipeline's own limits; passwords are omitted so that
+//! argon2 does not dominate (`BENCH_PASSWORDS=1` includes them).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mailroom::clock::Clock;
+use mailroom::config::{BrokerArgs, DatabaseArgs, LogArgs, LogFormat, Secret};
+use mailroom::testkit::{self, Moto, TestDb, TestQueues};
+use tokio_util::sync::CancellationToken;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() {
+    let signups = env("BENCH_SIGNUPS", 2000) as usize;
+    let clients = env("BENCH_CLIENTS", 32) as usize;
+    let rate = env("BENCH_RATE", 1000) as f64;
+    let passwords = env("BENCH_PASSWORDS", 0) == 1;
+    let db = TestDb::create().await;
+    let queues = TestQueues::new();
+    let moto = Moto::new();
+    let sender = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
+    moto.verify_sender(&sender).await;
+    let broker = BrokerArgs { amqp_url: Secret::new(testkit::amqp_url()), queue_prefix: queues.prefix.clone() };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let cancel = CancellationToken::new();
+    let ingest = tokio::spawn(ingest::run(
+        listener,
+        ingest::Config {
+            db: DatabaseArgs { database_url: Secret::new(db.url.clone()) },
+            broker: broker.clone(),
+            log: LogArgs { log_format: LogFormat::Text },
+            listen: "127.0.0.1:0".parse().unwrap(),
+            api_keys: vec![Secret::new("bench")],
+            templates_dir: mailroom::templates::DEFAULT_DIR.into(),
+            max_body_bytes: 16384,
+            request_timeout: Duration::from_secs(30),
+            relay_interval: Duration::from_millis(200),
+            address_limit_per_minute: 1,
+            address_limit_per_hour: 5,
+            shutdown_timeout: Duration::from_secs(5),
+        },
+        Clock::system(),
+        cancel.clone().cancelled_owned(),
+    ));
+    let dispatcher = tokio::spawn(dispatcher::run(
+        dispatcher::RunConfig {
+            db: DatabaseArgs { database_url: Secret::new(db.url.clone()) },
+            broker,
+            ses: testkit::ses_args(&moto.url),
+            mail_from: sender,
+            public_url: base.clone(),
+            reset_url: None,
+            templates_dir: mailroom::templates::DEFAULT_DIR.into(),
+            verification_ttl: Duration::from_secs(86400),
+            reset_ttl: Duration::from_secs(3600),
+            retry_delays: vec![Duration::from_secs(1)],
+            max_send_rate: Some(rate),
+            send_concurrency: 16,
+            metrics_listen: "off".into(),
+            shutdown_timeout: Duration::from_secs(10),
+            pause_probe_interval: Duration::from_secs(5),
+        },
+        Clock::system(),
+        testkit::sdk_config(),
+        cancel.clone().cancelled_owned(),
+    ));
+    let http = reqwest::Client::new();
+    testkit::eventually("ingest up", Duration::from_secs(30), || async {
+        http.get(format!("{base}/readyz")).send().await.ok().filter(|r| r.status() == 200)
+    })
+    .await;
+
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (http, base, next, run) = (http.clone(), base.clone(), next.clone(), run.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= signups {
+                    return lat;
+                }
+                let mut body = serde_json::json!({"name": format!("b{run}-{i}"), "email": format!("b{run}-{i}@example.com")});
+                if passwords {
+                    body["password"] = "correct horse battery".into();
+                }
+                let t = Instant::now();
+                let r = http.post(format!("{base}/v1/signups")).bearer_auth("bench").json(&body).send().await.unwrap();
+                assert_eq!(r.status(), 202);
+                lat.push(t.elapsed());
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    let accepted = started.elapsed();
+    let pool = db.pool.clone();
+    testkit::eventually("every email sent", Duration::from_secs(600), || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sends WHERE status = 'sent'").fetch_one(&pool).await.ok()?;
+        (n as usize >= signups).then_some(())
+    })
+    .await;
+    let all_sent = started.elapsed();
+    latencies.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("{signups} signups from {clients} clients (passwords: {passwords}), MAX_SEND_RATE {rate}, SEND_CONCURRENCY 16");
+    println!(
+        "signup latency: median {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
+        ms(latencies[latencies.len() / 2]),
+        ms(latencies[latencies.len() * 95 / 100]),
+        ms(latencies[latencies.len() * 99 / 100])
+    );
+    println!("accepted all in {:.2} s ({:.0}/s)", accepted.as_secs_f64(), signups as f64 / accepted.as_secs_f64());
+    println!("all emails in moto after {:.2} s ({:.0} emails/s end to end)", all_sent.as_secs_f64(), signups as f64 / all_sent.as_secs_f64());
+    cancel.cancel();
+    let _ = ingest.await;
+    let _ = dispatcher.await;
+}
