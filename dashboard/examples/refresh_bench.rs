@@ -17,7 +17,10 @@ use mailroom::broker::Topology;
 use mailroom::testkit::{self, TestDb};
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn stats(mut v: Vec<Duration>) -> String {
@@ -68,7 +71,10 @@ async fn main() {
     .await
     .unwrap();
     sqlx::query("ANALYZE").execute(&db.pool).await.unwrap();
-    eprintln!("loaded {users} users ({unverified}% unverified) and {sends} sends in {:.1?}", started.elapsed());
+    eprintln!(
+        "loaded {users} users ({unverified}% unverified) and {sends} sends in {:.1?}",
+        started.elapsed()
+    );
 
     let source = LiveSource::new(
         db.pool.clone(),

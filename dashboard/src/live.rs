@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use lapin::Connection;
 use mailroom::broker::{self, Topology};
-use mailroom::dead::{self, Filter, ReplayOptions};
+use mailroom::dead::{self, ReplayOptions};
 use mailroom::domain::EmailAddress;
 use mailroom::job::JobKind;
 use mailroom::store::{self, AddressLimits};
@@ -331,11 +331,7 @@ impl DataSource for LiveSource {
         match action {
             Action::Replay { filter, .. } => {
                 let conn = self.connection().await?;
-                let detail = match &filter {
-                    Filter::All => "all".to_owned(),
-                    Filter::Jobs(ids) => format!("jobs {}", ids.join(",")),
-                    Filter::ErrorClass(c) => format!("error class {c}"),
-                };
+                let detail = filter.describe();
                 let opts = ReplayOptions {
                     filter,
                     dry_run: false,

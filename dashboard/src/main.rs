@@ -28,9 +28,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let pool = mailroom::store::connect_lazy(db_url).context("invalid DATABASE_URL")?;
     let ses = mailroom::ses::client(&config.ses, 1).await;
     let off = |s: &str| (s != "off" && !s.is_empty()).then(|| s.to_owned());
-    let actor = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
+    let actor = os_user();
     let source = Arc::new(LiveSource::new(
         pool,
         config.broker.amqp_url.expose().to_owned(),
@@ -51,4 +49,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .await;
     ratatui::restore();
     result.map(|_| ())
+}
+
+/// The operator's OS user, for the audit table: $USER, $LOGNAME, else `id -un`.
+fn os_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            let out = std::process::Command::new("id").arg("-un").output().ok()?;
+            let name = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+            (!name.is_empty()).then_some(name)
+        })
+        .unwrap_or_else(|| "unknown".into())
 }

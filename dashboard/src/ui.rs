@@ -329,8 +329,8 @@ fn draw_sends(f: &mut Frame, app: &App, area: Rect) {
         }),
         [
             Constraint::Length(8),
-            Constraint::Length(16),
-            Constraint::Min(18),
+            Constraint::Length(14),
+            Constraint::Min(22),
             Constraint::Length(8),
             Constraint::Length(7),
             Constraint::Min(10),

@@ -18,7 +18,10 @@ use mailroom::testkit::{self, Moto, TestDb, TestQueues};
 use tokio_util::sync::CancellationToken;
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::main]
@@ -32,16 +35,23 @@ async fn main() {
     let moto = Moto::new();
     let sender = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
     moto.verify_sender(&sender).await;
-    let broker = BrokerArgs { amqp_url: Secret::new(testkit::amqp_url()), queue_prefix: queues.prefix.clone() };
+    let broker = BrokerArgs {
+        amqp_url: Secret::new(testkit::amqp_url()),
+        queue_prefix: queues.prefix.clone(),
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let cancel = CancellationToken::new();
     let ingest = tokio::spawn(ingest::run(
         listener,
         ingest::Config {
-            db: DatabaseArgs { database_url: Secret::new(db.url.clone()) },
+            db: DatabaseArgs {
+                database_url: Secret::new(db.url.clone()),
+            },
             broker: broker.clone(),
-            log: LogArgs { log_format: LogFormat::Text },
+            log: LogArgs {
+                log_format: LogFormat::Text,
+            },
             listen: "127.0.0.1:0".parse().unwrap(),
             api_keys: vec![Secret::new("bench")],
             templates_dir: mailroom::templates::DEFAULT_DIR.into(),
@@ -57,7 +67,9 @@ async fn main() {
     ));
     let dispatcher = tokio::spawn(dispatcher::run(
         dispatcher::RunConfig {
-            db: DatabaseArgs { database_url: Secret::new(db.url.clone()) },
+            db: DatabaseArgs {
+                database_url: Secret::new(db.url.clone()),
+            },
             broker,
             ses: testkit::ses_args(&moto.url),
             mail_from: sender,
@@ -79,7 +91,11 @@ async fn main() {
     ));
     let http = reqwest::Client::new();
     testkit::eventually("ingest up", Duration::from_secs(30), || async {
-        http.get(format!("{base}/readyz")).send().await.ok().filter(|r| r.status() == 200)
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
     })
     .await;
 
@@ -114,22 +130,35 @@ async fn main() {
     let accepted = started.elapsed();
     let pool = db.pool.clone();
     testkit::eventually("every email sent", Duration::from_secs(600), || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sends WHERE status = 'sent'").fetch_one(&pool).await.ok()?;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sends WHERE status = 'sent'")
+            .fetch_one(&pool)
+            .await
+            .ok()?;
         (n as usize >= signups).then_some(())
     })
     .await;
     let all_sent = started.elapsed();
     latencies.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("{signups} signups from {clients} clients (passwords: {passwords}), MAX_SEND_RATE {rate}, SEND_CONCURRENCY 16");
+    println!(
+        "{signups} signups from {clients} clients (passwords: {passwords}), MAX_SEND_RATE {rate}, SEND_CONCURRENCY 16"
+    );
     println!(
         "signup latency: median {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
         ms(latencies[latencies.len() / 2]),
         ms(latencies[latencies.len() * 95 / 100]),
         ms(latencies[latencies.len() * 99 / 100])
     );
-    println!("accepted all in {:.2} s ({:.0}/s)", accepted.as_secs_f64(), signups as f64 / accepted.as_secs_f64());
-    println!("all emails in moto after {:.2} s ({:.0} emails/s end to end)", all_sent.as_secs_f64(), signups as f64 / all_sent.as_secs_f64());
+    println!(
+        "accepted all in {:.2} s ({:.0}/s)",
+        accepted.as_secs_f64(),
+        signups as f64 / accepted.as_secs_f64()
+    );
+    println!(
+        "all emails in moto after {:.2} s ({:.0} emails/s end to end)",
+        all_sent.as_secs_f64(),
+        signups as f64 / all_sent.as_secs_f64()
+    );
     cancel.cancel();
     let _ = ingest.await;
     let _ = dispatcher.await;

@@ -93,6 +93,9 @@ enum DeadCommand {
 struct ReplayArgs {
     #[command(flatten)]
     broker: BrokerArgs,
+    /// For the audit table (the replay itself needs only RabbitMQ).
+    #[command(flatten)]
+    db: mailroom::config::DatabaseArgs,
     /// Replay this job (repeatable).
     #[arg(long = "job", value_name = "JOB_ID")]
     job: Vec<String>,
@@ -239,6 +242,9 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     .await
     .map_err(|e| anyhow::anyhow!("replay stopped: {e}"))?;
     let _ = conn.close(200, "done".into()).await;
+    if !report.dry_run {
+        audit_replay(&args.db, &opts.filter, report.replayed).await;
+    }
     println!(
         "{}examined {} dead letters: {} matched, {} {}, {} parked (replayed {} times already, or not a job)",
         if report.dry_run { "dry run: " } else { "" },
@@ -298,4 +304,28 @@ fn templates(dir: &std::path::Path, command: TemplatesCommand) -> anyhow::Result
         }
     }
     Ok(())
+}
+
+/// Writes the replay to the audit table, as the dashboard does. Best effort: the replay already
+/// happened, so a database that cannot be reached only earns a warning.
+async fn audit_replay(
+    db: &mailroom::config::DatabaseArgs,
+    filter: &dispatcher::dead::Filter,
+    count: usize,
+) {
+    let detail = filter.describe();
+    let actor = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "cli".into());
+    let written = async {
+        let pool = mailroom::store::connect(db.database_url.expose()).await?;
+        mailroom::store::audit(&pool, &actor, "replay", &detail, count as i64).await
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), written).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("warning: replay not written to the audit table: {e}"),
+        Err(_) => {
+            eprintln!("warning: replay not written to the audit table: the database did not answer")
+        }
+    }
 }

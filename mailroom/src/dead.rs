@@ -93,6 +93,15 @@ pub enum Filter {
 }
 
 impl Filter {
+    /// In words, for the audit table and summaries.
+    pub fn describe(&self) -> String {
+        match self {
+            Filter::All => "all".to_owned(),
+            Filter::Jobs(ids) => format!("jobs {}", ids.join(",")),
+            Filter::ErrorClass(c) => format!("error class {c}"),
+        }
+    }
+
     fn matches(&self, d: &DeadLetter) -> bool {
         match self {
             Filter::All => true,
