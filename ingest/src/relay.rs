@@ -156,12 +156,15 @@ impl Relay {
         }
         let mut confirmed = Vec::with_capacity(pending.len());
         for (id, job_id, confirm) in pending {
-            match confirm.await {
-                Ok(c) => match broker::check_confirmation(c, &job_id.to_string()) {
+            // Bounded: the rows stay locked while we wait, so a half-open connection must not
+            // hold them forever.
+            match tokio::time::timeout(broker::CONFIRM_TIMEOUT, confirm).await {
+                Ok(Ok(c)) => match broker::check_confirmation(c, &job_id.to_string()) {
                     Ok(()) => confirmed.push(id),
                     Err(e) => failure = Some(e),
                 },
-                Err(e) => failure = Some(e.into()),
+                Ok(Err(e)) => failure = Some(e.into()),
+                Err(_) => failure = Some(BrokerError::ConfirmTimeout(job_id.to_string())),
             }
         }
         store::mark_published(&mut tx, &confirmed, self.clock.now()).await?;

@@ -408,21 +408,28 @@ impl App {
                 "Copy the whole link from the email into your browser, or ask for a new email.",
             );
         };
-        match store::peek_reset_token(&self.pool, &token.hash(), self.clock.now()).await {
-            Ok(store::ResetToken::Valid) => self.reset_form(StatusCode::OK, &token, None),
-            Ok(store::ResetToken::Used) => self.page(
+        match store::token_state(
+            &self.pool,
+            store::TokenKind::Reset,
+            &token.hash(),
+            self.clock.now(),
+        )
+        .await
+        {
+            Ok(store::TokenState::Valid) => self.reset_form(StatusCode::OK, &token, None),
+            Ok(store::TokenState::Used) => self.page(
                 StatusCode::GONE,
                 "This link was already used",
                 "Your password was changed with this link before.",
                 "If you need to change it again, ask for a new reset email.",
             ),
-            Ok(store::ResetToken::Expired) => self.page(
+            Ok(store::TokenState::Expired) => self.page(
                 StatusCode::GONE,
                 "This link has expired",
                 "Reset links work for a limited time.",
                 "Ask for a new reset email.",
             ),
-            Ok(store::ResetToken::Unknown) => self.page(
+            Ok(store::TokenState::Unknown) => self.page(
                 StatusCode::NOT_FOUND,
                 "This link is not valid",
                 "We do not know this link. If you asked for several emails, only the newest link works.",

@@ -32,6 +32,9 @@ pub const DIED_AT_HEADER: &str = "x-mailroom-died-at";
 pub const RECIPIENT_HEADER: &str = "x-mailroom-recipient";
 /// Routing key under which expired retries come back to the work queue.
 pub const RETRY_ROUTING_KEY: &str = "retry";
+/// Longest to wait for the broker to confirm a publish. Past it the connection is treated as
+/// broken (a half-open TCP connection would otherwise hang the publisher forever).
+pub const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Deliveries after which the broker itself dead-letters a message that keeps coming back
 /// unacknowledged (e.g. one that crashes every consumer). A safety net under our own ladder.
 pub const DELIVERY_LIMIT: i64 = 20;
@@ -44,6 +47,8 @@ pub enum BrokerError {
     Nacked(String),
     #[error("RabbitMQ could not route the message to any queue for {0}: is the topology declared?")]
     Unroutable(String),
+    #[error("RabbitMQ did not confirm {0} within {CONFIRM_TIMEOUT:?}")]
+    ConfirmTimeout(String),
 }
 
 /// The names of everything under one prefix.
@@ -223,7 +228,7 @@ pub async fn publish_confirmed(
         .as_ref()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_default();
-    let confirm = ch
+    let pending = ch
         .basic_publish(
             exchange.into(),
             routing_key.into(),
@@ -234,8 +239,10 @@ pub async fn publish_confirmed(
             payload,
             props,
         )
-        .await?
         .await?;
+    let confirm = tokio::time::timeout(CONFIRM_TIMEOUT, pending)
+        .await
+        .map_err(|_| BrokerError::ConfirmTimeout(what.clone()))??;
     check_confirmation(confirm, &what)
 }
 

@@ -342,6 +342,23 @@ pub struct IdentityDetail {
 }
 
 impl IdentityDetail {
+    fn new(
+        name: &str,
+        kind: Option<&aws_sdk_sesv2::types::IdentityType>,
+        verified_for_sending: bool,
+        verification_status: Option<String>,
+        dkim: Option<&aws_sdk_sesv2::types::DkimAttributes>,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind: kind.map(|t| t.as_str().to_owned()).unwrap_or_default(),
+            verified_for_sending,
+            verification_status,
+            dkim_status: dkim.and_then(|d| d.status()).map(|s| s.as_str().to_owned()),
+            dkim_tokens: dkim.map(|d| d.tokens().to_vec()).unwrap_or_default(),
+        }
+    }
+
     /// The DNS records to add for a domain identity, one per line.
     pub fn dns_records(&self) -> Vec<String> {
         self.dkim_tokens
@@ -363,23 +380,13 @@ pub async fn create_identity(client: &Client, name: &str) -> Result<IdentityDeta
         .send()
         .await
         .map_err(|e| classify(&e))?;
-    Ok(IdentityDetail {
-        name: name.to_owned(),
-        kind: out
-            .identity_type()
-            .map(|t| t.as_str().to_owned())
-            .unwrap_or_default(),
-        verified_for_sending: out.verified_for_sending_status(),
-        verification_status: None,
-        dkim_status: out
-            .dkim_attributes()
-            .and_then(|d| d.status())
-            .map(|s| s.as_str().to_owned()),
-        dkim_tokens: out
-            .dkim_attributes()
-            .map(|d| d.tokens().to_vec())
-            .unwrap_or_default(),
-    })
+    Ok(IdentityDetail::new(
+        name,
+        out.identity_type(),
+        out.verified_for_sending_status(),
+        None,
+        out.dkim_attributes(),
+    ))
 }
 
 pub async fn get_identity(client: &Client, name: &str) -> Result<IdentityDetail, SesError> {
@@ -389,23 +396,13 @@ pub async fn get_identity(client: &Client, name: &str) -> Result<IdentityDetail,
         .send()
         .await
         .map_err(|e| classify(&e))?;
-    Ok(IdentityDetail {
-        name: name.to_owned(),
-        kind: out
-            .identity_type()
-            .map(|t| t.as_str().to_owned())
-            .unwrap_or_default(),
-        verified_for_sending: out.verified_for_sending_status(),
-        verification_status: out.verification_status().map(|s| s.as_str().to_owned()),
-        dkim_status: out
-            .dkim_attributes()
-            .and_then(|d| d.status())
-            .map(|s| s.as_str().to_owned()),
-        dkim_tokens: out
-            .dkim_attributes()
-            .map(|d| d.tokens().to_vec())
-            .unwrap_or_default(),
-    })
+    Ok(IdentityDetail::new(
+        name,
+        out.identity_type(),
+        out.verified_for_sending_status(),
+        out.verification_status().map(|s| s.as_str().to_owned()),
+        out.dkim_attributes(),
+    ))
 }
 
 pub async fn delete_identity(client: &Client, name: &str) -> Result<(), SesError> {

@@ -195,16 +195,14 @@ pub async fn consume_verification_token(
     if let Some((user_id, email)) = row {
         return Ok(Verification::Verified { user_id, email });
     }
-    let seen: Option<(Option<DateTime<Utc>>,)> =
-        sqlx::query_as("SELECT verification_token_expiry FROM users WHERE verification_token = $1")
-            .bind(hash.as_str())
-            .fetch_optional(pool)
-            .await?;
-    Ok(match seen {
-        None => Verification::Unknown,
-        Some((None,)) => Verification::Used,
-        Some((Some(_),)) => Verification::Expired,
-    })
+    Ok(
+        match token_state(pool, TokenKind::Verification, hash, now).await? {
+            TokenState::Unknown => Verification::Unknown,
+            TokenState::Used => Verification::Used,
+            // Valid here means it expired between the UPDATE and this read: same answer.
+            TokenState::Expired | TokenState::Valid => Verification::Expired,
+        },
+    )
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -613,38 +611,55 @@ pub async fn reset_password(
         });
     }
     tx.rollback().await?;
-    Ok(match peek_reset_token(pool, hash, now).await? {
-        ResetToken::Valid => PasswordReset::Unknown, // raced with another consumer: treat as gone
-        ResetToken::Expired => PasswordReset::Expired,
-        ResetToken::Used => PasswordReset::Used,
-        ResetToken::Unknown => PasswordReset::Unknown,
-    })
+    Ok(
+        match token_state(pool, TokenKind::Reset, hash, now).await? {
+            // Valid here means it expired between the UPDATE and this read: same answer.
+            TokenState::Valid | TokenState::Expired => PasswordReset::Expired,
+            TokenState::Used => PasswordReset::Used,
+            TokenState::Unknown => PasswordReset::Unknown,
+        },
+    )
 }
 
-/// The state of a reset token, read without consuming it (the reset page only looks).
+/// The state of a token, read without consuming it (the reset page only looks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResetToken {
+pub enum TokenState {
     Valid,
     Expired,
+    /// Matched a link that was already used (its expiry is cleared on use).
     Used,
+    /// Never issued, or replaced by a newer one.
     Unknown,
 }
 
-pub async fn peek_reset_token(
+/// Which token column to look in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Verification,
+    Reset,
+}
+
+pub async fn token_state(
     pool: &PgPool,
+    kind: TokenKind,
     hash: &TokenHash,
     now: DateTime<Utc>,
-) -> Result<ResetToken, sqlx::Error> {
-    let seen: Option<(Option<DateTime<Utc>>,)> =
-        sqlx::query_as("SELECT reset_token_expiry FROM users WHERE reset_token = $1")
-            .bind(hash.as_str())
-            .fetch_optional(pool)
-            .await?;
+) -> Result<TokenState, sqlx::Error> {
+    let sql = match kind {
+        TokenKind::Verification => {
+            "SELECT verification_token_expiry FROM users WHERE verification_token = $1"
+        }
+        TokenKind::Reset => "SELECT reset_token_expiry FROM users WHERE reset_token = $1",
+    };
+    let seen: Option<(Option<DateTime<Utc>>,)> = sqlx::query_as(sql)
+        .bind(hash.as_str())
+        .fetch_optional(pool)
+        .await?;
     Ok(match seen {
-        None => ResetToken::Unknown,
-        Some((None,)) => ResetToken::Used,
-        Some((Some(t),)) if t <= now => ResetToken::Expired,
-        Some(_) => ResetToken::Valid,
+        None => TokenState::Unknown,
+        Some((None,)) => TokenState::Used,
+        Some((Some(t),)) if t <= now => TokenState::Expired,
+        Some(_) => TokenState::Valid,
     })
 }
 
