@@ -330,12 +330,7 @@ async fn locales_pick_the_template_with_a_fallback_to_english() {
 #[tokio::test]
 async fn the_openapi_document_describes_every_route() {
     let app = TestApp::ingest_only().await;
-    let r = app
-        .http
-        .get(format!("{}/openapi.json", app.base))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/openapi.json").await;
     assert_eq!(r.status(), 200);
     let doc: Value = r.json().await.unwrap();
     assert_eq!(doc["openapi"], "3.0.3");

@@ -304,29 +304,15 @@ async fn a_rabbitmq_outage_during_signups_loses_nothing() {
     app.amqp_proxy().cut();
     jobs.extend(app.sign_up_many(5).await);
     // Ingest stays ready: the outbox holds the jobs.
-    let r = app
-        .http
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
+    let (status, v) = app.readiness().await;
+    assert_eq!(status, 200);
     assert!(v["outbox_backlog"].as_i64().unwrap() >= 1, "{v}");
     app.amqp_proxy().restore();
 
     all_sent(&app, &jobs).await;
     assert_eq!(messages_per_recipient(&app, &jobs).await, vec![1; 8]);
     testkit::eventually("the outbox to drain", Duration::from_secs(20), || async {
-        let v: Value = app
-            .http
-            .get(format!("{}/readyz", app.base))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let (_, v) = app.readiness().await;
         (v["outbox_backlog"] == 0 && v["broker"]["status"] == "connected").then_some(())
     })
     .await;
@@ -343,14 +329,8 @@ async fn a_database_outage_holds_jobs_and_readiness_tells_the_truth() {
     all_sent(&app, &first).await;
 
     app.db_proxy().cut();
-    let r = app
-        .http
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
-    let v: Value = r.json().await.unwrap();
+    let (status, v) = app.readiness().await;
+    assert_eq!(status, 503);
     assert_eq!(v["database"]["status"], "down");
     // A signup while the database is down is refused with 503, not accepted and lost.
     let r = app.sign_up(&app.unique_name(), &app.unique_email()).await;
@@ -373,13 +353,7 @@ async fn a_database_outage_holds_jobs_and_readiness_tells_the_truth() {
     app.db_proxy().restore();
     app.wait_for_status(job.job_id, "sent").await;
     assert_eq!(app.moto.messages_to(&email).await.len(), 1);
-    let r = app
-        .http
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(app.readiness().await.0, 200);
 }
 
 #[tokio::test]

@@ -363,6 +363,17 @@ impl TestApp {
             .remove(0)
     }
 
+    /// GET one of ingest's paths, without an API key.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.follow(&format!("{}{path}", self.base)).await
+    }
+
+    /// `/readyz`: its status and body.
+    pub async fn readiness(&self) -> (u16, Value) {
+        let r = self.get("/readyz").await;
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
     pub async fn follow(&self, link: &str) -> reqwest::Response {
         self.http.get(link).send().await.unwrap()
     }

@@ -168,12 +168,7 @@ async fn bad_inputs_get_precise_errors_and_write_nothing() {
     assert!(v["error"]["fields"]["email"].is_string());
 
     // 404 and 405.
-    let r = app
-        .http
-        .get(format!("{}/nope", app.base))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/nope").await;
     assert_eq!(error_of(r).await.0, 404);
     let r = app
         .http
@@ -265,34 +260,15 @@ async fn the_password_is_stored_as_an_argon2id_hash() {
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let app = TestApp::ingest_only().await;
-    let r = app
-        .http
-        .get(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/healthz").await;
     assert_eq!(r.status(), 200);
-    let r = app
-        .http
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
+    let (status, v) = app.readiness().await;
+    assert_eq!(status, 200);
     assert_eq!(v["database"]["status"], "ok");
     assert!(v["outbox_backlog"].is_number());
     app.sign_up_ok(&app.unique_name(), &app.unique_email())
         .await;
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get("/metrics").await.text().await.unwrap();
     assert!(
         text.contains("mailroom_events_accepted_total{kind=\"verification\"} 1"),
         "{text}"

@@ -207,7 +207,12 @@ impl Moto {
             .get(format!("{}/moto-api/data.json", self.url))
             .send()
             .await
-            .expect("moto must be running for the tests (see README)")
+            .unwrap_or_else(|e| {
+                panic!(
+                    "moto must be running at {} ({e}); scripts/test starts it",
+                    self.url
+                )
+            })
             .json()
             .await
             .expect("moto answers JSON");
@@ -251,9 +256,12 @@ impl Moto {
 
     /// Makes `address` a verified sender in moto.
     pub async fn verify_sender(&self, address: &str) {
-        crate::ses::create_identity(&ses_client(&self.url), address)
-            .await
-            .expect("moto accepts a new identity");
+        if let Err(e) = crate::ses::create_identity(&ses_client(&self.url), address).await {
+            panic!(
+                "moto must be running at {} for the tests ({e}); scripts/test starts it",
+                self.url
+            );
+        }
     }
 }
 
