@@ -85,6 +85,10 @@ async fn main() {
         None,
         None,
         "bench".into(),
+        mailroom::store::AddressLimits {
+            per_minute: 1,
+            per_hour: 5,
+        },
     );
     // Warm the cache the way a running dashboard would.
     for _ in 0..3 {

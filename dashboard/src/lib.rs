@@ -70,6 +70,14 @@ pub struct Config {
     #[arg(long, env = "RETRY_DELAYS", default_value = "10s,1m,5m,30m,2h", value_delimiter = ',', value_parser = parse_duration)]
     pub retry_delays: Vec<Duration>,
 
+    /// Per-address limits for the resend action: the same settings (and defaults) as ingest's.
+    #[arg(long, env = "ADDRESS_LIMIT_PER_MINUTE", default_value_t = 1)]
+    pub address_limit_per_minute: i64,
+
+    /// See ADDRESS_LIMIT_PER_MINUTE.
+    #[arg(long, env = "ADDRESS_LIMIT_PER_HOUR", default_value_t = 5)]
+    pub address_limit_per_hour: i64,
+
     /// How often each source is refreshed.
     #[arg(long, env = "REFRESH_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub refresh_interval: Duration,

@@ -32,6 +32,8 @@ pub struct LiveSource {
     pub http: reqwest::Client,
     /// The OS user, for the audit table.
     pub actor: String,
+    /// Limits for the resend action, as ingest applies them.
+    pub limits: AddressLimits,
     conn: Mutex<Option<Arc<Connection>>>,
 }
 
@@ -46,6 +48,7 @@ impl LiveSource {
         management_url: Option<String>,
         dispatcher_metrics_url: Option<String>,
         actor: String,
+        limits: AddressLimits,
     ) -> Self {
         Self {
             pool,
@@ -60,6 +63,7 @@ impl LiveSource {
                 .build()
                 .expect("http client"),
             actor,
+            limits,
             conn: Mutex::new(None),
         }
     }

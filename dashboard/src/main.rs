@@ -38,6 +38,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         off(&config.management_url),
         off(&config.dispatcher_metrics_url),
         actor,
+        mailroom::store::AddressLimits {
+            per_minute: config.address_limit_per_minute,
+            per_hour: config.address_limit_per_hour,
+        },
     ));
     let mut terminal = ratatui::init();
     let result = dashboard::run_app(
