@@ -16,7 +16,6 @@ pub mod data;
 pub mod live;
 pub mod ui;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -175,6 +174,3 @@ where
     }
     Ok(app)
 }
-
-/// Counts of what each refresh saw, for the benchmark.
-pub type Timings = HashMap<Source, Duration>;

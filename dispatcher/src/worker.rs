@@ -70,7 +70,8 @@ pub fn limiter(per_second: f64) -> DefaultDirectRateLimiter {
 type DbResult<T> = Result<T, sqlx::Error>;
 
 impl Worker {
-    /// Handles one message. `attempt` is how many retries came before (0 on first delivery).
+    /// Handles one message: a parsed job, or why it could not be parsed (with the message id,
+    /// if any, to record it under).
     pub async fn process(
         &self,
         job: Result<Job, MalformedJob>,

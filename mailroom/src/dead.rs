@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use crate::broker::{self, BrokerError, Topology};
-use crate::job::{Job, JobKind};
+use crate::job::Job;
 use lapin::Connection;
 use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -189,7 +189,14 @@ pub async fn replay(
         let props = broker::job_properties(letter.job_id.as_deref().unwrap_or_default(), headers);
         // Publish with confirm, then ack: a crash in between leaves the job both replayed and
         // dead (a duplicate the send log absorbs), never neither.
-        broker::publish_confirmed(&publish, &topo.exchange(), route(kind), &d.data, props).await?;
+        broker::publish_confirmed(
+            &publish,
+            &topo.exchange(),
+            kind.routing_key(),
+            &d.data,
+            props,
+        )
+        .await?;
         d.ack(BasicAckOptions::default()).await?;
         report.replayed += 1;
         progress(&report);
@@ -200,8 +207,4 @@ pub async fn replay(
     get.close(200, "replay done".into()).await?;
     publish.close(200, "replay done".into()).await?;
     Ok(report)
-}
-
-fn route(kind: JobKind) -> &'static str {
-    kind.routing_key()
 }

@@ -16,6 +16,20 @@ async fn request_reset(app: &TestApp, email: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
+/// Signs a new person up, asks for a reset, and returns their address and the reset link.
+async fn reset_link_for_new_user(app: &TestApp) -> (String, String) {
+    let email = app.unique_email();
+    app.sign_up_ok(&app.unique_name(), &email).await;
+    app.wait_for_email(&email).await;
+    request_reset(app, &email).await;
+    let msgs = app.moto.wait_for(&email, 2, Duration::from_secs(30)).await;
+    let reset = msgs
+        .iter()
+        .find(|m| m.subject == "Reset your password")
+        .expect("a reset email");
+    (email, reset.link("/reset-password").expect("a reset link"))
+}
+
 async fn password_verifies(app: &TestApp, email: &str, password: &str) -> bool {
     let (hash,): (String,) = sqlx::query_as("SELECT hashed_password FROM users WHERE email = $1")
         .bind(email)
@@ -64,16 +78,7 @@ async fn reset_for_unknown_and_known_addresses_answers_alike() {
 #[tokio::test]
 async fn the_reset_page_never_consumes_the_token_and_the_token_works_once() {
     let app = TestApp::spawn().await;
-    let email = app.unique_email();
-    app.sign_up_ok(&app.unique_name(), &email).await;
-    app.wait_for_email(&email).await;
-    request_reset(&app, &email).await;
-    let msgs = app.moto.wait_for(&email, 2, Duration::from_secs(30)).await;
-    let reset = msgs
-        .iter()
-        .find(|m| m.subject == "Reset your password")
-        .unwrap();
-    let link = reset.link("/reset-password").expect("a reset link");
+    let (email, link) = reset_link_for_new_user(&app).await;
     assert!(
         link.starts_with(&format!("{}/reset-password?token=", app.base)),
         "{link}"
@@ -174,12 +179,7 @@ async fn the_reset_page_never_consumes_the_token_and_the_token_works_once() {
 #[tokio::test]
 async fn an_expired_reset_link_is_refused() {
     let app = TestApp::spawn().await;
-    let email = app.unique_email();
-    app.sign_up_ok(&app.unique_name(), &email).await;
-    app.wait_for_email(&email).await;
-    request_reset(&app, &email).await;
-    let msgs = app.moto.wait_for(&email, 2, Duration::from_secs(30)).await;
-    let link = msgs.iter().find_map(|m| m.link("/reset-password")).unwrap();
+    let (_, link) = reset_link_for_new_user(&app).await;
     app.clock.advance(ChronoDuration::minutes(61));
     assert_eq!(app.follow(&link).await.status(), 410);
     let r = app

@@ -33,6 +33,19 @@ pub fn moto_url() -> String {
     env_or("MOTO_URL", "http://127.0.0.1:5005")
 }
 
+/// Runs `fut` to completion on a new thread with its own runtime. For cleanup in `Drop`, which
+/// may run inside a runtime (where blocking on another future would panic) or outside one.
+fn block_on_own_thread(fut: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(fut)
+    })
+    .join();
+}
+
 /// A database of its own, migrated, dropped (with FORCE) when this value is dropped.
 pub struct TestDb {
     pub pool: PgPool,
@@ -65,24 +78,16 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        // Drop runs outside async context guarantees: use a thread with its own runtime.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                if let Ok(admin) = crate::store::connect(&admin_database_url()).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&admin)
-                    .await;
-                    admin.close().await;
-                }
-            });
-        })
-        .join();
+        block_on_own_thread(async move {
+            if let Ok(admin) = crate::store::connect(&admin_database_url()).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&admin)
+                .await;
+                admin.close().await;
+            }
+        });
     }
 }
 
@@ -108,35 +113,28 @@ impl Default for TestQueues {
 impl Drop for TestQueues {
     fn drop(&mut self) {
         let topo = crate::broker::Topology::new(&self.prefix);
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let Ok(conn) = crate::broker::connect(&amqp_url(), "mailroom-test-cleanup").await
-                else {
-                    return;
-                };
-                let mut queues = vec![topo.work_queue(), topo.dead_queue()];
-                queues.extend((0..10).map(|n| topo.retry_queue(n)));
-                for q in queues {
-                    // A failed delete closes the channel: use a fresh one each time.
-                    if let Ok(ch) = conn.create_channel().await {
-                        let _ = ch
-                            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                            .await;
-                    }
-                }
+        block_on_own_thread(async move {
+            let Ok(conn) = crate::broker::connect(&amqp_url(), "mailroom-test-cleanup").await
+            else {
+                return;
+            };
+            let mut queues = vec![topo.work_queue(), topo.dead_queue()];
+            queues.extend((0..10).map(|n| topo.retry_queue(n)));
+            for q in queues {
+                // A failed delete closes the channel: use a fresh one each time.
                 if let Ok(ch) = conn.create_channel().await {
                     let _ = ch
-                        .exchange_delete(topo.exchange().into(), ExchangeDeleteOptions::default())
+                        .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
                         .await;
                 }
-                let _ = conn.close(200, "cleanup done".into()).await;
-            });
-        })
-        .join();
+            }
+            if let Ok(ch) = conn.create_channel().await {
+                let _ = ch
+                    .exchange_delete(topo.exchange().into(), ExchangeDeleteOptions::default())
+                    .await;
+            }
+            let _ = conn.close(200, "cleanup done".into()).await;
+        });
     }
 }
 
