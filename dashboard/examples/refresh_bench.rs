@@ -80,7 +80,7 @@ async fn main() {
         db.pool.clone(),
         testkit::amqp_url(),
         Topology::new("bench"),
-        5,
+        vec![std::time::Duration::from_secs(10)],
         testkit::ses_client(&testkit::moto_url()),
         None,
         None,

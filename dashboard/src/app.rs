@@ -9,20 +9,30 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use mailroom::dead::{DeadLetter, Filter};
 
 use crate::data::{
-    AccountInfo, Action, Activity, QueueStat, SendRow, Source, Update, UserRow, Users,
+    AccountInfo, Action, Activity, QueueStat, SendRow, Source, Suppression, Update, UserRow, Users,
 };
 
-/// The four views, in key order.
+/// The views, in key order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum View {
     Overview,
     Sends,
     Users,
     Dead,
+    Suppressions,
 }
 
+/// How many views there are (keys 1 to N).
+const VIEWS: usize = 5;
+
 impl View {
-    pub const ALL: [View; 4] = [View::Overview, View::Sends, View::Users, View::Dead];
+    pub const ALL: [View; VIEWS] = [
+        View::Overview,
+        View::Sends,
+        View::Users,
+        View::Dead,
+        View::Suppressions,
+    ];
 
     pub fn title(self) -> &'static str {
         match self {
@@ -30,6 +40,7 @@ impl View {
             View::Sends => "Sends",
             View::Users => "Users",
             View::Dead => "Dead letters",
+            View::Suppressions => "Suppressed",
         }
     }
 
@@ -83,10 +94,13 @@ pub struct App {
     pub users: Feed<Users>,
     pub dead: Feed<Vec<DeadLetter>>,
     pub account: Feed<AccountInfo>,
+    pub suppressions: Feed<Vec<Suppression>>,
+    /// The QUEUE_PREFIX watched, shown with the queues.
+    pub prefix: String,
     /// Ready-message history per queue, oldest first.
     pub depth: HashMap<String, VecDeque<u64>>,
-    selected: [usize; 4],
-    filters: [String; 4],
+    selected: [usize; VIEWS],
+    filters: [String; VIEWS],
     /// Typing a filter for the current view.
     pub editing_filter: bool,
     pub popup: Popup,
@@ -110,8 +124,10 @@ impl App {
             users: Feed::default(),
             dead: Feed::default(),
             account: Feed::default(),
+            suppressions: Feed::default(),
+            prefix: String::new(),
             depth: HashMap::new(),
-            selected: [0; 4],
+            selected: [0; VIEWS],
             filters: Default::default(),
             editing_filter: false,
             popup: Popup::None,
@@ -145,6 +161,7 @@ impl App {
                 self.dead.set(d, at);
             }
             Update::Account(a) => self.account.set(a, at),
+            Update::Suppressions(l) => self.suppressions.set(l, at),
         }
         self.clamp();
     }
@@ -158,6 +175,7 @@ impl App {
             Source::Users => self.users.error = e,
             Source::Dead => self.dead.error = e,
             Source::Account => self.account.error = e,
+            Source::Suppressions => self.suppressions.error = e,
         }
     }
 
@@ -168,6 +186,10 @@ impl App {
             Source::Users => (self.users.updated, self.users.error.as_deref()),
             Source::Dead => (self.dead.updated, self.dead.error.as_deref()),
             Source::Account => (self.account.updated, self.account.error.as_deref()),
+            Source::Suppressions => (
+                self.suppressions.updated,
+                self.suppressions.error.as_deref(),
+            ),
         }
     }
 
@@ -233,12 +255,23 @@ impl App {
             .collect()
     }
 
+    pub fn visible_suppressions(&self) -> Vec<&Suppression> {
+        let f = self.filter_of(View::Suppressions);
+        self.suppressions
+            .data
+            .iter()
+            .flatten()
+            .filter(|s| Self::matches(f, &[&s.email, &s.reason, &s.detail]))
+            .collect()
+    }
+
     fn rows_in_view(&self) -> usize {
         match self.view {
             View::Overview => 0,
             View::Sends => self.visible_sends().len(),
             View::Users => self.visible_users().len(),
             View::Dead => self.visible_dead().len(),
+            View::Suppressions => self.visible_suppressions().len(),
         }
     }
 
@@ -312,9 +345,9 @@ impl App {
         match key.code {
             KeyCode::Char('q') => self.quit = true,
             KeyCode::Char('?') => self.popup = Popup::Help,
-            KeyCode::Char(c @ '1'..='4') => self.view = View::ALL[(c as u8 - b'1') as usize],
-            KeyCode::Tab => self.view = View::ALL[(i + 1) % 4],
-            KeyCode::BackTab => self.view = View::ALL[(i + 3) % 4],
+            KeyCode::Char(c @ '1'..='5') => self.view = View::ALL[(c as u8 - b'1') as usize],
+            KeyCode::Tab => self.view = View::ALL[(i + 1) % VIEWS],
+            KeyCode::BackTab => self.view = View::ALL[(i + VIEWS - 1) % VIEWS],
             KeyCode::Char('j') | KeyCode::Down => {
                 let n = self.rows_in_view();
                 if n > 0 {
@@ -366,6 +399,16 @@ impl App {
                     });
                 }
             }
+            KeyCode::Char('x') if self.view == View::Suppressions => {
+                match self.visible_suppressions().get(self.selected[i]) {
+                    Some(s) => {
+                        self.popup = Popup::Confirm(Action::Unsuppress {
+                            email: s.email.clone(),
+                        })
+                    }
+                    None => self.message = Some("no address selected".into()),
+                }
+            }
             KeyCode::Char('r') if self.view == View::Users => {
                 match self.visible_users().get(self.selected[i]) {
                     Some(u) => {
@@ -409,7 +452,7 @@ impl App {
                 ("Backspace", "delete"),
             ];
         }
-        let mut k = vec![("1-4/Tab", "views")];
+        let mut k = vec![("1-5/Tab", "views")];
         if self.view != View::Overview {
             k.push(("j/k", "move"));
             k.push(("/", "filter"));
@@ -427,6 +470,7 @@ impl App {
                 ));
             }
             View::Users => k.push(("r", "resend link")),
+            View::Suppressions => k.push(("x", "mail again")),
             _ => {}
         }
         k.push(("?", "help"));
@@ -437,7 +481,10 @@ impl App {
 
 /// Every key, for the help overlay.
 pub const HELP: &[(&str, &str)] = &[
-    ("1 2 3 4", "Overview, Sends, Users, Dead letters"),
+    (
+        "1 2 3 4 5",
+        "Overview, Sends, Users, Dead letters, Suppressed",
+    ),
     ("Tab / Shift-Tab", "next / previous view"),
     ("j k  ↓ ↑", "move the selection"),
     ("g G  Home End", "first / last row"),
@@ -448,6 +495,7 @@ pub const HELP: &[(&str, &str)] = &[
         "replay the selected dead letter · Users: resend the link",
     ),
     ("R", "Dead letters: replay all, or the filtered ones"),
+    ("x", "Suppressed: take the address off the list"),
     ("y / n", "confirm or cancel an action"),
     ("?", "this help"),
     ("q  Ctrl-C", "quit and restore the terminal"),

@@ -7,6 +7,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use mailroom::dead::{DeadLetter, Filter};
 use mailroom::ses::Account;
+pub use mailroom::store::Suppression;
 
 /// One queue's depth as the broker reports it. `unacked` is unknown without the management API.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +46,32 @@ pub struct Activity {
     pub per_minute: Vec<u64>,
     /// Whether the dispatcher reports itself paused; None when its metrics cannot be read.
     pub paused: Option<bool>,
+    /// Bounce and complaint rates, against the thresholds at which SES reviews an account.
+    pub feedback: Feedback,
+}
+
+/// SES reviews an account at a 5 % bounce rate and a 0.1 % complaint rate (and may pause it
+/// beyond): the rates of the last 24 hours and 7 days, as SES counts them (hard bounces and
+/// complaints per email sent).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Feedback {
+    pub sent_24h: i64,
+    pub bounces_24h: i64,
+    pub complaints_24h: i64,
+    pub sent_7d: i64,
+    pub bounces_7d: i64,
+    pub complaints_7d: i64,
+}
+
+/// SES's review thresholds.
+pub const BOUNCE_REVIEW: f64 = 0.05;
+pub const COMPLAINT_REVIEW: f64 = 0.001;
+
+impl Feedback {
+    /// `part / sent`, or None when nothing was sent.
+    pub fn rate(part: i64, sent: i64) -> Option<f64> {
+        (sent > 0).then(|| part as f64 / sent as f64)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -81,15 +108,17 @@ pub enum Source {
     Users,
     Dead,
     Account,
+    Suppressions,
 }
 
 impl Source {
-    pub const ALL: [Source; 5] = [
+    pub const ALL: [Source; 6] = [
         Source::Queues,
         Source::Activity,
         Source::Users,
         Source::Dead,
         Source::Account,
+        Source::Suppressions,
     ];
 
     pub fn label(self) -> &'static str {
@@ -99,6 +128,7 @@ impl Source {
             Source::Users => "users",
             Source::Dead => "dead",
             Source::Account => "ses",
+            Source::Suppressions => "suppr",
         }
     }
 }
@@ -111,6 +141,7 @@ pub enum Update {
     Users(Users),
     Dead(Vec<DeadLetter>),
     Account(AccountInfo),
+    Suppressions(Vec<Suppression>),
 }
 
 /// Something the operator asked for that changes state. Each passes a y/n confirm first.
@@ -120,6 +151,8 @@ pub enum Action {
     Replay { filter: Filter, count: usize },
     /// Send a new verification link to an unverified user.
     ResendVerification { email: String },
+    /// Take an address off the suppression list: mail flows to it again.
+    Unsuppress { email: String },
 }
 
 impl Action {
@@ -137,12 +170,20 @@ impl Action {
             Action::ResendVerification { email } => {
                 format!("Send a new verification link to {email}?")
             }
+            Action::Unsuppress { email } => {
+                format!("Mail {email} again (take it off the suppression list)?")
+            }
         }
     }
 }
 
 /// Where the dashboard's data comes from and where its actions go.
 pub trait DataSource: Send + Sync + 'static {
+    /// The QUEUE_PREFIX watched, to show with the queues.
+    fn prefix(&self) -> String {
+        String::new()
+    }
+
     fn fetch(&self, source: Source) -> impl Future<Output = Result<Update, String>> + Send;
 
     /// Carries out a confirmed action; `progress` receives lines to show while it runs. Returns

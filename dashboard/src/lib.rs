@@ -131,6 +131,7 @@ where
     E: Stream<Item = std::io::Result<Event>> + Unpin,
 {
     let mut app = App::new();
+    app.prefix = source.prefix();
     let (tx, mut updates) = mpsc::unbounded_channel();
     let refresh_now = Arc::new(Notify::new());
     let tasks = spawn_refreshers(source.clone(), interval, tx, refresh_now.clone());

@@ -16,15 +16,15 @@ use sqlx::PgPool;
 use tokio::sync::Mutex;
 
 use crate::data::{
-    AccountInfo, Action, Activity, DataSource, QueueStat, SendRow, Source, Today, Update, UserRow,
-    Users,
+    AccountInfo, Action, Activity, DataSource, Feedback, QueueStat, SendRow, Source, Today, Update,
+    UserRow, Users,
 };
 
 pub struct LiveSource {
     pub pool: PgPool,
     pub amqp_url: String,
     pub topology: Topology,
-    pub retry_queues: usize,
+    pub retry_delays: Vec<std::time::Duration>,
     pub ses: aws_sdk_sesv2::Client,
     /// e.g. http://guest:guest@127.0.0.1:15672; None to use AMQP only.
     pub management_url: Option<String>,
@@ -43,7 +43,7 @@ impl LiveSource {
         pool: PgPool,
         amqp_url: String,
         topology: Topology,
-        retry_queues: usize,
+        retry_delays: Vec<std::time::Duration>,
         ses: aws_sdk_sesv2::Client,
         management_url: Option<String>,
         dispatcher_metrics_url: Option<String>,
@@ -54,7 +54,7 @@ impl LiveSource {
             pool,
             amqp_url,
             topology,
-            retry_queues,
+            retry_delays,
             ses,
             management_url,
             dispatcher_metrics_url,
@@ -92,7 +92,11 @@ impl LiveSource {
 
     fn queue_names(&self) -> Vec<String> {
         let mut names = vec![self.topology.work_queue()];
-        names.extend((0..self.retry_queues).map(|n| self.topology.retry_queue(n)));
+        names.extend(
+            self.retry_delays
+                .iter()
+                .map(|d| self.topology.retry_queue(*d)),
+        );
         names.push(self.topology.dead_queue());
         names
     }
@@ -193,6 +197,28 @@ impl LiveSource {
         .fetch_all(&self.pool)
         .await
         .map_err(e)?;
+        // Rates as SES computes them: hard bounces and complaints per email sent.
+        let (sent_24h, sent_7d): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE sent_at > now() - interval '1 day'), count(*)
+               FROM sends WHERE sent_at > now() - interval '7 days'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(e)?;
+        let (bounces_24h, complaints_24h, bounces_7d, complaints_7d): (i64, i64, i64, i64) =
+            sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE hard AND occurred_at > now() - interval '1 day'),
+                        count(*) FILTER (WHERE type = 'complaint'
+                                           AND occurred_at > now() - interval '1 day'),
+                        count(*) FILTER (WHERE hard),
+                        count(*) FILTER (WHERE type = 'complaint')
+                   FROM (SELECT type, occurred_at,
+                                type = 'bounce' AND subtype LIKE 'Permanent%' AS hard
+                           FROM ses_events WHERE occurred_at > now() - interval '7 days') e",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .map_err(e)?;
         let mut per_minute = vec![0u64; 60];
         for (ago, n) in minutes {
             if (0..60).contains(&ago) {
@@ -220,6 +246,14 @@ impl LiveSource {
                 skipped,
             },
             per_minute,
+            feedback: Feedback {
+                sent_24h,
+                bounces_24h,
+                complaints_24h,
+                sent_7d,
+                bounces_7d,
+                complaints_7d,
+            },
             paused: self.paused().await,
         })
     }
@@ -227,9 +261,17 @@ impl LiveSource {
     async fn paused(&self) -> Option<bool> {
         let url = self.dispatcher_metrics_url.as_ref()?;
         let text = self.http.get(url).send().await.ok()?.text().await.ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("mailroom_dispatcher_paused "))
-            .map(|v| v.trim() == "1")
+        // One line per reason (`mailroom_dispatcher_paused{reason="quota"} 1`): paused when any
+        // of them is 1.
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("mailroom_dispatcher_paused"))
+            .collect();
+        (!lines.is_empty()).then(|| {
+            lines
+                .iter()
+                .any(|l| l.rsplit(' ').next().is_some_and(|v| v.trim() == "1"))
+        })
     }
 
     async fn users(&self) -> Result<Users, String> {
@@ -307,18 +349,25 @@ fn credentials(raw: &str) -> (String, String) {
 }
 
 impl DataSource for LiveSource {
+    fn prefix(&self) -> String {
+        self.topology.prefix.clone()
+    }
+
     async fn fetch(&self, source: Source) -> Result<Update, String> {
         match source {
             Source::Queues => self.queues().await.map(Update::Queues),
             Source::Activity => self.activity().await.map(Update::Activity),
             Source::Users => self.users().await.map(Update::Users),
-            Source::Dead => {
-                let conn = self.connection().await?;
-                dead::list(&conn, &self.topology, 500)
-                    .await
-                    .map(Update::Dead)
-                    .map_err(|e| e.to_string())
-            }
+            // From the send log, not the queue: listing the queue means holding its messages
+            // unacknowledged, and a replay running meanwhile would skip every one held.
+            Source::Dead => store::dead_letters(&self.pool, 500)
+                .await
+                .map(Update::Dead)
+                .map_err(|e| e.to_string()),
+            Source::Suppressions => store::list_suppressions(&self.pool, None, 500)
+                .await
+                .map(Update::Suppressions)
+                .map_err(|e| e.to_string()),
             Source::Account => match mailroom::ses::get_account(&self.ses).await {
                 Ok(Some(a)) => Ok(Update::Account(AccountInfo::Known(a))),
                 Ok(None) => Ok(Update::Account(AccountInfo::Unavailable)),
@@ -349,6 +398,7 @@ impl DataSource for LiveSource {
                 })
                 .await
                 .map_err(|e| e.to_string())?;
+                let _ = store::mark_replayed(&self.pool, &report.replayed_jobs, Utc::now()).await;
                 let _ = store::audit(
                     &self.pool,
                     &self.actor,
@@ -362,6 +412,20 @@ impl DataSource for LiveSource {
                     report.replayed, report.matched, report.parked
                 ))
             }
+            Action::Unsuppress { email } => {
+                // By the stored form: an entry SES reported unparsed can be removed too.
+                // Audited like `dispatcher suppressions remove`.
+                let removed = store::unsuppress_entry(&self.pool, &email)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !removed {
+                    return Ok(format!("{email} was not on the list any more"));
+                }
+                let _ = store::audit(&self.pool, &self.actor, "unsuppress", &email, 1).await;
+                Ok(format!(
+                    "{email} is no longer suppressed: mail flows to it again"
+                ))
+            }
             Action::ResendVerification { email } => {
                 let addr = EmailAddress::parse(&email).map_err(|e| e.to_string())?;
                 // The same path as POST /v1/verifications/resend, limits included.
@@ -369,10 +433,7 @@ impl DataSource for LiveSource {
                     &self.pool,
                     &addr,
                     JobKind::Verification,
-                    AddressLimits {
-                        per_minute: 1,
-                        per_hour: 5,
-                    },
+                    self.limits,
                     Utc::now(),
                 )
                 .await

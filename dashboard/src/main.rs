@@ -10,8 +10,16 @@ use dashboard::Config;
 use dashboard::live::LiveSource;
 use mailroom::broker::Topology;
 
+fn main() -> std::process::ExitCode {
+    // Before the runtime's threads exist: it sets environment variables.
+    if let Some(warning) = mailroom::config::load_dotenv() {
+        eprintln!("{warning}");
+    }
+    run_main()
+}
+
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn run_main() -> std::process::ExitCode {
     let config = Config::parse();
     match run(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -33,7 +41,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         pool,
         config.broker.amqp_url.expose().to_owned(),
         Topology::new(&config.broker.queue_prefix),
-        config.retry_delays.len(),
+        config.retry_delays.clone(),
         ses,
         off(&config.management_url),
         off(&config.dispatcher_metrics_url),

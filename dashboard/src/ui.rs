@@ -9,11 +9,11 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{
-    Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState, Tabs, Wrap,
+    Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, Table, TableState, Tabs, Wrap,
 };
 
 use crate::app::{App, HELP, Popup, View};
-use crate::data::{AccountInfo, Source};
+use crate::data::{AccountInfo, BOUNCE_REVIEW, COMPLAINT_REVIEW, Feedback, Source};
 
 /// Named styles, so the look is decided in one place.
 pub struct Theme {
@@ -71,10 +71,11 @@ pub fn draw(f: &mut Frame, app: &App, now: Now) {
     .areas(f.area());
     draw_tabs(f, app, top);
     match app.view {
-        View::Overview => draw_overview(f, app, body),
+        View::Overview => draw_overview(f, app, body, now),
         View::Sends => draw_sends(f, app, body),
         View::Users => draw_users(f, app, body, now),
         View::Dead => draw_dead(f, app, body),
+        View::Suppressions => draw_suppressions(f, app, body),
     }
     draw_status(f, app, status, now);
     draw_footer(f, app, footer);
@@ -139,11 +140,42 @@ fn loading_or<'a>(updated: Option<Instant>, error: Option<&str>) -> Line<'a> {
     }
 }
 
-fn draw_overview(f: &mut Frame, app: &App, area: Rect) {
-    let [queues, rest] = Layout::vertical([Constraint::Min(6), Constraint::Length(8)]).areas(area);
+/// A rate against SES's review threshold: green below half of it, yellow from half, red at it.
+fn rate_span(label: &str, part: i64, sent: i64, threshold: f64) -> Span<'static> {
+    match Feedback::rate(part, sent) {
+        None => Span::styled(format!("{label} -"), THEME.dim),
+        Some(r) => {
+            let style = if r >= threshold {
+                THEME.error
+            } else if r >= threshold / 2.0 {
+                THEME.warn
+            } else {
+                THEME.ok
+            };
+            Span::styled(format!("{label} {:.2}%", r * 100.0), style)
+        }
+    }
+}
+
+fn draw_overview(f: &mut Frame, app: &App, area: Rect, now: Now) {
+    // The queues take the rows they need, the activity its lines, and the chart of sends
+    // whatever height is left, so a tall terminal shows more history instead of empty rows.
+    let queue_rows = app.queues.data.as_ref().map_or(1, |q| q.len() + 1) as u16 + 1;
+    let [queues, rest, chart] = Layout::vertical([
+        Constraint::Length(queue_rows.max(3)),
+        // A top border and seven lines.
+        Constraint::Length(8),
+        Constraint::Min(0),
+    ])
+    .areas(area);
+    let title = if app.prefix.is_empty() {
+        " Queues ".to_owned()
+    } else {
+        format!(" Queues ({}.*) ", app.prefix)
+    };
     let block = Block::default()
         .borders(Borders::TOP)
-        .title(Span::styled(" Queues ", THEME.header));
+        .title(Span::styled(title, THEME.header));
     match &app.queues.data {
         None => f.render_widget(
             Paragraph::new(loading_or(app.queues.updated, app.queues.error.as_deref()))
@@ -220,6 +252,31 @@ fn draw_overview(f: &mut Frame, app: &App, area: Rect) {
                 Span::raw("  "),
                 Span::raw(format!("{} skipped", a.today.skipped)),
             ]));
+            let fb = &a.feedback;
+            // SES reviews the account at 5 % bounces or 0.1 % complaints.
+            for (window, sent, bounces, complaints) in [
+                (
+                    "rates 24 h      ",
+                    fb.sent_24h,
+                    fb.bounces_24h,
+                    fb.complaints_24h,
+                ),
+                (
+                    "rates 7 d       ",
+                    fb.sent_7d,
+                    fb.bounces_7d,
+                    fb.complaints_7d,
+                ),
+            ] {
+                lines.push(Line::from(vec![
+                    Span::styled(window, THEME.header),
+                    rate_span("bounce", bounces, sent, BOUNCE_REVIEW),
+                    Span::styled(" of 5%  ", THEME.dim),
+                    rate_span("complaint", complaints, sent, COMPLAINT_REVIEW),
+                    Span::styled(" of 0.1%  ", THEME.dim),
+                    Span::raw(format!("{sent} sent")),
+                ]));
+            }
             lines.push(Line::from(vec![
                 Span::styled("dispatcher      ", THEME.header),
                 match a.paused {
@@ -262,6 +319,30 @@ fn draw_overview(f: &mut Frame, app: &App, area: Rect) {
             )),
         ],
     };
+    // Unverified users: the product's promise is that they get their email.
+    lines.push(Line::from(match &app.users.data {
+        None => {
+            let mut l = vec![Span::styled("unverified      ", THEME.header)];
+            l.extend(loading_or(app.users.updated, app.users.error.as_deref()).spans);
+            l
+        }
+        Some(u) => {
+            let mut l = vec![
+                Span::styled("unverified      ", THEME.header),
+                Span::styled(
+                    format!("{}{}", u.total, if u.more { "+" } else { "" }),
+                    if u.total > 0 { THEME.warn } else { THEME.ok },
+                ),
+            ];
+            if let Some(oldest) = u.oldest.first() {
+                l.push(Span::raw(format!(
+                    " users, the oldest signed up {} ago",
+                    age((now.utc - oldest.created_at).num_seconds().max(0))
+                )));
+            }
+            l
+        }
+    }));
     let mut ses_line = vec![Span::styled("SES account     ", THEME.header)];
     ses_line.extend(ses);
     lines.push(Line::from(ses_line));
@@ -273,6 +354,21 @@ fn draw_overview(f: &mut Frame, app: &App, area: Rect) {
         ),
         rest,
     );
+    if chart.height >= 3
+        && let Some(a) = &app.activity.data
+    {
+        let max = a.per_minute.iter().copied().max().unwrap_or(0);
+        f.render_widget(
+            Sparkline::default()
+                .block(Block::default().borders(Borders::TOP).title(Span::styled(
+                    format!(" Sends per minute, last hour (peak {max}) "),
+                    THEME.header,
+                )))
+                .data(&a.per_minute)
+                .style(THEME.ok),
+            chart,
+        );
+    }
 }
 
 fn filter_title(app: &App, view: View, title: &str, count: usize) -> Line<'static> {
@@ -447,6 +543,60 @@ fn draw_dead(f: &mut Frame, app: &App, area: Rect) {
     .highlight_symbol("› ")
     .block(block);
     f.render_stateful_widget(t, area, &mut table_state(app.selected_in(View::Dead), len));
+}
+
+fn draw_suppressions(f: &mut Frame, app: &App, area: Rect) {
+    let rows = app.visible_suppressions();
+    let block = Block::default().borders(Borders::TOP).title(filter_title(
+        app,
+        View::Suppressions,
+        "Suppressed addresses, newest first",
+        rows.len(),
+    ));
+    if app.suppressions.data.is_none() {
+        f.render_widget(
+            Paragraph::new(loading_or(
+                app.suppressions.updated,
+                app.suppressions.error.as_deref(),
+            ))
+            .block(block),
+            area,
+        );
+        return;
+    }
+    let len = rows.len();
+    let t = Table::new(
+        rows.into_iter().map(|s| {
+            Row::new(vec![
+                Cell::from(s.email.clone()),
+                Cell::from(Span::styled(
+                    s.reason.clone(),
+                    if s.reason == "manual" {
+                        THEME.dim
+                    } else {
+                        THEME.warn
+                    },
+                )),
+                Cell::from(s.created_at.format("%Y-%m-%d %H:%M").to_string()),
+                Cell::from(s.detail.clone()),
+            ])
+        }),
+        [
+            Constraint::Min(24),
+            Constraint::Length(11),
+            Constraint::Length(16),
+            Constraint::Min(10),
+        ],
+    )
+    .header(Row::new(["address", "reason", "since", "detail"]).style(THEME.header))
+    .row_highlight_style(THEME.selected)
+    .highlight_symbol("› ")
+    .block(block);
+    f.render_stateful_widget(
+        t,
+        area,
+        &mut table_state(app.selected_in(View::Suppressions), len),
+    );
 }
 
 fn draw_status(f: &mut Frame, app: &App, area: Rect, now: Now) {

@@ -64,6 +64,17 @@ async fn dead_letters_with_a_filter_and_the_replay_question() {
 }
 
 #[tokio::test]
+async fn suppressions_and_the_removal_question() {
+    insta::assert_snapshot!(render("5jx", None, 80, 24).await);
+}
+
+/// A tall terminal: the chart of sends takes the rows the tables do not need.
+#[tokio::test]
+async fn overview_on_a_tall_terminal() {
+    insta::assert_snapshot!(render("", None, 120, 40).await);
+}
+
+#[tokio::test]
 async fn help() {
     insta::assert_snapshot!(render("?", None, 80, 24).await);
 }

@@ -50,10 +50,12 @@ async fn number_keys_and_tab_switch_views() {
     assert_eq!(app.view, View::Sends);
     keys(&mut app, "4");
     assert_eq!(app.view, View::Dead);
+    keys(&mut app, "5");
+    assert_eq!(app.view, View::Suppressions);
     keys(&mut app, "\t");
     assert_eq!(app.view, View::Overview);
     app.on_key(KeyEvent::new(KeyCode::BackTab, KeyModifiers::SHIFT));
-    assert_eq!(app.view, View::Dead);
+    assert_eq!(app.view, View::Suppressions);
 }
 
 #[tokio::test]
@@ -164,6 +166,22 @@ async fn r_in_users_resends_the_verification_link() {
         actions,
         vec![Action::ResendVerification {
             email: "linus@example.org".into()
+        }]
+    );
+}
+
+#[tokio::test]
+async fn x_in_suppressed_takes_the_address_off_the_list_only_after_y() {
+    let mut app = loaded().await;
+    assert!(keys(&mut app, "5x").is_empty(), "asks first");
+    assert!(keys(&mut app, "n").is_empty());
+    assert_eq!(app.popup, Popup::None);
+    // Filtered down to the complaint, then confirmed.
+    let actions = keys(&mut app, "/angry\nxy");
+    assert_eq!(
+        actions,
+        vec![Action::Unsuppress {
+            email: "angry@example.com".into()
         }]
     );
 }

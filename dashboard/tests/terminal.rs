@@ -88,7 +88,7 @@ async fn the_real_binary_shows_live_data_replays_behind_a_confirm_and_restores_t
     // One dead letter, as the dispatcher would have left it.
     let conn = broker::connect(&testkit::amqp_url(), "test").await.unwrap();
     let ch = broker::confirm_channel(&conn).await.unwrap();
-    topo.declare_all(&ch, &[Duration::from_secs(1)])
+    topo.declare_all(&conn, &[Duration::from_secs(1)])
         .await
         .unwrap();
     let mut headers = FieldTable::default();
@@ -108,6 +108,19 @@ async fn the_real_binary_shows_live_data_replays_behind_a_confirm_and_restores_t
         &job.to_vec(),
         broker::job_properties(&job.job_id.to_string(), headers),
     )
+    .await
+    .unwrap();
+    // ... and the send log row the dispatcher writes with it (the dashboard lists from there).
+    sqlx::query(
+        "INSERT INTO sends (job_id, kind, user_id, recipient, status, attempts, error_class,
+                            last_error, first_attempt_at, updated_at)
+         VALUES ($1, 'verification', $2, $3, 'dead', 1, 'permanent',
+                 'SES MessageRejected: sender not verified', now(), now())",
+    )
+    .bind(job.job_id)
+    .bind(job.user_id)
+    .bind(&email)
+    .execute(&db.pool)
     .await
     .unwrap();
 
@@ -143,7 +156,7 @@ async fn the_real_binary_shows_live_data_replays_behind_a_confirm_and_restores_t
     let screen = session.wait_for("emails").await;
     assert!(screen.contains("1 Overview"), "{screen}");
     assert!(
-        screen.contains("retry.1") && screen.contains("dead"),
+        screen.contains("retry.1s") && screen.contains("dead"),
         "{screen}"
     );
     session.wait_for("SES account     unavailable").await;

@@ -7,13 +7,15 @@
 //!   the broker confirmed the copy, so a crash in between duplicates it rather than loses it;
 //! - record before ack: the send log says `sent` before the ack, so a redelivery after a crash
 //!   is recognised and not sent twice;
-//! - on shutdown, stop consuming first, then let in-flight steps finish and settle, then close.
+//! - on shutdown, stop consuming first, then let in-flight steps finish and settle, then close;
+//! - a delivery that cannot be settled (ack refused, channel gone) ends the session: its
+//!   channel is suspect, and only a new one gives back a clean prefetch window.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -22,6 +24,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
 use mailroom::broker::{self, BrokerError, Topology};
 use mailroom::job::Job;
+use mailroom::ses::{ErrorClass, PauseReason};
 use mailroom::store::{self, SendStatus};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -38,44 +41,68 @@ pub struct Consumer {
     /// How long an account stop pauses consumption before SES is asked again.
     pub pause_probe: Duration,
     pub shutdown_timeout: Duration,
-    pub paused: Arc<AtomicBool>,
+    /// Why consumption is paused, if it is; read by the metrics endpoint.
+    pub paused: Arc<Mutex<Option<PauseReason>>>,
 }
+
+/// Every how many probes a paused dispatcher resumes even though `GetAccount` still says no:
+/// a send is the last word (an IAM policy may allow SendEmail but not GetAccount), and a job
+/// that fails with an account stop is returned uncounted, so the test costs nothing.
+const SEND_PROBE_EVERY: u32 = 10;
+
+/// The first account stop seen in a session: why, and SES's words.
+type PauseCause = Arc<Mutex<Option<(PauseReason, String)>>>;
 
 enum SessionEnd {
     Shutdown,
-    Paused(String),
+    Paused(PauseReason, String),
     Lost(String),
+    /// Retrying cannot help (a queue declared with other settings): stop and say why.
+    Fatal(BrokerError),
 }
 
 impl Consumer {
-    /// Consumes until `cancel`; survives broker restarts and account stops.
-    pub async fn run(self, cancel: CancellationToken) {
+    /// Consumes until `cancel`; survives broker restarts and account stops. Returns an error
+    /// only for what an operator must fix (a conflicting queue declaration).
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), BrokerError> {
         let mut backoff = Duration::from_millis(250);
         loop {
             match self.session(&cancel).await {
                 SessionEnd::Shutdown => break,
-                SessionEnd::Paused(why) => {
-                    self.paused.store(true, Ordering::Relaxed);
+                SessionEnd::Paused(reason, why) => {
+                    *self.paused.lock().expect("pause lock") = Some(reason);
                     self.worker.metrics.pauses.inc();
-                    tracing::warn!(reason = %why, probe_in = ?self.pause_probe, "SES account cannot send: consumption paused");
+                    // Logged once per pause; the probes below log only at debug level.
+                    tracing::warn!(
+                        reason = reason.as_str(),
+                        error = %why,
+                        probe_every = ?self.pause_probe,
+                        "SES cannot send for this account: consumption paused until it can"
+                    );
+                    let mut probes = 0u32;
                     loop {
                         tokio::select! {
                             _ = tokio::time::sleep(self.pause_probe) => {}
-                            _ = cancel.cancelled() => return,
+                            _ = cancel.cancelled() => return Ok(()),
                         }
-                        match mailroom::ses::get_account(&self.worker.ses).await {
-                            Ok(Some(acct)) if !acct.sending_enabled => {
-                                tracing::warn!(
-                                    "SES still reports sending disabled; staying paused"
-                                );
+                        probes += 1;
+                        if probes.is_multiple_of(SEND_PROBE_EVERY) {
+                            tracing::info!(
+                                "still paused; trying a send to see whether SES takes it"
+                            );
+                            break;
+                        }
+                        match self.probe(reason).await {
+                            Ok(()) => break,
+                            Err(still) => {
+                                tracing::debug!(reason = reason.as_str(), why = %still, "still paused")
                             }
-                            // Enabled, or the endpoint cannot say: try sending again.
-                            _ => break,
                         }
                     }
-                    self.paused.store(false, Ordering::Relaxed);
-                    tracing::info!("resuming consumption");
+                    *self.paused.lock().expect("pause lock") = None;
+                    tracing::info!(reason = reason.as_str(), "resuming consumption");
                 }
+                SessionEnd::Fatal(e) => return Err(e),
                 SessionEnd::Lost(why) => {
                     tracing::warn!(error = %why, retry_in = ?backoff, "lost RabbitMQ; reconnecting");
                     tokio::select! {
@@ -89,14 +116,35 @@ impl Consumer {
             backoff = Duration::from_millis(250);
         }
         tracing::info!("consumer stopped");
+        Ok(())
+    }
+
+    /// Asks SES whether the cause of a pause is gone. `Err` says why it is not; an endpoint
+    /// that cannot tell (moto has no `GetAccount`) or a network error lets a send decide.
+    async fn probe(&self, reason: PauseReason) -> Result<(), String> {
+        match mailroom::ses::get_account(&self.worker.ses).await {
+            Ok(Some(acct)) if !acct.sending_enabled => {
+                Err("SES reports sending disabled for the account".into())
+            }
+            Ok(Some(acct))
+                if reason == PauseReason::Quota
+                    && acct.max_24_hour_send > 0.0
+                    && acct.sent_last_24_hours >= acct.max_24_hour_send =>
+            {
+                Err(format!(
+                    "the daily quota is used up ({} of {})",
+                    acct.sent_last_24_hours, acct.max_24_hour_send
+                ))
+            }
+            Err(e) if matches!(e.class, ErrorClass::AccountStop(_)) => Err(e.message),
+            _ => Ok(()),
+        }
     }
 
     async fn connect(&self) -> Result<(Connection, Channel, Channel), BrokerError> {
         let conn = broker::connect(&self.amqp_url, "mailroom-dispatcher").await?;
+        self.topology.declare_all(&conn, &self.retry_delays).await?;
         let publish = broker::confirm_channel(&conn).await?;
-        self.topology
-            .declare_all(&publish, &self.retry_delays)
-            .await?;
         let consume = conn.create_channel().await?;
         // Prefetch matches the concurrency: enough deliveries in hand to keep every send slot
         // busy, no more (the rest stay in the queue for other dispatchers).
@@ -112,6 +160,7 @@ impl Consumer {
     async fn session(&self, cancel: &CancellationToken) -> SessionEnd {
         let (conn, publish, consume) = match self.connect().await {
             Ok(c) => c,
+            Err(e) if e.is_fatal() => return SessionEnd::Fatal(e),
             Err(e) => return SessionEnd::Lost(e.to_string()),
         };
         let tag = format!("dispatcher-{}", uuid::Uuid::new_v4());
@@ -131,18 +180,31 @@ impl Consumer {
         let publish = Arc::new(publish);
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let pause = CancellationToken::new();
+        let cause: PauseCause = Arc::new(Mutex::new(None));
+        // Cancelled by a step whose delivery could not be settled: the channel is suspect.
+        let broken = CancellationToken::new();
+        let paused = || {
+            let (reason, why) = cause
+                .lock()
+                .expect("pause lock")
+                .clone()
+                .unwrap_or((PauseReason::Account, "account stop".into()));
+            SessionEnd::Paused(reason, why)
+        };
         let mut tasks: JoinSet<()> = JoinSet::new();
         let end = loop {
             // Take a slot first: at most `concurrency` steps run at once.
             let permit = tokio::select! {
                 p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
                 _ = cancel.cancelled() => break SessionEnd::Shutdown,
-                _ = pause.cancelled() => break SessionEnd::Paused("account stop".into()),
+                _ = pause.cancelled() => break paused(),
+                _ = broken.cancelled() => break SessionEnd::Lost("a delivery could not be settled".into()),
             };
             let next = tokio::select! {
                 d = deliveries.next() => d,
                 _ = cancel.cancelled() => break SessionEnd::Shutdown,
-                _ = pause.cancelled() => break SessionEnd::Paused("account stop".into()),
+                _ = pause.cancelled() => break paused(),
+                _ = broken.cancelled() => break SessionEnd::Lost("a delivery could not be settled".into()),
             };
             let delivery = match next {
                 Some(Ok(d)) => d,
@@ -154,11 +216,18 @@ impl Consumer {
                 worker: self.worker.clone(),
                 publish: publish.clone(),
                 topology: self.topology.clone(),
-                retries: self.retry_delays.len(),
+                retry_delays: self.retry_delays.clone(),
                 pause: pause.clone(),
+                cause: cause.clone(),
             };
+            let broken = broken.clone();
             tasks.spawn(async move {
-                ctx.handle(delivery).await;
+                if let Err(e) = ctx.handle(delivery).await {
+                    // Not acknowledged: the broker redelivers the job when the channel closes,
+                    // and the send log stops a resend.
+                    tracing::warn!(error = %e, "could not settle a delivery; reconnecting");
+                    broken.cancel();
+                }
                 drop(permit);
             });
         };
@@ -190,12 +259,33 @@ struct Settler {
     worker: Arc<Worker>,
     publish: Arc<Channel>,
     topology: Topology,
-    retries: usize,
+    retry_delays: Vec<Duration>,
     pause: CancellationToken,
+    cause: PauseCause,
+}
+
+/// Runs one step and turns a panic into a retryable outcome, so that the delivery is still
+/// settled (moved to a delay queue, dead after the last) instead of holding a prefetch slot
+/// until the channel closes, and a job that panics every time ends in the dead letters.
+pub async fn guard_panics(step: impl std::future::Future<Output = Outcome>) -> Outcome {
+    match AssertUnwindSafe(step).catch_unwind().await {
+        Ok(o) => o,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(panic = %what, "a step panicked; the job goes to a delay queue");
+            Outcome::Retry {
+                error: format!("the dispatcher panicked while handling this job: {what}"),
+            }
+        }
+    }
 }
 
 impl Settler {
-    async fn handle(&self, d: Delivery) {
+    async fn handle(&self, d: Delivery) -> Result<(), BrokerError> {
         let message_id = d
             .properties
             .message_id()
@@ -204,9 +294,9 @@ impl Settler {
         let attempt = broker::header_int(&d.properties, broker::ATTEMPT_HEADER).unwrap_or(0);
         let job = Job::from_slice(&d.data);
         let job_id = job.as_ref().ok().map(|j| j.job_id);
-        let outcome = self.worker.process(job, message_id.as_deref()).await;
+        let outcome = guard_panics(self.worker.process(job, message_id.as_deref())).await;
         let m = &self.worker.metrics;
-        let result = match &outcome {
+        match &outcome {
             Outcome::Sent { .. } => {
                 m.sends.inc(&["sent"]);
                 ack(&d).await
@@ -219,28 +309,29 @@ impl Settler {
                 m.sends.inc(&["duplicate"]);
                 ack(&d).await
             }
-            Outcome::Retry { error } if (attempt as usize) < self.retries => {
+            Outcome::Suppressed { .. } => {
+                m.sends.inc(&["suppressed"]);
+                ack(&d).await
+            }
+            Outcome::Busy => {
+                // Same attempt header: waiting for another consumer is not an attempt.
+                m.sends.inc(&["busy"]);
+                let queue = self.topology.retry_queue(self.retry_delays[0]);
+                self.move_to(&d, &queue, headers_of(&d.properties)).await
+            }
+            Outcome::Retry { error } if (attempt as usize) < self.retry_delays.len() => {
                 m.sends.inc(&["retry"]);
                 m.retries.inc();
-                if let Some(id) = job_id {
-                    let now = self.worker.clock.now();
-                    let _ = store::record_failure(
-                        &self.worker.pool,
-                        id,
-                        SendStatus::Retrying,
-                        None,
-                        "retryable",
-                        error,
-                        now,
-                    )
+                self.record(job_id, SendStatus::Retrying, "retryable", error)
                     .await;
-                }
                 let mut headers = headers_of(&d.properties);
                 headers.insert(
                     broker::ATTEMPT_HEADER.into(),
                     AMQPValue::LongLongInt(attempt + 1),
                 );
-                let queue = self.topology.retry_queue(attempt as usize);
+                let queue = self
+                    .topology
+                    .retry_queue(self.retry_delays[attempt as usize]);
                 self.move_to(&d, &queue, headers).await
             }
             Outcome::Retry { error } => {
@@ -250,13 +341,20 @@ impl Settler {
             Outcome::Dead { error_class, error } => {
                 self.dead(&d, job_id, error_class, error, attempt).await
             }
-            Outcome::AccountStop { error } => {
+            Outcome::AccountStop { reason, error } => {
                 m.sends.inc(&["account_stop"]);
                 // Give the job back uncounted (same attempt header) and pause. Republishing
                 // rather than requeueing keeps the broker's delivery count from creeping up.
+                // The first stop of the session names the pause.
+                self.cause
+                    .lock()
+                    .expect("pause lock")
+                    .get_or_insert_with(|| (*reason, error.clone()));
                 self.pause.cancel();
+                self.release(job_id, "returned uncounted: account stop")
+                    .await;
                 let headers = headers_of(&d.properties);
-                tracing::warn!(error = %error, "account stop: returning the job to the queue");
+                tracing::debug!(error = %error, "account stop: returning the job to the queue");
                 match broker::publish_confirmed(
                     &self.publish,
                     &self.topology.exchange(),
@@ -271,19 +369,54 @@ impl Settler {
                 }
             }
             Outcome::Abandoned => {
-                // Shutting down or the database stayed away: give it back for later.
-                d.nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await
-                .map(|_| ())
-                .map_err(BrokerError::from)
+                // Shutting down before the job could be handled: give it back for later. The
+                // release is best effort (the database may be why we gave up); a claim left
+                // behind only delays the next copy by the lease.
+                if let Some(id) = job_id {
+                    let now = self.worker.clock.now();
+                    let _ = store::release_claim(&self.worker.pool, id, "returned: shutdown", now)
+                        .await;
+                }
+                settled(
+                    "nack",
+                    d.nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await,
+                )
             }
-        };
-        if let Err(e) = result {
-            // Not acknowledged: the broker redelivers the job; the send log stops a resend.
-            tracing::warn!(error = %e, ?job_id, "could not settle the delivery; it will be redelivered");
+        }
+    }
+
+    /// Records a failed attempt in the send log, held through a database outage like every
+    /// other write of a step.
+    async fn record(
+        &self,
+        job_id: Option<uuid::Uuid>,
+        status: SendStatus,
+        class: &str,
+        error: &str,
+    ) {
+        if let Some(id) = job_id {
+            let now = self.worker.clock.now();
+            let _ = self
+                .worker
+                .retry_db(|| {
+                    store::record_failure(&self.worker.pool, id, status, None, class, error, now)
+                })
+                .await;
+        }
+    }
+
+    /// Lets the next copy of the job be sent at once (see [`store::release_claim`]).
+    async fn release(&self, job_id: Option<uuid::Uuid>, why: &str) {
+        if let Some(id) = job_id {
+            let now = self.worker.clock.now();
+            let _ = self
+                .worker
+                .retry_db(|| store::release_claim(&self.worker.pool, id, why, now))
+                .await;
         }
     }
 
@@ -300,17 +433,18 @@ impl Settler {
         m.dead.inc(&[class]);
         let now = self.worker.clock.now();
         let mut recipient = None;
+        // The replay count first, then the status: a replay marking jobs `waiting` must never
+        // see this death with an older count (see store::mark_replayed).
         if let Some(id) = job_id {
-            let _ = store::record_failure(
-                &self.worker.pool,
-                id,
-                SendStatus::Dead,
-                None,
-                class,
-                error,
-                now,
-            )
-            .await;
+            let replays = broker::header_int(&d.properties, broker::REPLAY_HEADER).unwrap_or(0);
+            if replays > 0 {
+                let _ = store::record_replays(&self.worker.pool, id, replays).await;
+            }
+        }
+        // The send log is where operators (and the dashboard) list dead letters: record it
+        // before the move.
+        self.record(job_id, SendStatus::Dead, class, error).await;
+        if let Some(id) = job_id {
             recipient = store::find_send(&self.worker.pool, id)
                 .await
                 .ok()
@@ -360,8 +494,17 @@ impl Settler {
 }
 
 async fn ack(d: &Delivery) -> Result<(), BrokerError> {
-    d.ack(BasicAckOptions::default()).await?;
-    Ok(())
+    settled("ack", d.ack(BasicAckOptions::default()).await)
+}
+
+/// lapin answers `Ok(false)` when the delivery's channel is already closed or the delivery was
+/// settled before: the broker did not get this ack, so it is as much a failure as an error.
+fn settled(what: &str, r: Result<bool, lapin::Error>) -> Result<(), BrokerError> {
+    match r {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(BrokerError::NotSettled(what.to_owned())),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn headers_of(p: &BasicProperties) -> FieldTable {
@@ -377,4 +520,20 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_step_that_panics_becomes_a_retry_instead_of_holding_its_delivery() {
+        let outcome = guard_panics(async { panic!("template engine blew up") }).await;
+        match outcome {
+            Outcome::Retry { error } => assert!(error.contains("template engine blew up")),
+            other => panic!("expected a retry, got {other:?}"),
+        }
+        let fine = guard_panics(async { Outcome::Duplicate }).await;
+        assert_eq!(fine, Outcome::Duplicate);
+    }
 }

@@ -24,6 +24,34 @@ pub enum IdentityCommand {
     Show { name: String },
     /// Delete an identity: mail can no longer be sent from it.
     Delete { name: String },
+    /// Sending-authorization policies of an identity: who else may send from it.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(clap::Subcommand, Clone, Debug)]
+pub enum PolicyCommand {
+    /// List an identity's policies with their JSON.
+    List { identity: String },
+    /// Create the policy NAME on IDENTITY from a JSON file, or replace it.
+    Put {
+        identity: String,
+        name: String,
+        /// The policy document (JSON).
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
+    /// Delete the policy NAME from IDENTITY.
+    Delete { identity: String, name: String },
+}
+
+/// A usage error of ours, reported like SES's.
+fn refused(message: String) -> SesError {
+    SesError {
+        class: ses::ErrorClass::Permanent,
+        code: None,
+        message,
+    }
 }
 
 pub async fn run(
@@ -72,11 +100,8 @@ pub async fn run(
             let _ = writeln!(out, "{} identities", ids.len());
         }
         IdentityCommand::VerifyEmail { address } => {
-            let addr = EmailAddress::parse(&address).map_err(|e| SesError {
-                class: ses::ErrorClass::Permanent,
-                code: None,
-                message: format!("'{address}' {e}"),
-            })?;
+            let addr =
+                EmailAddress::parse(&address).map_err(|e| refused(format!("'{address}' {e}")))?;
             let d = ses::create_identity(client, addr.as_str()).await?;
             if d.verified_for_sending {
                 let _ = writeln!(out, "{} is verified and can send.", d.name);
@@ -92,11 +117,9 @@ pub async fn run(
             let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
             if !domain.contains('.') || domain.contains('@') || domain.contains(char::is_whitespace)
             {
-                return Err(SesError {
-                    class: ses::ErrorClass::Permanent,
-                    code: None,
-                    message: format!("'{domain}' is not a domain name (e.g. example.com)"),
-                });
+                return Err(refused(format!(
+                    "'{domain}' is not a domain name (e.g. example.com)"
+                )));
             }
             let d = ses::create_identity(client, &domain).await?;
             let _ = writeln!(
@@ -150,12 +173,65 @@ pub async fn run(
             ses::delete_identity(client, &name).await?;
             let _ = writeln!(out, "Deleted identity {name}.");
         }
+        IdentityCommand::Policy(PolicyCommand::List { identity }) => {
+            let policies = ses::identity_policies(client, &identity).await?;
+            if policies.is_empty() {
+                let _ = writeln!(out, "{identity} has no policies.");
+            }
+            for (name, policy) in &policies {
+                let pretty = serde_json::from_str::<serde_json::Value>(policy)
+                    .and_then(|v| serde_json::to_string_pretty(&v))
+                    .unwrap_or_else(|_| policy.clone());
+                let _ = writeln!(out, "{name}:\n{pretty}");
+            }
+        }
+        IdentityCommand::Policy(PolicyCommand::Put {
+            identity,
+            name,
+            file,
+        }) => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| refused(format!("cannot read {}: {e}", file.display())))?;
+            // SES would refuse it too, but with less to go on.
+            serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
+                refused(format!(
+                    "{} is not a JSON policy document: {e}",
+                    file.display()
+                ))
+            })?;
+            let created = ses::put_identity_policy(client, &identity, &name, &text).await?;
+            let _ = writeln!(
+                out,
+                "{} policy {name} on {identity}.",
+                if created { "Created" } else { "Replaced" }
+            );
+        }
+        IdentityCommand::Policy(PolicyCommand::Delete { identity, name }) => {
+            ses::delete_identity_policy(client, &identity, &name).await?;
+            let _ = writeln!(out, "Deleted policy {name} from {identity}.");
+        }
     }
     Ok(())
 }
 
-/// `dispatcher account`: the sending quota and status, or why it cannot be shown.
-pub async fn account(client: &Client, out: &mut impl Write) -> Result<(), SesError> {
+/// `dispatcher account`: the sending quota and status, or why it cannot be shown; and whether
+/// the configuration set the dispatcher sends with exists.
+pub async fn account(
+    client: &Client,
+    configuration_set: Option<&str>,
+    out: &mut impl Write,
+) -> Result<(), SesError> {
+    if let Some(name) = configuration_set.filter(|n| !n.trim().is_empty()) {
+        if ses::configuration_set_exists(client, name).await? {
+            let _ = writeln!(out, "configuration set: {name} (exists)");
+        } else {
+            let _ = writeln!(
+                out,
+                "configuration set: {name} is MISSING: SES refuses sends that name it. Create it \
+                 (README: Bounces and complaints) or unset SES_CONFIGURATION_SET."
+            );
+        }
+    }
     match ses::get_account(client).await? {
         None => {
             let _ = writeln!(

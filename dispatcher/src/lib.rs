@@ -23,7 +23,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -33,6 +33,7 @@ use mailroom::config::{
     BrokerArgs, DatabaseArgs, SesArgs, format_duration, parse_duration, redact_url,
 };
 use mailroom::metrics::{Counter, CounterVec, Exposition, Histogram, LATENCY_BUCKETS};
+use mailroom::ses::PauseReason;
 use mailroom::store;
 use mailroom::templates::Templates;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +51,11 @@ pub struct RunConfig {
     /// The verified sender address, e.g. no-reply@example.com. Required.
     #[arg(long, env = "MAIL_FROM")]
     pub mail_from: String,
+
+    /// SES configuration set every send names, so that SES publishes its bounces, complaints
+    /// and deliveries (to the SNS topic of POST /v1/ses/notifications). Unset: none.
+    #[arg(long, env = "SES_CONFIGURATION_SET")]
+    pub configuration_set: Option<String>,
 
     /// Base of the links in emails (ingest's public address).
     #[arg(long, env = "PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
@@ -97,8 +103,8 @@ pub struct RunConfig {
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
-    /// How long an account stop (sending paused, suspended, daily quota) pauses consumption
-    /// before SES is asked again.
+    /// How often a paused dispatcher asks SES whether it may send again (after an account
+    /// stop: sending paused, daily quota, credentials or permissions, MAIL FROM domain).
     #[arg(long, env = "PAUSE_PROBE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub pause_probe_interval: Duration,
 }
@@ -130,11 +136,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn render(&self, paused: bool) -> String {
+    pub fn render(&self, paused: Option<PauseReason>) -> String {
         Exposition::default()
             .counter_vec(
                 "mailroom_sends_total",
-                "Jobs handled, by outcome (sent, skipped, duplicate, retry, dead, account_stop).",
+                "Jobs handled, by outcome (sent, skipped, duplicate, busy, suppressed, retry, dead, account_stop).",
                 &self.sends,
             )
             .counter_vec(
@@ -167,10 +173,13 @@ impl Metrics {
                 "Duration of successful SES SendEmail calls.",
                 &self.latency,
             )
-            .gauge(
+            .gauge_vec(
                 "mailroom_dispatcher_paused",
-                "1 while consumption is paused by an account stop.",
-                i64::from(paused),
+                "1 while consumption is paused, by reason (account, quota, credentials, configuration).",
+                "reason",
+                PauseReason::ALL
+                    .iter()
+                    .map(|r| (r.as_str(), i64::from(paused == Some(*r)))),
             )
             .finish()
     }
@@ -191,6 +200,10 @@ pub async fn run(
     anyhow::ensure!(
         config.send_concurrency > 0,
         "SEND_CONCURRENCY must be at least 1"
+    );
+    anyhow::ensure!(
+        !config.retry_delays.is_empty() && config.retry_delays.iter().all(|d| !d.is_zero()),
+        "RETRY_DELAYS needs at least one delay above zero, e.g. RETRY_DELAYS=10s,1m,5m"
     );
     let db_url = config.db.database_url.expose();
     // Lazy: the dispatcher starts (and waits) even while PostgreSQL is still coming up.
@@ -220,9 +233,25 @@ pub async fn run(
             }
         },
     };
+    if let Some(set) = config
+        .configuration_set
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+    {
+        // SES refuses every send that names a missing set (the dispatcher would pause): say so
+        // at start, where the operator is looking.
+        match mailroom::ses::configuration_set_exists(&ses, set).await {
+            Ok(true) => {}
+            Ok(false) => tracing::error!(
+                configuration_set = set,
+                "SES_CONFIGURATION_SET names a configuration set that does not exist; sends will pause until it does"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not check SES_CONFIGURATION_SET"),
+        }
+    }
     let cancel = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
-    let paused = Arc::new(AtomicBool::new(false));
+    let paused = Arc::new(Mutex::new(None));
     if config.metrics_listen != "off" {
         let addr: SocketAddr = config.metrics_listen.parse().with_context(|| {
             format!(
@@ -237,7 +266,7 @@ pub async fn run(
         let (m, p) = (metrics.clone(), paused.clone());
         tokio::spawn(mailroom::metrics::serve(
             listener,
-            move || m.render(p.load(Ordering::Relaxed)),
+            move || m.render(*p.lock().expect("pause lock")),
             cancel.clone(),
         ));
     }
@@ -252,10 +281,16 @@ pub async fn run(
         templates,
         clock,
         mail_from: config.mail_from.trim().to_owned(),
+        configuration_set: config
+            .configuration_set
+            .clone()
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty()),
         public_url,
         reset_url,
         verification_ttl: config.verification_ttl,
         reset_ttl: config.reset_ttl,
+        claim_lease: config.ses.ses_timeout * 2,
         limiter: worker::limiter(rate),
         metrics,
         cancel: cancel.clone(),
@@ -277,11 +312,24 @@ pub async fn run(
         shutdown_timeout: config.shutdown_timeout,
         paused,
     };
-    let task = tokio::spawn(consumer.run(cancel.clone()));
-    shutdown.await;
-    tracing::info!("shutting down: finishing in-flight sends");
-    cancel.cancel();
-    let _ = task.await;
+    let mut task = tokio::spawn(consumer.run(cancel.clone()));
+    tokio::select! {
+        _ = shutdown => {
+            tracing::info!("shutting down: finishing in-flight sends");
+            cancel.cancel();
+            let _ = task.await;
+        }
+        // The consumer only ends by itself for what retrying cannot fix.
+        ended = &mut task => {
+            cancel.cancel();
+            pool.close().await;
+            return match ended {
+                Ok(Err(e)) => Err(anyhow::Error::new(e).context("the dispatcher cannot consume")),
+                Ok(Ok(())) => Ok(()),
+                Err(e) => Err(anyhow::anyhow!("the consumer task failed: {e}")),
+            };
+        }
+    }
     pool.close().await;
     tracing::info!("dispatcher stopped");
     Ok(())

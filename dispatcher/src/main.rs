@@ -38,6 +38,9 @@ enum Command {
     Account {
         #[command(flatten)]
         ses: SesArgs,
+        /// Also check that this configuration set exists (the one the dispatcher sends with).
+        #[arg(long, env = "SES_CONFIGURATION_SET")]
+        configuration_set: Option<String>,
     },
     /// Inspect the dead-letter queue without consuming or reordering it.
     Dead {
@@ -57,6 +60,54 @@ enum Command {
     /// Move dead letters back to the work queue: one or more jobs, an error class, or all.
     /// Each replayed job mints a fresh token when it is sent.
     Replay(ReplayArgs),
+    /// The suppression list: addresses Mailroom does not mail (hard bounces, complaints,
+    /// addresses an operator added). Every send checks it.
+    Suppressions {
+        #[command(flatten)]
+        db: mailroom::config::DatabaseArgs,
+        #[command(subcommand)]
+        command: SuppressionCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SuppressionCommand {
+    /// List suppressed addresses, newest first.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only this reason: bounce, complaint, soft_bounce, manual or ses.
+        #[arg(long, value_parser = parse_reason)]
+        reason: Option<mailroom::store::SuppressionReason>,
+        /// Show at most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+    },
+    /// Stop mailing ADDRESS (audited).
+    Add {
+        address: String,
+        /// Why: manual (default), bounce, complaint, soft_bounce or ses.
+        #[arg(long, default_value = "manual", value_parser = parse_reason)]
+        reason: mailroom::store::SuppressionReason,
+        /// A note kept with the entry.
+        #[arg(long, default_value = "")]
+        detail: String,
+    },
+    /// Mail ADDRESS again (audited), e.g. after the person fixed their mailbox.
+    Remove { address: String },
+    /// Import SES's account-level suppression list (reason `ses`); addresses already listed
+    /// keep their entry. Audited.
+    Sync {
+        #[command(flatten)]
+        ses: SesArgs,
+    },
+}
+
+fn parse_reason(s: &str) -> Result<mailroom::store::SuppressionReason, String> {
+    mailroom::store::SuppressionReason::parse(s).ok_or_else(|| {
+        format!("unknown reason '{s}'; use bounce, complaint, soft_bounce, manual or ses")
+    })
 }
 
 #[derive(Subcommand, Debug)]
@@ -114,8 +165,20 @@ struct ReplayArgs {
     rate: Option<f64>,
 }
 
+fn main() -> std::process::ExitCode {
+    // Before the runtime's threads exist: it sets environment variables. Not for `run`: a
+    // production dispatcher started from a checkout where scripts/up once ran must not pick up
+    // the local stand-in's endpoint and credentials for what its environment left unset.
+    if std::env::args().nth(1).as_deref() != Some("run")
+        && let Some(warning) = mailroom::config::load_dotenv()
+    {
+        eprintln!("{warning}");
+    }
+    run_main()
+}
+
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn run_main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let level = if matches!(cli.command, Command::Run(_)) {
         "info"
@@ -135,17 +198,25 @@ async fn main() -> std::process::ExitCode {
                 .await
                 .map_err(anyhow::Error::from)
         }
-        Command::Account { ses } => {
+        Command::Account {
+            ses,
+            configuration_set,
+        } => {
             let client = mailroom::ses::client(&ses, 3).await;
-            identities::account(&client, &mut std::io::stdout())
-                .await
-                .map_err(anyhow::Error::from)
+            identities::account(
+                &client,
+                configuration_set.as_deref(),
+                &mut std::io::stdout(),
+            )
+            .await
+            .map_err(anyhow::Error::from)
         }
         Command::Dead {
             broker,
             command: DeadCommand::List { json, limit },
         } => dead_list(&broker, json, limit).await,
         Command::Replay(args) => replay(args).await,
+        Command::Suppressions { db, command } => suppressions(&db, command).await,
         Command::Templates {
             templates_dir,
             command,
@@ -243,7 +314,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("replay stopped: {e}"))?;
     let _ = conn.close(200, "done".into()).await;
     if !report.dry_run {
-        audit_replay(&args.db, &opts.filter, report.replayed).await;
+        audit_replay(&args.db, &opts.filter, &report.replayed_jobs).await;
     }
     println!(
         "{}examined {} dead letters: {} matched, {} {}, {} parked (replayed {} times already, or not a job)",
@@ -259,7 +330,108 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         report.parked,
         dispatcher::dead::MAX_REPLAYS
     );
+    if report.failed > 0 {
+        anyhow::bail!(
+            "{} dead letter(s) were published but RabbitMQ did not take their removal from the \
+             dead queue (the connection dropped); they are still dead letters. Run the replay \
+             again: the send log stops a second send of any that went through.",
+            report.failed
+        );
+    }
     Ok(())
+}
+
+async fn suppressions(
+    db: &mailroom::config::DatabaseArgs,
+    command: SuppressionCommand,
+) -> anyhow::Result<()> {
+    use mailroom::domain::EmailAddress;
+    use mailroom::store;
+    let url = db.database_url.expose();
+    let pool = store::connect(url).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot connect to PostgreSQL at {}: {e}",
+            mailroom::config::redact_url(url)
+        )
+    })?;
+    let address = |raw: &str| EmailAddress::parse(raw).map_err(|e| anyhow::anyhow!("'{raw}' {e}"));
+    match command {
+        SuppressionCommand::List {
+            json,
+            reason,
+            limit,
+        } => {
+            let list = store::list_suppressions(&pool, reason, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!("No suppressed addresses.");
+            } else {
+                println!(
+                    "{:<40}  {:<11}  {:<20}  DETAIL",
+                    "ADDRESS", "REASON", "SINCE"
+                );
+                for e in &list {
+                    println!(
+                        "{:<40}  {:<11}  {:<20}  {}",
+                        e.email,
+                        e.reason,
+                        e.created_at.format("%Y-%m-%d %H:%M:%S"),
+                        e.detail
+                    );
+                }
+                println!("{} address(es)", list.len());
+            }
+        }
+        SuppressionCommand::Add {
+            address: raw,
+            reason,
+            detail,
+        } => {
+            let email = address(&raw)?;
+            let added = store::suppress(&pool, &email, reason, &detail, chrono::Utc::now()).await?;
+            if added {
+                store::audit(&pool, &actor(), "suppress", email.as_str(), 1).await?;
+                println!(
+                    "{email} is suppressed ({}): Mailroom will not mail it.",
+                    reason.as_str()
+                );
+            } else {
+                println!("{email} was already suppressed; nothing changed.");
+            }
+        }
+        SuppressionCommand::Sync { ses } => {
+            let client = mailroom::ses::client(&ses, 3).await;
+            let list = mailroom::ses::suppressed_destinations(&client)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot read SES's suppression list: {e}"))?;
+            let new = store::import_ses_suppressions(&pool, &list, chrono::Utc::now()).await?;
+            store::audit(&pool, &actor(), "suppressions_sync", "", new as i64).await?;
+            println!(
+                "SES lists {} address(es); {new} new on Mailroom's list, {} already there.",
+                list.len(),
+                list.len() - new
+            );
+        }
+        SuppressionCommand::Remove { address: raw } => {
+            let email = address(&raw)?;
+            if store::unsuppress(&pool, &email).await? {
+                store::audit(&pool, &actor(), "unsuppress", email.as_str(), 1).await?;
+                println!("{email} is no longer suppressed: mail flows to it again.");
+            } else {
+                anyhow::bail!("{email} is not on the suppression list");
+            }
+        }
+    }
+    pool.close().await;
+    Ok(())
+}
+
+/// Who runs the command, for the audit table.
+fn actor() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "cli".into())
 }
 
 fn templates(dir: &std::path::Path, command: TemplatesCommand) -> anyhow::Result<()> {
@@ -311,19 +483,22 @@ fn templates(dir: &std::path::Path, command: TemplatesCommand) -> anyhow::Result
 async fn audit_replay(
     db: &mailroom::config::DatabaseArgs,
     filter: &dispatcher::dead::Filter,
-    count: usize,
+    replayed: &[(String, i64)],
 ) {
     let detail = filter.describe();
-    let actor = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "cli".into());
+    let count = replayed.len();
+    let actor = actor();
     let written = async {
         let pool = mailroom::store::connect(db.database_url.expose()).await?;
+        // The send log stops listing them as dead: they are back in the work queue.
+        mailroom::store::mark_replayed(&pool, replayed, chrono::Utc::now()).await?;
         mailroom::store::audit(&pool, &actor, "replay", &detail, count as i64).await
     };
     match tokio::time::timeout(std::time::Duration::from_secs(5), written).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("warning: replay not written to the audit table: {e}"),
+        Ok(Err(e)) => {
+            eprintln!("warning: replay not written to the send log and the audit table: {e}")
+        }
         Err(_) => {
             eprintln!("warning: replay not written to the audit table: the database did not answer")
         }

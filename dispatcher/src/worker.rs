@@ -11,8 +11,9 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use mailroom::clock::Clock;
 use mailroom::domain::{Locale, Token};
 use mailroom::job::{Job, JobKind, MalformedJob};
-use mailroom::ses::{self, ErrorClass, OutgoingEmail};
+use mailroom::ses::{self, ErrorClass, OutgoingEmail, PauseReason};
 use mailroom::store::{self, SendStatus};
+
 use mailroom::templates::{EmailContext, Templates};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -26,14 +27,20 @@ pub enum Outcome {
     Sent { message_id: String },
     /// Nothing to send (user gone, already verified); recorded with the reason.
     Skipped { reason: String },
+    /// The recipient is on the suppression list: no SES call, no attempt spent.
+    Suppressed { reason: String },
     /// The send log says this job was already finished: a redelivery, not sent again.
     Duplicate,
+    /// Another consumer is sending this job right now (a second copy within the claim lease):
+    /// wait in a delay queue, no attempt spent, and see again.
+    Busy,
     /// May succeed later: goes to the next delay queue, or dead after the last.
     Retry { error: String },
     /// Cannot succeed: goes to the dead letters at once.
     Dead { error_class: String, error: String },
-    /// SES will not send for this account right now: return the job uncounted and pause.
-    AccountStop { error: String },
+    /// SES will not send for this account right now (paused, quota, credentials, sending
+    /// configuration): return the job uncounted and pause.
+    AccountStop { reason: PauseReason, error: String },
     /// The dispatcher is shutting down before the job could be handled: give it back.
     Abandoned,
 }
@@ -45,10 +52,16 @@ pub struct Worker {
     pub templates: Arc<Templates>,
     pub clock: Clock,
     pub mail_from: String,
+    /// Sends carry it so that SES publishes their events (see `SES_CONFIGURATION_SET`).
+    pub configuration_set: Option<String>,
     pub public_url: String,
     pub reset_url: String,
     pub verification_ttl: Duration,
     pub reset_ttl: Duration,
+    /// How long a claim on a job protects it from a second copy being sent concurrently:
+    /// about twice the SES timeout, so that a live consumer always finishes within it and a
+    /// dead consumer's claim is taken over soon after.
+    pub claim_lease: Duration,
     pub limiter: DefaultDirectRateLimiter,
     pub metrics: Arc<Metrics>,
     pub cancel: CancellationToken,
@@ -104,19 +117,48 @@ impl Worker {
         let now = self.clock.now();
         // Claim before send: the send log learns of the attempt first, so a redelivery of a
         // job that was already sent is recognised here and not sent again.
-        let prev = self
-            .retry_db(|| store::begin_attempt(&self.pool, job, now))
-            .await?;
-        if prev.is_some_and(SendStatus::is_final) {
-            tracing::info!(job_id = %job.job_id, "job already handled; not sending again");
-            return Ok(Outcome::Duplicate);
-        }
+        let attempt = match self
+            .retry_db(|| store::begin_attempt(&self.pool, job, now, self.claim_lease))
+            .await?
+        {
+            store::Claim::Claimed { attempt, .. } => attempt,
+            store::Claim::Finished(_) => {
+                tracing::info!(job_id = %job.job_id, "job already handled; not sending again");
+                return Ok(Outcome::Duplicate);
+            }
+            store::Claim::Busy => {
+                tracing::info!(job_id = %job.job_id, "another consumer is sending this job; waiting");
+                return Ok(Outcome::Busy);
+            }
+        };
         let Some(user) = self
             .retry_db(|| store::find_user(&self.pool, job.user_id))
             .await?
         else {
             return self.skip(job, "the user no longer exists").await;
         };
+        // Every send path (signup, resend, reset, notice, replay) comes through here: check the
+        // suppression list before minting anything. Mailing an address that bounced or
+        // complained again counts against the account's bounce and complaint rates.
+        if let Some(entry) = self
+            .retry_db(|| store::suppression(&self.pool, &user.email))
+            .await?
+        {
+            let why = format!(
+                "{} is on the suppression list ({} since {})",
+                user.email,
+                entry.reason,
+                timestamp(entry.created_at)
+            );
+            self.retry_db(|| {
+                store::record_suppressed(&self.pool, job.job_id, &user.email, &why, now)
+            })
+            .await?;
+            tracing::info!(job_id = %job.job_id, reason = %entry.reason, "recipient suppressed; not sent");
+            return Ok(Outcome::Suppressed {
+                reason: entry.reason,
+            });
+        }
         // Mint at send time: the queue never held a secret, and a replayed job gets a fresh
         // link. The hash is stored before the send so the link works when the email arrives.
         let expiry = |ttl: Duration| {
@@ -131,11 +173,23 @@ impl Worker {
                 let hash = token.hash();
                 let at = expiry(self.verification_ttl);
                 let stored = self
-                    .retry_db(|| store::set_verification_token(&self.pool, user.id, &hash, at))
+                    .retry_db(|| {
+                        store::set_link_token(
+                            &self.pool,
+                            store::TokenKind::Verification,
+                            job,
+                            &hash,
+                            at,
+                            now,
+                        )
+                    })
                     .await?;
                 if !stored {
                     return self
-                        .skip(job, "the user changed meanwhile (verified or deleted)")
+                        .skip(
+                            job,
+                            "the user changed meanwhile (verified, deleted, or a newer request)",
+                        )
                         .await;
                 }
                 let link = format!(
@@ -150,10 +204,24 @@ impl Worker {
                 let hash = token.hash();
                 let at = expiry(self.reset_ttl);
                 let stored = self
-                    .retry_db(|| store::set_reset_token(&self.pool, user.id, &hash, at))
+                    .retry_db(|| {
+                        store::set_link_token(
+                            &self.pool,
+                            store::TokenKind::Reset,
+                            job,
+                            &hash,
+                            at,
+                            now,
+                        )
+                    })
                     .await?;
                 if !stored {
-                    return self.skip(job, "the user no longer exists").await;
+                    return self
+                        .skip(
+                            job,
+                            "the user is gone, or a newer reset request replaced this one",
+                        )
+                        .await;
                 }
                 let sep = if self.reset_url.contains('?') {
                     '&'
@@ -194,9 +262,21 @@ impl Worker {
                 _ = self.cancel.cancelled() => return Ok(Outcome::Abandoned),
             }
         }
+        // Renew the claim after the wait, right before the call: the lease (2 × SES_TIMEOUT)
+        // then covers the call itself, however long the limiter held us. If another consumer
+        // took the job over meanwhile, it sends; we do not.
+        let renewed = self.clock.now();
+        if !self
+            .retry_db(|| store::renew_claim(&self.pool, job.job_id, attempt, renewed))
+            .await?
+        {
+            tracing::info!(job_id = %job.job_id, "another consumer took this job over; not sending");
+            return Ok(Outcome::Duplicate);
+        }
         let result = ses::send(
             &self.ses,
             OutgoingEmail {
+                configuration_set: self.configuration_set.as_deref(),
                 from: &self.mail_from,
                 to: &user.email,
                 subject: &email.subject,
@@ -247,7 +327,10 @@ impl Worker {
                         error_class: "permanent".into(),
                         error: e.message,
                     },
-                    ErrorClass::AccountStop => Outcome::AccountStop { error: e.message },
+                    ErrorClass::AccountStop(reason) => Outcome::AccountStop {
+                        reason,
+                        error: e.message,
+                    },
                 })
             }
         }
@@ -263,9 +346,12 @@ impl Worker {
         })
     }
 
-    /// Runs a database call until it succeeds or the dispatcher shuts down. A database outage
-    /// must not burn the job's attempts: the delivery is simply held (unacknowledged) until
-    /// PostgreSQL is back, and since every permit is then held, consumption pauses by itself.
+    /// Runs a database call until it succeeds or the dispatcher shuts down. No database error
+    /// is the fault of the job: an outage, a full disk (`53100`), a read-only replica after a
+    /// failover (`25006`), a serialization failure or a broken TLS session all pass, and
+    /// failing the job for them would empty the work queue into the dead letters within a
+    /// minute. So the delivery is held (unacknowledged, no attempt spent) with backoff; since
+    /// every step holding one keeps its permit, consumption slows to a stop by itself.
     pub async fn retry_db<T, F, Fut>(&self, mut f: F) -> DbResult<T>
     where
         F: FnMut() -> Fut,
@@ -275,21 +361,29 @@ impl Worker {
         loop {
             match f().await {
                 Ok(v) => return Ok(v),
-                Err(e) if is_transient(&e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "database unavailable; holding the job");
+                Err(e) => {
+                    let code = e
+                        .as_database_error()
+                        .and_then(|d| d.code())
+                        .map(|c| c.into_owned());
+                    if is_outage(&e) {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "database unavailable; holding the job");
+                    } else {
+                        tracing::error!(error = %e, sqlstate = code.as_deref().unwrap_or("-"), retry_in = ?backoff, "database error; holding the job until it passes");
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = self.cancel.cancelled() => return Err(e),
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
-                Err(e) => return Err(e),
             }
         }
     }
 }
 
-fn is_transient(e: &sqlx::Error) -> bool {
+/// The database cannot be reached at all (as opposed to answering with an error).
+fn is_outage(e: &sqlx::Error) -> bool {
     matches!(
         e,
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
@@ -310,9 +404,9 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
-/// When a dead letter died, for its header.
+/// When a dead letter died, for its header. Milliseconds: `dead list` orders by it.
 pub fn timestamp(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

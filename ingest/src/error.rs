@@ -18,6 +18,16 @@ pub enum ApiError {
     /// 401: no API key, or not one of `INGEST_API_KEYS`.
     #[error("a valid API key is required: send Authorization: Bearer <key>")]
     Unauthorized,
+    /// 401 `invalid_credentials`: the same for an unknown address, a wrong password and a user
+    /// without a password, so that the answer does not tell which.
+    #[error("the email address or the password is wrong")]
+    InvalidCredentials,
+    /// 429 with `Retry-After`: too many failed logins for this address lately.
+    #[error("too many failed logins for this address; try again in {0} s")]
+    TooManyAttempts(u64),
+    /// 403: an SNS message whose signature, topic or certificate does not check out.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: unknown path, user or token.
     #[error("{message}")]
     NotFound { code: &'static str, message: String },
@@ -45,6 +55,9 @@ pub enum ApiError {
     /// 503: a dependency (the database) is down or the request took too long; retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// 503 with `Retry-After: 1`: every password-hashing slot and its queue is taken.
+    #[error("too many password operations in progress; try again in a moment")]
+    Busy,
     /// 500: a bug or an unexpected failure; details go to the log only.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -61,6 +74,9 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -68,7 +84,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -77,6 +93,9 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::TooManyAttempts(_) => "too_many_attempts",
             ApiError::NotFound { code, .. } | ApiError::Gone { code, .. } => code,
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict { .. } => "conflict",
@@ -84,6 +103,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Invalid(_) => "invalid_fields",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Busy => "busy",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -109,11 +129,30 @@ impl ApiError {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
         }
+        if let ApiError::TooManyAttempts(secs) = self {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                secs.max(1).to_string().parse().expect("digits"),
+            );
+        }
+        if let ApiError::Busy = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, "1".parse().expect("static"));
+        }
         if let ApiError::MethodNotAllowed(allow) = self {
             resp.headers_mut()
                 .insert(header::ALLOW, allow.parse().expect("static"));
         }
         resp
+    }
+}
+
+impl From<crate::hashing::HashError> for ApiError {
+    fn from(e: crate::hashing::HashError) -> Self {
+        match e {
+            crate::hashing::HashError::Busy(_) => ApiError::Busy,
+            e => ApiError::Internal(e.into()),
+        }
     }
 }
 

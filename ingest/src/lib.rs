@@ -8,8 +8,11 @@
 //! the server when they are done.
 
 pub mod error;
+pub mod feedback;
+pub mod hashing;
 pub mod relay;
 mod routes;
+pub mod sns;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -61,7 +64,7 @@ pub struct Config {
     #[arg(long, env = "INGEST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// API keys accepted from services, comma-separated (Authorization: Bearer <key>).
+    /// API keys accepted from services, comma-separated (`Authorization: Bearer <key>`).
     /// Required: ingest refuses to start without one.
     #[arg(
         long,
@@ -100,6 +103,54 @@ pub struct Config {
     /// How long shutdown waits for open connections to finish.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// Password hashes (argon2id, ~19 MiB each) computed at once. Default: the number of CPU
+    /// cores.
+    #[arg(long, env = "HASH_CONCURRENCY")]
+    pub hash_concurrency: Option<usize>,
+
+    /// Password hashes that may wait for a free slot; beyond it requests get 503 with
+    /// Retry-After at once.
+    #[arg(long, env = "HASH_QUEUE", default_value_t = 16)]
+    pub hash_queue: usize,
+
+    /// What the verification link does: "open" verifies on opening (GET), "click" opens a
+    /// page whose button confirms (POST), so link scanners that open every link verify
+    /// nothing.
+    #[arg(long, env = "VERIFY_LINK_MODE", default_value = "open", value_enum)]
+    pub verify_link_mode: VerifyLinkMode,
+
+    /// SNS topics whose SES feedback POST /v1/ses/notifications accepts, comma-separated
+    /// (arn:aws:sns:REGION:ACCOUNT:NAME). Unset: the endpoint answers 404.
+    #[arg(long, env = "SNS_TOPIC_ARNS", value_delimiter = ',')]
+    pub sns_topic_arns: Vec<String>,
+
+    /// URL prefixes, besides `https://sns.<region>.amazonaws.com/`, that signing certificates
+    /// and subscription URLs may be fetched from (comma-separated; for tests and stand-ins).
+    #[arg(long, env = "SNS_CERT_URL_PREFIXES", value_delimiter = ',')]
+    pub sns_cert_url_prefixes: Vec<String>,
+
+    /// Failed logins for one address within LOGIN_FAILURE_WINDOW after which every login for
+    /// it answers 429, the right password too, until the window has passed.
+    #[arg(long, env = "LOGIN_FAILURE_LIMIT", default_value_t = 5)]
+    pub login_failure_limit: i64,
+
+    /// See LOGIN_FAILURE_LIMIT.
+    #[arg(long, env = "LOGIN_FAILURE_WINDOW", default_value = "15m", value_parser = parse_duration)]
+    pub login_failure_window: Duration,
+
+    /// Transient bounces of one address within 7 days after which it is suppressed.
+    #[arg(long, env = "SOFT_BOUNCE_LIMIT", default_value_t = 3)]
+    pub soft_bounce_limit: i64,
+}
+
+/// See [`Config::verify_link_mode`].
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyLinkMode {
+    /// Opening the link verifies the address (one click for the person).
+    Open,
+    /// Opening the link shows a confirm button; only its POST verifies.
+    Click,
 }
 
 /// Ingest's counters, served at /metrics.
@@ -110,6 +161,12 @@ pub struct Metrics {
     /// What became of reset and resend requests (queued, suppressed, unknown address, …).
     pub requests_by_outcome: CounterVec,
     pub published: Counter,
+    /// argon2 hashes by outcome: `done`, or `refused` (pool full: 503).
+    pub password_hashes: CounterVec,
+    /// SES feedback events recorded, by type (bounce, complaint, delivery, …).
+    pub ses_events: CounterVec,
+    /// Login checks by outcome: ok, invalid, locked, busy.
+    pub logins: CounterVec,
 }
 
 impl Default for Metrics {
@@ -119,6 +176,9 @@ impl Default for Metrics {
             accepted: CounterVec::new(&["kind"]),
             requests_by_outcome: CounterVec::new(&["kind", "outcome"]),
             published: Counter::default(),
+            password_hashes: CounterVec::new(&["outcome"]),
+            ses_events: CounterVec::new(&["type"]),
+            logins: CounterVec::new(&["outcome"]),
         }
     }
 }
@@ -135,8 +195,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/password-resets"),
     ("POST", "/v1/password-resets/confirm"),
     ("GET", "/verify-email"),
+    ("POST", "/verify-email"),
     ("GET", "/reset-password"),
     ("GET", "/v1/users"),
+    ("POST", "/v1/ses/notifications"),
+    ("POST", "/v1/logins"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -157,6 +220,14 @@ pub struct App {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub limits: store::AddressLimits,
+    /// Every argon2 hash and verify goes through it: bounded memory and CPU.
+    pub hashes: hashing::HashPool,
+    pub verify_link_mode: VerifyLinkMode,
+    /// SES feedback over SNS; None when `SNS_TOPIC_ARNS` is unset.
+    pub sns: Option<sns::Sns>,
+    pub soft_bounce_limit: i64,
+    pub login_failure_limit: i64,
+    pub login_failure_window: Duration,
 }
 
 pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
@@ -190,6 +261,11 @@ pub async fn run(
         .await
         .context("cannot apply database migrations")?;
     let templates = Templates::load(&config.templates_dir).context("cannot load templates")?;
+    // The dummy hash logins of unknown addresses are checked against: made now, not by the
+    // first such login (whose timing would then stand out).
+    tokio::task::spawn_blocking(mailroom::domain::Password::prepare_dummy)
+        .await
+        .context("preparing the login dummy hash")?;
 
     let cancel = CancellationToken::new();
     let wake = Arc::new(Notify::new());
@@ -227,6 +303,35 @@ pub async fn run(
             per_minute: config.address_limit_per_minute,
             per_hour: config.address_limit_per_hour,
         },
+        hashes: hashing::HashPool::new(
+            config
+                .hash_concurrency
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            config.hash_queue,
+        ),
+        verify_link_mode: config.verify_link_mode,
+        sns: {
+            let topics: Vec<String> = config
+                .sns_topic_arns
+                .iter()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .collect();
+            (!topics.is_empty()).then(|| {
+                sns::Sns::new(
+                    topics,
+                    config
+                        .sns_cert_url_prefixes
+                        .iter()
+                        .map(|p| p.trim().to_owned())
+                        .filter(|p| !p.is_empty())
+                        .collect(),
+                )
+            })
+        },
+        soft_bounce_limit: config.soft_bounce_limit.max(1),
+        login_failure_limit: config.login_failure_limit.max(1),
+        login_failure_window: config.login_failure_window,
     });
 
     tracing::info!(addr = %listener.local_addr()?, "ingest listening");

@@ -3,8 +3,16 @@
 use clap::Parser;
 use mailroom::clock::Clock;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before the runtime starts its threads: bounded memory under a flood of password hashes.
+    ingest::hashing::return_large_blocks_to_the_os();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     let config = ingest::Config::parse();
     mailroom::telemetry::init(config.log.log_format);
     let listener = tokio::net::TcpListener::bind(config.listen)

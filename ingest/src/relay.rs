@@ -61,11 +61,19 @@ impl Relay {
                     Ok(l) => {
                         tracing::info!("relay connected to RabbitMQ");
                         self.set_state(BrokerState::Connected);
-                        backoff = Duration::from_millis(200);
+                        // The backoff is not reset here: a broker that accepts connections but
+                        // refuses publishes (no quorum, a full disk) would otherwise make a tight
+                        // connect/publish/fail loop. Only a batch that went through resets it.
                         link = Some(l);
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?backoff, "relay cannot reach RabbitMQ; jobs stay in the outbox");
+                        if e.is_fatal() {
+                            // A queue declared with other settings: retrying cannot fix it,
+                            // but accepted events are safe in the outbox; say so loudly.
+                            tracing::error!(error = %e, retry_in = ?backoff, "relay cannot declare the queues; jobs stay in the outbox");
+                        } else {
+                            tracing::warn!(error = %e, retry_in = ?backoff, "relay cannot reach RabbitMQ; jobs stay in the outbox");
+                        }
                         self.set_state(BrokerState::Down(e.to_string()));
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
@@ -79,12 +87,22 @@ impl Relay {
             let ch = &link.as_ref().expect("connected above").1;
             match self.relay_batch(ch).await {
                 // A full batch means more may be waiting: go again without sleeping.
-                Ok(n) if n as i64 == BATCH => continue,
-                Ok(_) => {}
+                Ok(n) if n as i64 == BATCH => {
+                    backoff = Duration::from_millis(200);
+                    continue;
+                }
+                Ok(_) => backoff = Duration::from_millis(200),
                 Err(RelayError::Broker(e)) => {
-                    tracing::warn!(error = %e, "publishing failed; reconnecting");
+                    tracing::warn!(error = %e, retry_in = ?backoff, "publishing failed; reconnecting after a pause");
                     self.set_state(BrokerState::Down(e.to_string()));
-                    link = None;
+                    if let Some((conn, _)) = link.take() {
+                        let _ = conn.close(200, "publishing failed".into()).await;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = cancel.cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
                     continue;
                 }
                 Err(RelayError::Db(e)) => {
@@ -110,8 +128,8 @@ impl Relay {
 
     async fn connect(&self) -> Result<(Connection, Channel), BrokerError> {
         let conn = broker::connect(&self.amqp_url, "mailroom-ingest-relay").await?;
+        self.topology.declare_work(&conn).await?;
         let ch = broker::confirm_channel(&conn).await?;
-        self.topology.declare_work(&ch).await?;
         Ok((conn, ch))
     }
 
@@ -155,16 +173,21 @@ impl Relay {
             }
         }
         let mut confirmed = Vec::with_capacity(pending.len());
+        // One deadline for the whole batch, not one per message: the rows stay locked while we
+        // wait, so a broker that never confirms holds them for CONFIRM_TIMEOUT at most.
+        let deadline = tokio::time::Instant::now() + broker::CONFIRM_TIMEOUT;
         for (id, job_id, confirm) in pending {
-            // Bounded: the rows stay locked while we wait, so a half-open connection must not
-            // hold them forever.
-            match tokio::time::timeout(broker::CONFIRM_TIMEOUT, confirm).await {
+            match tokio::time::timeout_at(deadline, confirm).await {
                 Ok(Ok(c)) => match broker::check_confirmation(c, &job_id.to_string()) {
                     Ok(()) => confirmed.push(id),
                     Err(e) => failure = Some(e),
                 },
                 Ok(Err(e)) => failure = Some(e.into()),
-                Err(_) => failure = Some(BrokerError::ConfirmTimeout(job_id.to_string())),
+                Err(_) => {
+                    failure = Some(BrokerError::ConfirmTimeout(job_id.to_string()));
+                    // Past the deadline every remaining confirm is late too.
+                    break;
+                }
             }
         }
         store::mark_published(&mut tx, &confirmed, self.clock.now()).await?;

@@ -5,9 +5,16 @@
 //! ```text
 //!  ingest ──publish(kind)──▶ <prefix> (direct) ──verification / password_reset / retry──▶ <prefix>.emails (quorum)
 //!                               ▲                                                        │
-//!                               └──── TTL expires ◀── <prefix>.retry.<n> ◀── retryable ───┤
-//!                                                      <prefix>.dead     ◀── permanent ───┘
+//!                               └──── TTL expires ◀── <prefix>.retry.<delay> ◀── retryable ───┤
+//!                                                      <prefix>.dead         ◀── permanent ───┘
 //! ```
+//!
+//! Every queue is a quorum queue. Classic queues dead-letter *at most once*: a message whose
+//! TTL expires while the work queue has no leader (a node restart) is dropped. Quorum queues
+//! with `x-dead-letter-strategy: at-least-once` (which needs `x-overflow: reject-publish`)
+//! keep such a message until the target confirms it, so the retry ladder and the delivery
+//! limit lose nothing. A delay queue is named by its delay: a new `RETRY_DELAYS` declares new
+//! queues instead of colliding with the old ones, which drain into the exchange by themselves.
 
 use std::time::Duration;
 
@@ -49,6 +56,25 @@ pub enum BrokerError {
     Unroutable(String),
     #[error("RabbitMQ did not confirm {0} within {CONFIRM_TIMEOUT:?}")]
     ConfirmTimeout(String),
+    #[error(
+        "RabbitMQ did not take the {0} of a delivery (its channel is closed or it was settled already)"
+    )]
+    NotSettled(String),
+    /// A queue exists with other arguments than this version declares. Retrying cannot help:
+    /// an operator has to drain and delete it (see the README's "Upgrading the queues").
+    #[error(
+        "queue '{queue}' already exists with different settings ({detail}); this version declares \
+         it as a quorum queue with at-least-once dead-lettering. Drain it and delete it (README: \
+         \"Upgrading the queues\"), or use another QUEUE_PREFIX"
+    )]
+    Conflict { queue: String, detail: String },
+}
+
+impl BrokerError {
+    /// True when retrying cannot help: the process should stop and say so.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, BrokerError::Conflict { .. })
+    }
 }
 
 /// The names of everything under one prefix.
@@ -72,9 +98,14 @@ impl Topology {
         format!("{}.emails", self.prefix)
     }
 
-    /// The n-th delay queue (0-based).
-    pub fn retry_queue(&self, n: usize) -> String {
-        format!("{}.retry.{}", self.prefix, n + 1)
+    /// The delay queue for `delay`, named by it (`<prefix>.retry.10s`), so that ladders with
+    /// other delays never collide with it.
+    pub fn retry_queue(&self, delay: Duration) -> String {
+        format!(
+            "{}.retry.{}",
+            self.prefix,
+            crate::config::format_duration(delay)
+        )
     }
 
     pub fn dead_queue(&self) -> String {
@@ -83,7 +114,8 @@ impl Topology {
 
     /// Declares the exchange, the work queue and its bindings: what a publisher needs for its
     /// messages to land somewhere. Idempotent; ingest and the dispatcher both call it.
-    pub async fn declare_work(&self, ch: &Channel) -> Result<(), BrokerError> {
+    pub async fn declare_work(&self, conn: &Connection) -> Result<(), BrokerError> {
+        let ch = conn.create_channel().await?;
         ch.exchange_declare(
             self.exchange().into(),
             ExchangeKind::Direct,
@@ -94,22 +126,17 @@ impl Topology {
             FieldTable::default(),
         )
         .await?;
-        // The dead queue comes first: the work queue's own dead-lettering points at it.
-        ch.queue_declare(self.dead_queue().into(), durable(), FieldTable::default())
+        // The dead queue comes first: the work queue's own dead-lettering points at it. It has
+        // no dead-lettering of its own: nothing leaves it but an operator's replay.
+        self.declare_queue(conn, &self.dead_queue(), quorum())
             .await?;
-        let mut args = FieldTable::default();
-        args.insert("x-queue-type".into(), long_string("quorum"));
+        let mut args = quorum();
         args.insert(
             "x-delivery-limit".into(),
             AMQPValue::LongLongInt(DELIVERY_LIMIT),
         );
-        args.insert("x-dead-letter-exchange".into(), long_string(""));
-        args.insert(
-            "x-dead-letter-routing-key".into(),
-            long_string(&self.dead_queue()),
-        );
-        ch.queue_declare(self.work_queue().into(), durable(), args)
-            .await?;
+        dead_letter_to(&mut args, "", &self.dead_queue());
+        self.declare_queue(conn, &self.work_queue(), args).await?;
         for key in JobKind::ALL
             .iter()
             .map(|k| k.routing_key())
@@ -124,33 +151,83 @@ impl Topology {
             )
             .await?;
         }
+        let _ = ch.close(200, "declared".into()).await;
         Ok(())
     }
 
     /// Declares everything: the work topology plus one delay queue per retry delay. A delay
     /// queue holds messages for its TTL and then dead-letters them back to the exchange under
     /// [`RETRY_ROUTING_KEY`], which the work queue is bound to.
-    pub async fn declare_all(&self, ch: &Channel, delays: &[Duration]) -> Result<(), BrokerError> {
-        self.declare_work(ch).await?;
-        for (n, delay) in delays.iter().enumerate() {
-            let mut args = FieldTable::default();
+    pub async fn declare_all(
+        &self,
+        conn: &Connection,
+        delays: &[Duration],
+    ) -> Result<(), BrokerError> {
+        self.declare_work(conn).await?;
+        for delay in delays {
+            let mut args = quorum();
             args.insert(
                 "x-message-ttl".into(),
                 AMQPValue::LongLongInt(delay.as_millis() as i64),
             );
-            args.insert(
-                "x-dead-letter-exchange".into(),
-                long_string(&self.exchange()),
-            );
-            args.insert(
-                "x-dead-letter-routing-key".into(),
-                long_string(RETRY_ROUTING_KEY),
-            );
-            ch.queue_declare(self.retry_queue(n).into(), durable(), args)
+            dead_letter_to(&mut args, &self.exchange(), RETRY_ROUTING_KEY);
+            self.declare_queue(conn, &self.retry_queue(*delay), args)
                 .await?;
         }
         Ok(())
     }
+
+    /// Declares one durable queue on a channel of its own: a refused declare closes the
+    /// channel, and a conflict with an existing queue becomes [`BrokerError::Conflict`].
+    async fn declare_queue(
+        &self,
+        conn: &Connection,
+        name: &str,
+        args: FieldTable,
+    ) -> Result<(), BrokerError> {
+        let ch = conn.create_channel().await?;
+        match ch.queue_declare(name.into(), durable(), args).await {
+            Ok(_) => {
+                let _ = ch.close(200, "declared".into()).await;
+                Ok(())
+            }
+            Err(e) => Err(match precondition_failed(&e) {
+                Some(detail) => BrokerError::Conflict {
+                    queue: name.to_owned(),
+                    detail,
+                },
+                None => e.into(),
+            }),
+        }
+    }
+}
+
+/// The broker's words when it refused a declare with PRECONDITION_FAILED (406).
+fn precondition_failed(e: &lapin::Error) -> Option<String> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(a) if a.get_id() == 406 => {
+            Some(a.get_message().to_string())
+        }
+        _ => None,
+    }
+}
+
+fn quorum() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), long_string("quorum"));
+    args
+}
+
+/// Dead-letters at least once: the source keeps a message until the target confirmed it.
+/// RabbitMQ applies that strategy only together with `x-overflow: reject-publish`.
+fn dead_letter_to(args: &mut FieldTable, exchange: &str, routing_key: &str) {
+    args.insert("x-dead-letter-exchange".into(), long_string(exchange));
+    args.insert("x-dead-letter-routing-key".into(), long_string(routing_key));
+    args.insert(
+        "x-dead-letter-strategy".into(),
+        long_string("at-least-once"),
+    );
+    args.insert("x-overflow".into(), long_string("reject-publish"));
 }
 
 fn durable() -> QueueDeclareOptions {

@@ -34,6 +34,19 @@ impl FromStr for Secret {
     }
 }
 
+/// Reads `./.env` (what `scripts/up` writes) into the environment, without overriding anything
+/// already set there. Only the current folder: a `.env` further up must not leak into programs
+/// started elsewhere (the tests run the binaries from the crate folders). Call it first in
+/// `main`, before any thread exists: it sets environment variables. Returns a warning to print
+/// when the file exists but cannot be read.
+pub fn load_dotenv() -> Option<String> {
+    match dotenvy::from_path(".env") {
+        Ok(()) => None,
+        Err(e) if e.not_found() => None,
+        Err(e) => Some(format!("warning: ignoring ./.env: {e}")),
+    }
+}
+
 /// A URL with its password replaced, fit for a log line.
 pub fn redact_url(raw: &str) -> String {
     match url::Url::parse(raw) {

@@ -1,18 +1,28 @@
 //! The dead letters: listing them without consuming or reordering anything, and replaying them
 //! back to the work queue. Used by `dispatcher dead list`, `dispatcher replay` and the
-//! dashboard. Owns the rules of replay: publish with confirm, then ack; bounded by the count
-//! at the start; a replay counter in our own header; a job replayed too often is parked.
+//! dashboard. Owns the rules of replay: publish with confirm, then ack; each job looked at once
+//! per run; a replay counter in our own header; a job replayed too often is parked.
 //!
-//! How "without reordering" works: messages are fetched with `basic.get` and *not*
-//! acknowledged, so the broker keeps them; when the channel closes, every unacknowledged
-//! message returns to its original position in the (classic) dead queue.
+//! Neither listing nor replay trusts the queue's message count: right after messages are given
+//! back to a quorum queue its count can briefly leave them out. They read until the queue has
+//! nothing more to give.
+//!
+//! How listing leaves the queue as it was: messages are fetched with `basic.get` and *not*
+//! acknowledged, so the broker keeps them, and are then given back one `nack(requeue)` at a
+//! time, in the order they came. The dead queue is a quorum queue, and a quorum queue does not
+//! put returned messages back exactly in place: closing the channel instead returned 100
+//! letters scrambled; returning them one by one keeps their cyclic order, but the queue may
+//! start at another letter afterwards. So the *listing's* order is defined by the letters
+//! themselves, not by the queue: by time of death (the `x-mailroom-died-at` header, in
+//! milliseconds), then by job id. It is the same on every listing.
 
 use std::time::Duration;
 
 use crate::broker::{self, BrokerError, Topology};
 use crate::job::Job;
+use lapin::Acker;
 use lapin::Connection;
-use lapin::options::{BasicAckOptions, BasicGetOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use serde::Serialize;
 
@@ -65,23 +75,49 @@ pub async fn list(
     limit: usize,
 ) -> Result<Vec<DeadLetter>, BrokerError> {
     let ch = conn.create_channel().await?;
-    let (count, _) = broker::queue_counts(&ch, &topo.dead_queue()).await?;
+    // Declared passively first: a missing queue is an error, not an empty list.
+    broker::queue_counts(&ch, &topo.dead_queue()).await?;
     let mut out = Vec::new();
-    for _ in 0..(count as usize).min(limit) {
+    let mut held = Vec::new();
+    for _ in 0..limit {
         match ch
             .basic_get(topo.dead_queue().into(), BasicGetOptions { no_ack: false })
             .await?
         {
-            Some(m) => out.push(DeadLetter::from_message(
-                &m.delivery.properties,
-                &m.delivery.data,
-            )),
+            Some(m) => {
+                out.push(DeadLetter::from_message(
+                    &m.delivery.properties,
+                    &m.delivery.data,
+                ));
+                held.push(m.delivery.acker.clone());
+            }
             None => break,
         }
     }
-    // Closing the channel returns every message we hold, in its original place.
+    give_back_in_order(&held).await?;
     ch.close(200, "listing done".into()).await?;
+    sort_by_death(&mut out);
     Ok(out)
+}
+
+/// Oldest death first; letters without a time (dead-lettered by the broker itself) first,
+/// ties by job id. A stable sort: what compares equal keeps the queue's order.
+fn sort_by_death(letters: &mut [DeadLetter]) {
+    letters.sort_by(|a, b| (&a.died_at, &a.job_id).cmp(&(&b.died_at, &b.job_id)));
+}
+
+/// Returns held messages to the queue one at a time, oldest first, so that the dead queue
+/// keeps its order (see the module documentation).
+async fn give_back_in_order(held: &[Acker]) -> Result<(), BrokerError> {
+    for acker in held {
+        acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                multiple: false,
+            })
+            .await?;
+    }
+    Ok(())
 }
 
 /// Which dead letters to replay.
@@ -117,13 +153,27 @@ impl Filter {
 /// What a replay did (or, with `dry_run`, would do).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct ReplayReport {
-    /// Dead letters looked at: the queue's count when the replay started.
+    /// Dead letters looked at.
     pub examined: usize,
     pub matched: usize,
     pub replayed: usize,
     /// Matched, but replayed `MAX_REPLAYS` times already, or not a job: left in place.
     pub parked: usize,
+    /// Published, but the broker did not take the removal from the dead queue (the channel
+    /// closed): not counted as replayed, it is still a dead letter. If it is replayed again the
+    /// send log stops a second send.
+    #[serde(default)]
+    pub failed: usize,
     pub dry_run: bool,
+    /// The job ids replayed, so that the caller can tell the send log (see
+    /// [`crate::store::mark_replayed`]).
+    /// Each with the replay count it went out with.
+    #[serde(skip)]
+    pub replayed_jobs: Vec<(String, i64)>,
+    /// Second copies of a job already replayed in this run (one died, then its duplicate):
+    /// removed, since the job is back in the work queue once.
+    #[serde(default)]
+    pub duplicates: usize,
 }
 
 pub struct ReplayOptions {
@@ -134,9 +184,10 @@ pub struct ReplayOptions {
 }
 
 /// Replays matching dead letters to the exchange under their kind's routing key, with a fresh
-/// attempt count and the replay counter incremented. Bounded by the queue's count at the start,
-/// so messages that die again during the replay are not picked up again in a loop. `progress`
-/// is called after each examined message with the report so far.
+/// attempt count and the replay counter incremented. Each job is looked at once per run: when a
+/// job replayed in this run comes back dead, the run stops there, so that jobs that die again
+/// during a replay are not replayed in a loop. `progress` is called after each examined message
+/// with the report so far.
 pub async fn replay(
     conn: &Connection,
     topo: &Topology,
@@ -145,7 +196,11 @@ pub async fn replay(
 ) -> Result<ReplayReport, BrokerError> {
     let get = conn.create_channel().await?;
     let publish = broker::confirm_channel(conn).await?;
-    let (count, _) = broker::queue_counts(&get, &topo.dead_queue()).await?;
+    broker::queue_counts(&get, &topo.dead_queue()).await?;
+    // Jobs replayed in this run, with the replay count they went out with: a dead copy carrying
+    // that count died again during the run (the run has gone round); one with a lower count is
+    // an older second copy. Counts, not clocks: the dispatcher's clock is not ours.
+    let mut replayed_now = std::collections::HashMap::new();
     let mut report = ReplayReport {
         dry_run: opts.dry_run,
         ..Default::default()
@@ -154,7 +209,9 @@ pub async fn replay(
         .rate
         .filter(|r| *r > 0.0)
         .map(|r| Duration::from_secs_f64(1.0 / r));
-    for _ in 0..count {
+    // Letters left in place (not matching, parked, or a dry run), given back in order at the end.
+    let mut held = Vec::new();
+    loop {
         let Some(m) = get
             .basic_get(topo.dead_queue().into(), BasicGetOptions { no_ack: false })
             .await?
@@ -162,10 +219,24 @@ pub async fn replay(
             break;
         };
         let d = m.delivery;
-        report.examined += 1;
         let letter = DeadLetter::from_message(&d.properties, &d.data);
+        if let Some(&sent_with) = letter.job_id.as_ref().and_then(|id| replayed_now.get(id)) {
+            if letter.replays < sent_with && !opts.dry_run {
+                // A second copy that was dead before this run (two copies of one job both
+                // died): the job is back in the work queue once already.
+                if matches!(d.ack(BasicAckOptions::default()).await, Ok(true)) {
+                    report.duplicates += 1;
+                    continue;
+                }
+            }
+            // Replayed in this run and dead again: leave it (and the rest) for the next run.
+            held.push(d.acker.clone());
+            break;
+        }
+        report.examined += 1;
         if !opts.filter.matches(&letter) {
-            // Held unacknowledged: it goes back in place when the channel closes.
+            // Held unacknowledged: it goes back in place at the end.
+            held.push(d.acker.clone());
             progress(&report);
             continue;
         }
@@ -173,11 +244,13 @@ pub async fn replay(
         let kind = Job::from_slice(&d.data).ok().map(|j| j.kind);
         let Some(kind) = kind.filter(|_| letter.replays < MAX_REPLAYS) else {
             report.parked += 1;
+            held.push(d.acker.clone());
             progress(&report);
             continue;
         };
         if opts.dry_run {
             report.replayed += 1;
+            held.push(d.acker.clone());
             progress(&report);
             continue;
         }
@@ -197,13 +270,30 @@ pub async fn replay(
             props,
         )
         .await?;
-        d.ack(BasicAckOptions::default()).await?;
-        report.replayed += 1;
+        match d.ack(BasicAckOptions::default()).await {
+            Ok(true) => {
+                report.replayed += 1;
+                if let Some(id) = &letter.job_id {
+                    report.replayed_jobs.push((id.clone(), letter.replays + 1));
+                    replayed_now.insert(id.clone(), letter.replays + 1);
+                }
+            }
+            // Ok(false): lapin did not send the ack (the channel is closed); an error: the
+            // broker did not take it. Either way the letter is still in the dead queue, and
+            // the channel is gone: stop here and report what happened.
+            Ok(false) | Err(_) => {
+                report.failed += 1;
+                progress(&report);
+                // The channel is gone: the broker returns what we held by itself.
+                return Ok(report);
+            }
+        }
         progress(&report);
         if let Some(p) = pace {
             tokio::time::sleep(p).await;
         }
     }
+    give_back_in_order(&held).await?;
     get.close(200, "replay done".into()).await?;
     publish.close(200, "replay done".into()).await?;
     Ok(report)

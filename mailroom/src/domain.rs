@@ -18,9 +18,12 @@ fn invalid(msg: impl Into<String>) -> Invalid {
     Invalid(msg.into())
 }
 
-/// An email address: at most 255 characters (the seed's column), one `@`, a non-empty local part
-/// of at most 64 characters and a dotted domain, no spaces or control characters. Case is kept
-/// as given; uniqueness is case-insensitive (the database compares `lower(email)`).
+/// An email address as SES can send to it: at most 255 characters (the seed's column), one `@`,
+/// a non-empty ASCII local part of at most 64 characters, and a dotted domain, no spaces or
+/// control characters. An internationalised domain (`bücher.test`) is kept in its ASCII form
+/// (`xn--bcher-kva.test`), so both spellings are one address; SES cannot send to a non-ASCII
+/// local part (SMTPUTF8), so such an address is refused with a message that says so. Case is
+/// kept as given; uniqueness is case-insensitive (the database compares `lower(email)`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct EmailAddress(String);
@@ -31,9 +34,6 @@ impl EmailAddress {
         if s.is_empty() {
             return Err(invalid("must not be empty"));
         }
-        if s.chars().count() > 255 {
-            return Err(invalid("must be at most 255 characters"));
-        }
         if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid("must not contain spaces or control characters"));
         }
@@ -43,6 +43,19 @@ impl EmailAddress {
         if local.is_empty() || local.contains('@') || local.chars().count() > 64 {
             return Err(invalid("is not a valid email address"));
         }
+        if !local.is_ascii() {
+            return Err(invalid(
+                "has non-ASCII characters before the @, which Amazon SES cannot deliver to; \
+                 use an address whose part before the @ is plain ASCII",
+            ));
+        }
+        if s.contains(['<', '>', ',', ';', '"', '\\', '(', ')', '[', ']']) {
+            return Err(invalid("contains characters not allowed in an address"));
+        }
+        // UTS #46 processing: lower-cases and normalises Unicode labels and turns them into
+        // punycode; an ASCII domain passes through (lower-cased).
+        let domain = idna::domain_to_ascii(domain)
+            .map_err(|_| invalid("has no valid domain after the @"))?;
         let labels: Vec<&str> = domain.split('.').collect();
         if labels.len() < 2
             || labels.iter().any(|l| {
@@ -50,15 +63,16 @@ impl EmailAddress {
                     || l.len() > 63
                     || l.starts_with('-')
                     || l.ends_with('-')
-                    || !l.chars().all(|c| c.is_alphanumeric() || c == '-')
+                    || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             })
         {
             return Err(invalid("has no valid domain after the @"));
         }
-        if s.contains(['<', '>', ',', ';', '"', '\\', '(', ')', '[', ']']) {
-            return Err(invalid("contains characters not allowed in an address"));
+        let address = format!("{local}@{domain}");
+        if address.len() > 255 {
+            return Err(invalid("must be at most 255 characters"));
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self(address))
     }
 
     pub fn as_str(&self) -> &str {
@@ -126,14 +140,89 @@ impl Password {
 
     /// Checks this password against a stored PHC string.
     pub fn verify(&self, phc: &str) -> bool {
-        use argon2::password_hash::{PasswordHash, PasswordVerifier};
-        PasswordHash::new(phc)
-            .map(|h| {
-                argon2::Argon2::default()
-                    .verify_password(self.0.as_bytes(), &h)
-                    .is_ok()
-            })
-            .unwrap_or(false)
+        verify_phc(self.0.as_bytes(), phc) != Verified::No
+    }
+
+    /// A password as presented at a login: only the upper bound is enforced (the rules for new
+    /// passwords may have changed since it was set; a password over 128 characters was never
+    /// accepted and is refused before any hashing).
+    pub fn parse_presented(raw: &str) -> Result<Self, Invalid> {
+        if raw.is_empty() {
+            return Err(invalid("must not be empty"));
+        }
+        if raw.chars().count() > 128 {
+            return Err(invalid("must be at most 128 characters"));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// Checks this password against a stored PHC string, and says whether the hash was made
+    /// with other parameters than today's (then it should be re-hashed).
+    pub fn check(&self, phc: &str) -> Verified {
+        verify_phc(self.0.as_bytes(), phc)
+    }
+
+    /// Spends the time of a real check against a hash of today's parameters, for an address
+    /// that has no user or no password: the answer and its timing must not tell which.
+    pub fn check_against_nothing(&self) {
+        let _ = verify_phc(self.0.as_bytes(), dummy_hash());
+    }
+
+    /// Builds the dummy hash now (ingest calls it at start), so that the first unknown address
+    /// does not pay for making it and stand out by its timing.
+    pub fn prepare_dummy() {
+        let _ = dummy_hash();
+    }
+}
+
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        Password("no user has this password".into())
+            .hash()
+            .expect("hashing a constant")
+    })
+}
+
+/// What a password check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verified {
+    No,
+    Yes,
+    /// Right password, but hashed with older parameters (or another algorithm variant).
+    YesButStale,
+}
+
+fn verify_phc(password: &[u8], phc: &str) -> Verified {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    let Ok(h) = PasswordHash::new(phc) else {
+        // A stored value that is not a PHC string still costs a real check, or a fast "no"
+        // would tell that the address exists.
+        let _ = PasswordHash::new(dummy_hash()).map(|d| {
+            argon2::Argon2::default()
+                .verify_password(password, &d)
+                .is_ok()
+        });
+        return Verified::No;
+    };
+    if argon2::Argon2::default()
+        .verify_password(password, &h)
+        .is_err()
+    {
+        return Verified::No;
+    }
+    let current = argon2::Params::default();
+    let same = h.algorithm.as_str() == "argon2id"
+        && h.version == Some(0x13)
+        && argon2::Params::try_from(&h).is_ok_and(|p| {
+            p.m_cost() == current.m_cost()
+                && p.t_cost() == current.t_cost()
+                && p.p_cost() == current.p_cost()
+        });
+    if same {
+        Verified::Yes
+    } else {
+        Verified::YesButStale
     }
 }
 
@@ -264,9 +353,10 @@ mod tests {
     #[test]
     fn emails() {
         assert!(EmailAddress::parse("ada@example.com").is_ok());
+        // The local part keeps its case; the domain is normalised (case does not matter there).
         assert_eq!(
             EmailAddress::parse("  Ada@Example.com ").unwrap().as_str(),
-            "Ada@Example.com"
+            "Ada@example.com"
         );
         for bad in [
             "",
@@ -290,6 +380,24 @@ mod tests {
     }
 
     #[test]
+    fn international_domains_become_punycode_and_are_one_address() {
+        let unicode = EmailAddress::parse("leser@bücher.test").unwrap();
+        assert_eq!(unicode.as_str(), "leser@xn--bcher-kva.test");
+        assert_eq!(
+            EmailAddress::parse("leser@xn--bcher-kva.test").unwrap(),
+            unicode
+        );
+        assert_eq!(EmailAddress::parse("leser@BÜCHER.test").unwrap(), unicode);
+    }
+
+    #[test]
+    fn a_non_ascii_local_part_is_refused_with_the_reason() {
+        let e = EmailAddress::parse("jürgen@example.com").unwrap_err();
+        assert!(e.0.contains("non-ASCII"), "{e}");
+        assert!(e.0.contains("SES"), "{e}");
+    }
+
+    #[test]
     fn names() {
         assert!(UserName::parse("Ada <b> & co").is_ok());
         assert!(UserName::parse(&"é".repeat(31)).is_ok());
@@ -308,6 +416,31 @@ mod tests {
         assert!(p.verify(&phc));
         assert!(!Password::parse("wrong horse!").unwrap().verify(&phc));
         assert_eq!(format!("{p:?}"), "Password([redacted])");
+    }
+
+    #[test]
+    fn an_old_hash_verifies_and_is_reported_stale() {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let p = Password::parse("correct horse").unwrap();
+        let old = argon2::Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon2::Params::new(8 * 1024, 1, 1, None).unwrap(),
+        )
+        .hash_password(
+            b"correct horse",
+            &SaltString::generate(&mut argon2::password_hash::rand_core::OsRng),
+        )
+        .unwrap()
+        .to_string();
+        assert_eq!(p.check(&old), Verified::YesButStale);
+        assert_eq!(p.check(&p.hash().unwrap()), Verified::Yes);
+        assert_eq!(
+            Password::parse("wrong horse!").unwrap().check(&old),
+            Verified::No
+        );
+        assert!(Password::parse_presented(&"x".repeat(129)).is_err());
+        assert!(Password::parse_presented("short").is_ok());
     }
 
     #[test]

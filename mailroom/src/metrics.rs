@@ -127,6 +127,21 @@ impl Exposition {
         self
     }
 
+    /// A gauge with one label, one line per value.
+    pub fn gauge_vec<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: impl IntoIterator<Item = (&'a str, i64)>,
+    ) -> &mut Self {
+        self.head(name, help, "gauge");
+        for (v, n) in values {
+            let _ = writeln!(self.0, "{name}{{{label}=\"{}\"}} {n}", escape(v));
+        }
+        self
+    }
+
     pub fn counter_vec(&mut self, name: &str, help: &str, c: &CounterVec) -> &mut Self {
         self.head(name, help, "counter");
         for (values, n) in c.values.lock().expect("metrics lock").iter() {

@@ -22,11 +22,11 @@ use crate::config::SesArgs;
 pub enum ErrorClass {
     /// May succeed later: throttling, timeouts, connection errors, 5xx.
     Retryable,
-    /// Will fail the same way every time: rejected message, bad address, unverified sender.
+    /// Will fail the same way every time for this message: rejected message, bad recipient.
     Permanent,
-    /// The whole account cannot send right now (paused, suspended, daily quota): stop taking
-    /// jobs rather than burn attempts.
-    AccountStop,
+    /// Not the fault of one message: the account or its configuration cannot send right now.
+    /// Stop taking jobs rather than burn attempts, and resume when it is fixed.
+    AccountStop(PauseReason),
 }
 
 impl ErrorClass {
@@ -34,10 +34,59 @@ impl ErrorClass {
         match self {
             ErrorClass::Retryable => "retryable",
             ErrorClass::Permanent => "permanent",
-            ErrorClass::AccountStop => "account_stop",
+            ErrorClass::AccountStop(_) => "account_stop",
         }
     }
 }
+
+/// Why sending stopped for the whole account; the label of `mailroom_dispatcher_paused`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PauseReason {
+    /// SES paused or suspended the account (`SendingPaused`, `AccountSuspended`).
+    Account,
+    /// The daily sending quota is used up.
+    Quota,
+    /// The credentials are missing, wrong, expired, or lack permission (a bad IAM deploy).
+    Credentials,
+    /// The sending configuration is broken (the MAIL FROM domain is not verified).
+    Configuration,
+}
+
+impl PauseReason {
+    pub const ALL: [PauseReason; 4] = [
+        PauseReason::Account,
+        PauseReason::Quota,
+        PauseReason::Credentials,
+        PauseReason::Configuration,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseReason::Account => "account",
+            PauseReason::Quota => "quota",
+            PauseReason::Credentials => "credentials",
+            PauseReason::Configuration => "configuration",
+        }
+    }
+}
+
+/// Error codes that mean the caller's identity or permissions are wrong: no message will get
+/// through until someone fixes the credentials or the IAM policy.
+const CREDENTIAL_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "UnrecognizedClient",
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "RequestExpired",
+    "InvalidAccessKeyId",
+    "MissingAuthenticationToken",
+    "NotAuthorized",
+];
 
 /// A failed SES call: its class, SES's error code where there was one, and a one-line message
 /// fit for a log, a dead letter's header and an operator's terminal.
@@ -86,9 +135,9 @@ where
     let text = chain(err);
     if !matches!(err, SdkError::ServiceError(_)) && text.to_lowercase().contains("credential") {
         return SesError {
-            // Missing credentials will not fix themselves between attempts, but a credentials
-            // provider that is briefly unavailable (instance metadata) might: retryable.
-            class: ErrorClass::Retryable,
+            // Missing credentials are no fault of the message: pause (no attempt spent) and
+            // resume when a credentials provider answers again.
+            class: ErrorClass::AccountStop(PauseReason::Credentials),
             code: Some("Credentials".into()),
             message: "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
                       or AWS_PROFILE, or run where an instance role is available"
@@ -130,7 +179,19 @@ where
                 .map(str::to_owned)
                 .or_else(|| se.err().code().map(str::to_owned));
             let status = Some(se.raw().status().as_u16());
+            // A modelled error keeps its message in its own field (shown by Display); an
+            // unmodelled one in the metadata: look at both.
+            let text_lower = format!("{} {}", se.err().message().unwrap_or_default(), se.err())
+                .to_ascii_lowercase();
             let class = match code.as_deref() {
+                // SES v2 reports a used-up daily quota either as LimitExceeded or as throttling
+                // whose message says so; the quota resets on its own, so this is a pause.
+                Some("LimitExceededException" | "LimitExceeded") => {
+                    ErrorClass::AccountStop(PauseReason::Quota)
+                }
+                _ if text_lower.contains("daily message quota") => {
+                    ErrorClass::AccountStop(PauseReason::Quota)
+                }
                 Some(
                     "TooManyRequestsException"
                     | "Throttling"
@@ -139,21 +200,34 @@ where
                     | "InternalFailure"
                     | "InternalServerError",
                 ) => ErrorClass::Retryable,
-                Some(
-                    "SendingPausedException"
-                    | "AccountSuspendedException"
-                    | "LimitExceededException",
-                ) => ErrorClass::AccountStop,
+                Some("SendingPausedException" | "AccountSuspendedException") => {
+                    ErrorClass::AccountStop(PauseReason::Account)
+                }
+                Some("MailFromDomainNotVerifiedException") => {
+                    ErrorClass::AccountStop(PauseReason::Configuration)
+                }
+                // SES's answer when SES_CONFIGURATION_SET names a set that does not exist:
+                // every send would fail alike, so it is the configuration, not the message.
+                Some("NotFoundException" | "ConfigurationSetDoesNotExist")
+                    if text_lower.contains("configuration set") =>
+                {
+                    ErrorClass::AccountStop(PauseReason::Configuration)
+                }
+                Some(c) if CREDENTIAL_CODES.contains(&c) => {
+                    ErrorClass::AccountStop(PauseReason::Credentials)
+                }
                 Some(
                     "MessageRejected"
                     | "BadRequestException"
-                    | "MailFromDomainNotVerifiedException"
                     | "NotFoundException"
                     | "InvalidParameterValue",
                 ) => ErrorClass::Permanent,
                 _ => match status {
                     Some(429) => ErrorClass::Retryable,
                     Some(s) if s >= 500 => ErrorClass::Retryable,
+                    // 401/403 without a code we know: an authentication or authorisation
+                    // failure, which no single message causes.
+                    Some(401 | 403) => ErrorClass::AccountStop(PauseReason::Credentials),
                     _ => ErrorClass::Permanent,
                 },
             };
@@ -240,6 +314,9 @@ pub fn client_from(sdk: &aws_config::SdkConfig, args: &SesArgs, sdk_retries: u32
 
 /// One rendered email ready to go.
 pub struct OutgoingEmail<'a> {
+    /// `SES_CONFIGURATION_SET`: where SES publishes this email's events (bounces,
+    /// complaints, deliveries).
+    pub configuration_set: Option<&'a str>,
     pub from: &'a str,
     pub to: &'a str,
     pub subject: &'a str,
@@ -277,6 +354,7 @@ pub async fn send(client: &Client, email: OutgoingEmail<'_>) -> Result<Sent, Ses
         .from_email_address(email.from)
         .destination(Destination::builder().to_addresses(email.to).build())
         .content(EmailContent::builder().simple(message).build())
+        .set_configuration_set_name(email.configuration_set.map(str::to_owned))
         .send()
         .await
         .map_err(|e| classify_send(&e))?;
@@ -296,34 +374,30 @@ pub struct Identity {
 }
 
 pub async fn list_identities(client: &Client) -> Result<Vec<Identity>, SesError> {
-    let mut out = Vec::new();
-    let mut next: Option<String> = None;
-    loop {
-        let page = client
-            .list_email_identities()
-            .set_next_token(next.take())
-            .send()
-            .await
-            .map_err(|e| classify(&e))?;
-        for i in page.email_identities() {
-            out.push(Identity {
-                name: i.identity_name().unwrap_or_default().to_owned(),
-                kind: i
-                    .identity_type()
-                    .map(|t| t.as_str().to_owned())
-                    .unwrap_or_default(),
-                verification_status: i
-                    .verification_status()
-                    .map(|s| s.as_str().to_owned())
-                    .unwrap_or_else(|| "UNKNOWN".into()),
-                sending_enabled: i.sending_enabled(),
-            });
-        }
-        match page.next_token() {
-            Some(t) if !t.is_empty() => next = Some(t.to_owned()),
-            _ => break,
-        }
-    }
+    // The SDK's paginator follows NextToken across pages.
+    let pages: Vec<_> = client
+        .list_email_identities()
+        .into_paginator()
+        .send()
+        .collect::<Result<_, _>>()
+        .await
+        .map_err(|e| classify(&e))?;
+    let mut out: Vec<Identity> = pages
+        .iter()
+        .flat_map(|page| page.email_identities())
+        .map(|i| Identity {
+            name: i.identity_name().unwrap_or_default().to_owned(),
+            kind: i
+                .identity_type()
+                .map(|t| t.as_str().to_owned())
+                .unwrap_or_default(),
+            verification_status: i
+                .verification_status()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_else(|| "UNKNOWN".into()),
+            sending_enabled: i.sending_enabled(),
+        })
+        .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
@@ -415,6 +489,111 @@ pub async fn delete_identity(client: &Client, name: &str) -> Result<(), SesError
     Ok(())
 }
 
+/// One address on SES's account-level suppression list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SuppressedAddress {
+    pub email: String,
+    /// BOUNCE or COMPLAINT, as SES says.
+    pub reason: String,
+}
+
+/// SES's account-level suppression list, every page (`ListSuppressedDestinations`).
+pub async fn suppressed_destinations(client: &Client) -> Result<Vec<SuppressedAddress>, SesError> {
+    let pages: Vec<_> = client
+        .list_suppressed_destinations()
+        .into_paginator()
+        .send()
+        .collect::<Result<_, _>>()
+        .await
+        .map_err(|e| classify(&e))?;
+    Ok(pages
+        .iter()
+        .flat_map(|page| page.suppressed_destination_summaries())
+        .map(|d| SuppressedAddress {
+            email: d.email_address().to_owned(),
+            reason: d.reason().as_str().to_owned(),
+        })
+        .collect())
+}
+
+/// Whether the configuration set `name` exists. Read from `ListConfigurationSets` (moto's
+/// `GetConfigurationSet` answer does not parse; the list is small).
+pub async fn configuration_set_exists(client: &Client, name: &str) -> Result<bool, SesError> {
+    let mut pages = client.list_configuration_sets().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| classify(&e))?;
+        if page.configuration_sets().iter().any(|c| c == name) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// An identity's sending-authorization policies, by name (the policy is JSON text).
+pub async fn identity_policies(
+    client: &Client,
+    identity: &str,
+) -> Result<std::collections::BTreeMap<String, String>, SesError> {
+    let out = client
+        .get_email_identity_policies()
+        .email_identity(identity)
+        .send()
+        .await
+        .map_err(|e| classify(&e))?;
+    Ok(out
+        .policies()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default())
+}
+
+/// Creates the policy `name` on `identity`, or replaces it when it exists. Returns true when it
+/// was created. (Asks first: SES refuses to create an existing policy, and stand-ins differ.)
+pub async fn put_identity_policy(
+    client: &Client,
+    identity: &str,
+    name: &str,
+    policy: &str,
+) -> Result<bool, SesError> {
+    if identity_policies(client, identity)
+        .await?
+        .contains_key(name)
+    {
+        client
+            .update_email_identity_policy()
+            .email_identity(identity)
+            .policy_name(name)
+            .policy(policy)
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
+        return Ok(false);
+    }
+    client
+        .create_email_identity_policy()
+        .email_identity(identity)
+        .policy_name(name)
+        .policy(policy)
+        .send()
+        .await
+        .map_err(|e| classify(&e))?;
+    Ok(true)
+}
+
+pub async fn delete_identity_policy(
+    client: &Client,
+    identity: &str,
+    name: &str,
+) -> Result<(), SesError> {
+    client
+        .delete_email_identity_policy()
+        .email_identity(identity)
+        .policy_name(name)
+        .send()
+        .await
+        .map_err(|e| classify(&e))?;
+    Ok(())
+}
+
 /// The account as `GetAccount` reports it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Account {
@@ -459,6 +638,7 @@ mod tests {
 
     fn email() -> OutgoingEmail<'static> {
         OutgoingEmail {
+            configuration_set: None,
             from: "from@example.com",
             to: "to@example.com",
             subject: "s",
@@ -511,9 +691,10 @@ mod tests {
             SendEmailError::MessageRejected(
                 MessageRejected::builder().message("unverified").build(),
             ),
-            SendEmailError::BadRequestException(BadRequestException::builder().build()),
-            SendEmailError::MailFromDomainNotVerifiedException(
-                MailFromDomainNotVerifiedException::builder().build(),
+            SendEmailError::BadRequestException(
+                BadRequestException::builder()
+                    .message("Illegal address")
+                    .build(),
             ),
             SendEmailError::NotFoundException(NotFoundException::builder().build()),
         ] {
@@ -523,15 +704,169 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn account_level_stops_are_account_stops() {
-        for err in [
-            SendEmailError::SendingPausedException(SendingPausedException::builder().build()),
-            SendEmailError::AccountSuspendedException(AccountSuspendedException::builder().build()),
-            SendEmailError::LimitExceededException(LimitExceededException::builder().build()),
+    async fn account_level_stops_pause_with_their_reason() {
+        for (err, reason) in [
+            (
+                SendEmailError::SendingPausedException(SendingPausedException::builder().build()),
+                PauseReason::Account,
+            ),
+            (
+                SendEmailError::AccountSuspendedException(
+                    AccountSuspendedException::builder().build(),
+                ),
+                PauseReason::Account,
+            ),
+            (
+                SendEmailError::LimitExceededException(LimitExceededException::builder().build()),
+                PauseReason::Quota,
+            ),
+            (
+                SendEmailError::MailFromDomainNotVerifiedException(
+                    MailFromDomainNotVerifiedException::builder().build(),
+                ),
+                PauseReason::Configuration,
+            ),
         ] {
             let e = class_of(err).await;
-            assert_eq!(e.class, ErrorClass::AccountStop, "{e}");
+            assert_eq!(e.class, ErrorClass::AccountStop(reason), "{e}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_missing_configuration_set_pauses_but_other_not_found_errors_do_not() {
+        let e = class_of(SendEmailError::NotFoundException(
+            NotFoundException::builder()
+                .message("Configuration set <mailroom> does not exist.")
+                .build(),
+        ))
+        .await;
+        assert_eq!(
+            e.class,
+            ErrorClass::AccountStop(PauseReason::Configuration),
+            "{e}"
+        );
+        let e = class_of(SendEmailError::NotFoundException(
+            NotFoundException::builder()
+                .message("Template missing")
+                .build(),
+        ))
+        .await;
+        assert_eq!(e.class, ErrorClass::Permanent, "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_used_up_daily_quota_reported_as_throttling_pauses() {
+        let e = class_of(SendEmailError::TooManyRequestsException(
+            TooManyRequestsException::builder()
+                .message("Daily message quota exceeded.")
+                .build(),
+        ))
+        .await;
+        assert_eq!(e.class, ErrorClass::AccountStop(PauseReason::Quota), "{e}");
+        // The same code with another message is ordinary throttling.
+        let e = class_of(SendEmailError::TooManyRequestsException(
+            TooManyRequestsException::builder()
+                .message("Maximum sending rate exceeded.")
+                .build(),
+        ))
+        .await;
+        assert_eq!(e.class, ErrorClass::Retryable, "{e}");
+    }
+
+    /// How IAM and signature failures reach the client: an unmodelled error with the code in
+    /// the `x-amzn-ErrorType` header and a JSON body, as SES v2's REST-JSON protocol sends it.
+    async fn class_of_coded(status: u16, code: &'static str, message: &'static str) -> SesError {
+        let rule = mock!(Client::send_email).then_http_response(move || {
+            let mut r = HttpResponse::new(
+                StatusCode::try_from(status).unwrap(),
+                SdkBody::from(format!("{{\"message\":\"{message}\"}}")),
+            );
+            r.headers_mut().insert("x-amzn-ErrorType", code);
+            r.headers_mut().insert("content-type", "application/json");
+            r
+        });
+        let client = mock_client!(aws_sdk_sesv2, RuleMode::Sequential, [&rule], |c| c
+            .retry_config(RetryConfig::disabled()));
+        send(&client, email()).await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn credential_and_permission_failures_pause() {
+        for (status, code) in [
+            (403, "AccessDeniedException"),
+            (403, "AccessDenied"),
+            (403, "InvalidClientTokenId"),
+            (403, "UnrecognizedClientException"),
+            (403, "SignatureDoesNotMatch"),
+            (403, "ExpiredTokenException"),
+            (400, "ExpiredToken"),
+        ] {
+            let e = class_of_coded(status, code, "not allowed").await;
+            assert_eq!(
+                e.class,
+                ErrorClass::AccountStop(PauseReason::Credentials),
+                "{code}: {e}"
+            );
+            assert_eq!(e.code.as_deref(), Some(code));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_quota_error_by_code_and_message_pauses() {
+        let e = class_of_coded(400, "LimitExceededException", "quota").await;
+        assert_eq!(e.class, ErrorClass::AccountStop(PauseReason::Quota), "{e}");
+        let e = class_of_coded(429, "ThrottlingException", "Daily message quota exceeded").await;
+        assert_eq!(e.class, ErrorClass::AccountStop(PauseReason::Quota), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_account_suppression_list_is_read_across_pages() {
+        use aws_sdk_sesv2::operation::list_suppressed_destinations::ListSuppressedDestinationsOutput;
+        use aws_sdk_sesv2::types::{SuppressedDestinationSummary, SuppressionListReason};
+        let entry = |email: &str, reason: SuppressionListReason| {
+            SuppressedDestinationSummary::builder()
+                .email_address(email)
+                .reason(reason)
+                .last_update_time(aws_smithy_types::DateTime::from_secs(0))
+                .build()
+                .unwrap()
+        };
+        let first = mock!(Client::list_suppressed_destinations)
+            .match_requests(|r| r.next_token().is_none())
+            .then_output(move || {
+                ListSuppressedDestinationsOutput::builder()
+                    .suppressed_destination_summaries(entry(
+                        "a@example.com",
+                        SuppressionListReason::Bounce,
+                    ))
+                    .next_token("page-2")
+                    .build()
+            });
+        let second = mock!(Client::list_suppressed_destinations)
+            .match_requests(|r| r.next_token() == Some("page-2"))
+            .then_output(move || {
+                ListSuppressedDestinationsOutput::builder()
+                    .suppressed_destination_summaries(entry(
+                        "b@example.com",
+                        SuppressionListReason::Complaint,
+                    ))
+                    .build()
+            });
+        let client = mock_client!(aws_sdk_sesv2, RuleMode::Sequential, [&first, &second]);
+        let list = suppressed_destinations(&client).await.unwrap();
+        assert_eq!(
+            list,
+            vec![
+                SuppressedAddress {
+                    email: "a@example.com".into(),
+                    reason: "BOUNCE".into()
+                },
+                SuppressedAddress {
+                    email: "b@example.com".into(),
+                    reason: "COMPLAINT".into()
+                },
+            ]
+        );
     }
 
     #[tokio::test]
@@ -539,6 +874,10 @@ mod tests {
         assert_eq!(class_of_status(500, "").await.class, ErrorClass::Retryable);
         assert_eq!(class_of_status(503, "").await.class, ErrorClass::Retryable);
         assert_eq!(class_of_status(429, "").await.class, ErrorClass::Retryable);
-        assert_eq!(class_of_status(403, "").await.class, ErrorClass::Permanent);
+        assert_eq!(class_of_status(400, "").await.class, ErrorClass::Permanent);
+        assert_eq!(
+            class_of_status(403, "").await.class,
+            ErrorClass::AccountStop(PauseReason::Credentials)
+        );
     }
 }

@@ -138,24 +138,55 @@ pub async fn find_user(pool: &PgPool, id: Uuid) -> Result<Option<User>, sqlx::Er
     .await
 }
 
-/// Stores the hash of a freshly minted verification token; it replaces any earlier one, so only
-/// the newest link works. Returns false when the user is gone or already verified (then no
-/// email must be sent).
-pub async fn set_verification_token(
+/// Stores the hash of a link token minted for `job` and makes that job the user's current one of
+/// its kind. Earlier tokens of the *same* job keep working (a retried send may have reached the
+/// person twice); tokens of earlier jobs stop working. Returns false when nothing may be sent:
+/// the user is gone, a newer request of the same kind superseded this job, or (verification)
+/// the address is verified already.
+pub async fn set_link_token(
     pool: &PgPool,
-    user_id: Uuid,
+    kind: TokenKind,
+    job: &Job,
     hash: &TokenHash,
     expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query(
-        "UPDATE users SET verification_token = $2, verification_token_expiry = $3
-         WHERE id = $1 AND NOT email_verified",
-    )
-    .bind(user_id)
-    .bind(hash.as_str())
-    .bind(expires_at)
-    .execute(pool)
-    .await?;
+    // The columns differ by kind; everything else (the order check, the token row) is shared.
+    let sql = match kind {
+        TokenKind::Verification => {
+            "WITH cur AS (
+                UPDATE users SET verification_token = $3, verification_token_expiry = $4,
+                                 verification_job_id = $2, verification_job_at = $5
+                 WHERE id = $1 AND NOT email_verified
+                   AND (verification_job_at IS NULL OR verification_job_at <= $5)
+                RETURNING id)
+             INSERT INTO link_tokens (token_hash, user_id, kind, job_id, expires_at, created_at)
+             SELECT $3, id, $7, $2, $4, $6 FROM cur"
+        }
+        TokenKind::Reset => {
+            "WITH cur AS (
+                UPDATE users SET reset_token = $3, reset_token_expiry = $4,
+                                 reset_job_id = $2, reset_job_at = $5
+                 WHERE id = $1 AND (reset_job_at IS NULL OR reset_job_at <= $5)
+                   -- A job whose link was used is done: a retry of it (its first send timed
+                   -- out but arrived) must not mail a fresh, working link afterwards.
+                   AND NOT EXISTS (SELECT 1 FROM link_tokens
+                                    WHERE user_id = $1 AND job_id = $2 AND used_at IS NOT NULL)
+                RETURNING id)
+             INSERT INTO link_tokens (token_hash, user_id, kind, job_id, expires_at, created_at)
+             SELECT $3, id, $7, $2, $4, $6 FROM cur"
+        }
+    };
+    let r = sqlx::query(sql)
+        .bind(job.user_id)
+        .bind(job.job_id)
+        .bind(hash.as_str())
+        .bind(expires_at)
+        .bind(job.requested_at)
+        .bind(now)
+        .bind(kind.as_str())
+        .execute(pool)
+        .await?;
     Ok(r.rows_affected() == 1)
 }
 
@@ -175,18 +206,20 @@ pub enum Verification {
 }
 
 /// Consumes a verification token. The single `UPDATE … RETURNING` is the atomic step: of two
-/// concurrent clicks exactly one verifies. The hash stays in the row with its expiry cleared, so
-/// that a second click can be told "already used" rather than "unknown".
+/// concurrent clicks (even on two emails of the same job) exactly one verifies, because the
+/// second re-checks `NOT email_verified` on the row the first updated.
 pub async fn consume_verification_token(
     pool: &PgPool,
     hash: &TokenHash,
     now: DateTime<Utc>,
 ) -> Result<Verification, sqlx::Error> {
     let row: Option<(Uuid, String)> = sqlx::query_as(
-        "UPDATE users
+        "UPDATE users u
             SET email_verified = TRUE, verified_at = $2, verification_token_expiry = NULL
-          WHERE verification_token = $1 AND verification_token_expiry > $2
-         RETURNING id, email",
+           FROM link_tokens t
+          WHERE t.token_hash = $1 AND t.kind = 'verification' AND t.expires_at > $2
+            AND u.id = t.user_id AND u.verification_job_id = t.job_id AND NOT u.email_verified
+         RETURNING u.id, u.email",
     )
     .bind(hash.as_str())
     .bind(now)
@@ -274,6 +307,10 @@ pub enum SendStatus {
     Skipped,
     Retrying,
     Dead,
+    /// Given back without an attempt (account stop, shutdown): see [`release_claim`].
+    Waiting,
+    /// Not sent: the recipient is on the suppression list.
+    Suppressed,
 }
 
 impl SendStatus {
@@ -284,6 +321,8 @@ impl SendStatus {
             SendStatus::Skipped => "skipped",
             SendStatus::Retrying => "retrying",
             SendStatus::Dead => "dead",
+            SendStatus::Waiting => "waiting",
+            SendStatus::Suppressed => "suppressed",
         }
     }
 
@@ -294,6 +333,8 @@ impl SendStatus {
             Self::Skipped,
             Self::Retrying,
             Self::Dead,
+            Self::Waiting,
+            Self::Suppressed,
         ]
         .into_iter()
         .find(|v| v.as_str() == s)
@@ -301,48 +342,118 @@ impl SendStatus {
 
     /// A job in this state is finished: a redelivery of it must not send again.
     pub fn is_final(self) -> bool {
-        matches!(self, SendStatus::Sent | SendStatus::Skipped)
+        matches!(
+            self,
+            SendStatus::Sent | SendStatus::Skipped | SendStatus::Suppressed
+        )
     }
 }
 
-/// Records that an attempt at `job` starts now, and returns the status the job had before (None
-/// for a job never seen). Called before anything is sent: a job whose previous status is final
-/// is acknowledged without sending again.
+/// What [`begin_attempt`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The attempt is ours: the job's status before it (None for a job never seen), and the
+    /// attempt number, which identifies our claim (see [`renew_claim`]).
+    Claimed {
+        previous: Option<SendStatus>,
+        attempt: i32,
+    },
+    /// The job is finished (sent or skipped): a redelivery, not to be sent again.
+    Finished(SendStatus),
+    /// Another consumer claimed it within the lease and may be sending it right now.
+    Busy,
+}
+
+/// Claims an attempt at `job`: records that it starts now, unless the job is finished or another
+/// consumer claimed it less than `lease` ago (a second copy of a job, e.g. redelivered while the
+/// first consumer is still waiting for SES). Called before anything is sent. A claim older
+/// than the lease is taken over: its consumer died or hung, and the broker redelivered.
 pub async fn begin_attempt(
     pool: &PgPool,
     job: &Job,
     now: DateTime<Utc>,
-) -> Result<Option<SendStatus>, sqlx::Error> {
+    lease: Duration,
+) -> Result<Claim, sqlx::Error> {
+    let stale_before = now - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::zero());
     // The CTE reads the row as it was before this statement, so the old status comes back
-    // together with the upsert in one round trip. A finished job is left as it is.
-    let row: Option<(Option<String>,)> = sqlx::query_as(
+    // together with the upsert in one round trip. A finished or freshly claimed job is left
+    // as it is.
+    let row: Option<(Option<String>, i32)> = sqlx::query_as(
         "WITH prev AS (SELECT status FROM sends WHERE job_id = $1)
          INSERT INTO sends (job_id, kind, user_id, status, attempts, requested_at,
                             first_attempt_at, updated_at)
          VALUES ($1, $2, $3, 'sending', 1, $4, $5, $5)
          ON CONFLICT (job_id) DO UPDATE
             SET status = 'sending', attempts = sends.attempts + 1, updated_at = $5
-          WHERE sends.status NOT IN ('sent', 'skipped')
-         RETURNING (SELECT status FROM prev)",
+          WHERE sends.status NOT IN ('sent', 'skipped', 'suppressed')
+            AND NOT (sends.status = 'sending' AND sends.updated_at > $6)
+         RETURNING (SELECT status FROM prev), sends.attempts",
     )
     .bind(job.job_id)
     .bind(job.kind.as_str())
     .bind(job.user_id)
     .bind(job.requested_at)
     .bind(now)
+    .bind(stale_before)
     .fetch_optional(pool)
     .await?;
     match row {
-        Some((prev,)) => Ok(prev.as_deref().and_then(SendStatus::parse)),
-        // The conflict branch's WHERE refused: the job is already final.
+        Some((prev, attempt)) => Ok(Claim::Claimed {
+            previous: prev.as_deref().and_then(SendStatus::parse),
+            attempt,
+        }),
+        // The conflict branch's WHERE refused: finished, or claimed by someone else.
         None => {
             let (status,): (String,) = sqlx::query_as("SELECT status FROM sends WHERE job_id = $1")
                 .bind(job.job_id)
                 .fetch_one(pool)
                 .await?;
-            Ok(SendStatus::parse(&status))
+            Ok(match SendStatus::parse(&status) {
+                Some(s) if s.is_final() => Claim::Finished(s),
+                _ => Claim::Busy,
+            })
         }
     }
+}
+
+/// Renews our claim on a job just before the SES call, so that the lease covers the call
+/// itself however long the rate limiter made us wait. False when the claim is no longer ours
+/// (another consumer took the job over after the lease ran out): then we must not send.
+pub async fn renew_claim(
+    pool: &PgPool,
+    job_id: Uuid,
+    attempt: i32,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE sends SET updated_at = $3 WHERE job_id = $1 AND attempts = $2 AND status = 'sending'",
+    )
+    .bind(job_id)
+    .bind(attempt)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Gives up a claim without an outcome (an account stop returned the job, or shutdown): the
+/// next copy of the job may be sent at once instead of waiting out the lease.
+pub async fn release_claim(
+    pool: &PgPool,
+    job_id: Uuid,
+    why: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE sends SET status = 'waiting', detail = $2, updated_at = $3
+          WHERE job_id = $1 AND status = 'sending'",
+    )
+    .bind(job_id)
+    .bind(why)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 pub async fn record_sent(
@@ -411,6 +522,94 @@ pub async fn record_failure(
     Ok(())
 }
 
+/// Marks replayed dead jobs as `waiting` in the send log: they are back in the work queue, and
+/// listings of dead letters (the dashboard's) must not show them any more. Each job comes with
+/// the replay count it went out with; a job whose send log already shows that count died again
+/// during the replay and stays dead. Ids that are not UUIDs (malformed messages) are ignored.
+pub async fn mark_replayed(
+    pool: &PgPool,
+    replayed: &[(String, i64)],
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let (ids, counts): (Vec<Uuid>, Vec<i32>) = replayed
+        .iter()
+        .filter_map(|(j, n)| {
+            Some((
+                j.parse::<Uuid>().ok()?,
+                (*n).clamp(0, i32::MAX as i64) as i32,
+            ))
+        })
+        .unzip();
+    let r = sqlx::query(
+        "UPDATE sends SET status = 'waiting', detail = 'replayed from the dead letters',
+                updated_at = $3
+           FROM unnest($1::uuid[], $2::int4[]) AS r(job_id, replays)
+          WHERE sends.job_id = r.job_id AND sends.status = 'dead' AND sends.replays < r.replays",
+    )
+    .bind(&ids)
+    .bind(&counts)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+/// Notes how often a job that just died had been replayed before (its replay header).
+pub async fn record_replays(pool: &PgPool, job_id: Uuid, replays: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sends SET replays = $2 WHERE job_id = $1")
+        .bind(job_id)
+        .bind(replays.clamp(0, i32::MAX as i64) as i32)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The dead letters as the send log knows them (class, error, attempts, time), the newest
+/// `limit`, oldest first. Reading them here holds nothing in the dead queue, so a replay
+/// running at the same time sees every message.
+pub async fn dead_letters(
+    pool: &PgPool,
+    limit: i64,
+) -> Result<Vec<crate::dead::DeadLetter>, sqlx::Error> {
+    let rows: Vec<DeadRow> = sqlx::query_as(
+        "SELECT job_id, kind, recipient, attempts, error_class, last_error, updated_at, replays
+           FROM sends WHERE status = 'dead'
+          ORDER BY updated_at DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .rev()
+        .map(|r| crate::dead::DeadLetter {
+            job_id: Some(r.job_id.to_string()),
+            kind: (r.kind != "unknown").then_some(r.kind),
+            recipient: r.recipient,
+            attempts: i64::from(r.attempts),
+            error_class: r.error_class.unwrap_or_else(|| "unknown".into()),
+            last_error: r.last_error.unwrap_or_default(),
+            died_at: Some(
+                r.updated_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            ),
+            replays: i64::from(r.replays),
+        })
+        .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct DeadRow {
+    job_id: Uuid,
+    kind: String,
+    recipient: Option<String>,
+    attempts: i32,
+    error_class: Option<String>,
+    last_error: Option<String>,
+    updated_at: DateTime<Utc>,
+    replays: i32,
+}
+
 /// Records a message that could not even be read as a job. It gets a row of its own (under the
 /// message id when it had a usable one) so that the operator sees it in the send log.
 pub async fn record_malformed(
@@ -462,31 +661,17 @@ pub async fn find_send(pool: &PgPool, job_id: Uuid) -> Result<Option<SendRecord>
     .await
 }
 
-/// Stores the hash of a freshly minted reset token, replacing any earlier one. Returns false
-/// when the user is gone.
-pub async fn set_reset_token(
-    pool: &PgPool,
-    user_id: Uuid,
-    hash: &TokenHash,
-    expires_at: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query("UPDATE users SET reset_token = $2, reset_token_expiry = $3 WHERE id = $1")
-        .bind(user_id)
-        .bind(hash.as_str())
-        .bind(expires_at)
-        .execute(pool)
-        .await?;
-    Ok(r.rows_affected() == 1)
-}
-
 /// What became of a reset or resend request. The caller always gets the same answer; this is
 /// recorded in `email_requests` for operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestOutcome {
     Queued,
+    /// Over the per-address rate limit.
     Suppressed,
     UnknownAddress,
     AlreadyVerified,
+    /// The address is on the suppression list (it bounced or complained).
+    AddressSuppressed,
 }
 
 impl RequestOutcome {
@@ -496,6 +681,7 @@ impl RequestOutcome {
             RequestOutcome::Suppressed => "suppressed",
             RequestOutcome::UnknownAddress => "unknown_address",
             RequestOutcome::AlreadyVerified => "already_verified",
+            RequestOutcome::AddressSuppressed => "address_suppressed",
         }
     }
 }
@@ -529,8 +715,16 @@ pub async fn request_email(
     .bind(email.as_str())
     .fetch_optional(&mut *tx)
     .await?;
+    let listed: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM suppressions WHERE lower(email) = lower($1))",
+    )
+    .bind(email.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
     let (outcome, job) = match user {
         None => (RequestOutcome::UnknownAddress, None),
+        // Mailing it again would bounce (or annoy) again, and count against the account.
+        Some(_) if listed => (RequestOutcome::AddressSuppressed, None),
         Some((_, true, _)) if kind == JobKind::Verification => {
             (RequestOutcome::AlreadyVerified, None)
         }
@@ -581,8 +775,11 @@ pub enum PasswordReset {
     Unknown,
 }
 
-/// Consumes a reset token and sets the new password hash in one `UPDATE … RETURNING`, and
-/// enqueues the "your password was changed" notice in the same transaction.
+/// Consumes a reset token and sets the new password hash in one statement, marks every token
+/// of that job used, and enqueues the "your password was changed" notice in the same
+/// transaction. Of two concurrent uses (even of two emails of the same job) exactly one
+/// succeeds: the second re-checks `reset_token_expiry IS NOT NULL` on the row the first
+/// updated, and finds it cleared.
 pub async fn reset_password(
     pool: &PgPool,
     hash: &TokenHash,
@@ -590,17 +787,26 @@ pub async fn reset_password(
     now: DateTime<Utc>,
 ) -> Result<PasswordReset, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let row: Option<(Uuid, String)> = sqlx::query_as(
-        "UPDATE users SET hashed_password = $2, reset_token_expiry = NULL
-          WHERE reset_token = $1 AND reset_token_expiry > $3
-         RETURNING id, locale",
+    let row: Option<(Uuid, String, Uuid)> = sqlx::query_as(
+        "UPDATE users u SET hashed_password = $2, reset_token_expiry = NULL
+           FROM link_tokens t
+          WHERE t.token_hash = $1 AND t.kind = 'reset' AND t.expires_at > $3
+            AND t.used_at IS NULL
+            AND u.id = t.user_id AND u.reset_job_id = t.job_id
+            AND u.reset_token_expiry IS NOT NULL
+         RETURNING u.id, u.locale, t.job_id",
     )
     .bind(hash.as_str())
     .bind(new_password_hash)
     .bind(now)
     .fetch_optional(&mut *tx)
     .await?;
-    if let Some((user_id, locale)) = row {
+    if let Some((user_id, locale, token_job)) = row {
+        sqlx::query("UPDATE link_tokens SET used_at = $2 WHERE job_id = $1 AND kind = 'reset'")
+            .bind(token_job)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         let locale = Locale::parse(&locale).unwrap_or_else(|_| Locale::default_locale());
         let job = Job::new(crate::job::JobKind::PasswordChanged, user_id, locale, now);
         enqueue(&mut tx, &job).await?;
@@ -639,28 +845,458 @@ pub enum TokenKind {
     Reset,
 }
 
+impl TokenKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Verification => "verification",
+            TokenKind::Reset => "reset",
+        }
+    }
+}
+
 pub async fn token_state(
     pool: &PgPool,
     kind: TokenKind,
     hash: &TokenHash,
     now: DateTime<Utc>,
 ) -> Result<TokenState, sqlx::Error> {
-    let sql = match kind {
-        TokenKind::Verification => {
-            "SELECT verification_token_expiry FROM users WHERE verification_token = $1"
-        }
-        TokenKind::Reset => "SELECT reset_token_expiry FROM users WHERE reset_token = $1",
-    };
-    let seen: Option<(Option<DateTime<Utc>>,)> = sqlx::query_as(sql)
-        .bind(hash.as_str())
-        .fetch_optional(pool)
-        .await?;
+    // current: the token's job is still the user's newest of its kind. used: a reset token of
+    // that job was used, or the address it verifies is verified.
+    let seen: Option<(DateTime<Utc>, bool, bool)> = sqlx::query_as(
+        "SELECT t.expires_at,
+                t.job_id = CASE t.kind WHEN 'verification' THEN u.verification_job_id
+                                       ELSE u.reset_job_id END,
+                CASE t.kind WHEN 'verification' THEN u.email_verified
+                            ELSE t.used_at IS NOT NULL END
+           FROM link_tokens t JOIN users u ON u.id = t.user_id
+          WHERE t.token_hash = $1 AND t.kind = $2",
+    )
+    .bind(hash.as_str())
+    .bind(kind.as_str())
+    .fetch_optional(pool)
+    .await?;
     Ok(match seen {
-        None => TokenState::Unknown,
-        Some((None,)) => TokenState::Used,
-        Some((Some(t),)) if t <= now => TokenState::Expired,
+        None | Some((_, false, _)) => TokenState::Unknown,
+        Some((_, true, true)) => TokenState::Used,
+        Some((t, true, false)) if t <= now => TokenState::Expired,
         Some(_) => TokenState::Valid,
     })
+}
+
+/// Why an address is on the suppression list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuppressionReason {
+    /// A permanent (hard) bounce.
+    Bounce,
+    /// The person marked an email as spam.
+    Complaint,
+    /// Repeated transient bounces.
+    SoftBounce,
+    /// An operator added it.
+    Manual,
+    /// Imported from SES's account-level suppression list.
+    Ses,
+}
+
+impl SuppressionReason {
+    pub const ALL: [SuppressionReason; 5] = [
+        SuppressionReason::Bounce,
+        SuppressionReason::Complaint,
+        SuppressionReason::SoftBounce,
+        SuppressionReason::Manual,
+        SuppressionReason::Ses,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuppressionReason::Bounce => "bounce",
+            SuppressionReason::Complaint => "complaint",
+            SuppressionReason::SoftBounce => "soft_bounce",
+            SuppressionReason::Manual => "manual",
+            SuppressionReason::Ses => "ses",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// One entry of the suppression list.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+pub struct Suppression {
+    pub email: String,
+    pub reason: String,
+    pub detail: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Puts `email` on the suppression list. Returns false when it was there already (the first
+/// reason is kept: it is the one that explains why mail stopped).
+pub async fn suppress(
+    pool: &PgPool,
+    email: &EmailAddress,
+    reason: SuppressionReason,
+    detail: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "INSERT INTO suppressions (email, reason, detail, created_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (lower(email)) DO NOTHING",
+    )
+    .bind(email.as_str())
+    .bind(reason.as_str())
+    .bind(detail)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Imports SES's account-level suppression list (reason `ses`, SES's reason in the detail).
+/// Addresses already listed keep their entry. Returns how many were new.
+pub async fn import_ses_suppressions(
+    pool: &PgPool,
+    list: &[crate::ses::SuppressedAddress],
+    now: DateTime<Utc>,
+) -> Result<usize, sqlx::Error> {
+    let mut new = 0;
+    for entry in list {
+        // Stored like users' emails where it parses; as SES has it otherwise.
+        let email = EmailAddress::parse(&entry.email)
+            .map(|e| e.as_str().to_owned())
+            .unwrap_or_else(|_| entry.email.trim().to_owned());
+        let r = sqlx::query(
+            "INSERT INTO suppressions (email, reason, detail, created_at) VALUES ($1, 'ses', $2, $3)
+             ON CONFLICT (lower(email)) DO NOTHING",
+        )
+        .bind(&email)
+        .bind(format!("SES account-level list: {}", entry.reason))
+        .bind(now)
+        .execute(pool)
+        .await?;
+        new += r.rows_affected() as usize;
+    }
+    Ok(new)
+}
+
+/// Takes `email` off the list; mail flows to it again. Returns false when it was not listed.
+pub async fn unsuppress(pool: &PgPool, email: &EmailAddress) -> Result<bool, sqlx::Error> {
+    unsuppress_entry(pool, email.as_str()).await
+}
+
+/// [`unsuppress`] by the address as the list stores it (an entry SES reported in a form that
+/// does not parse as an address can still be removed).
+pub async fn unsuppress_entry(pool: &PgPool, stored: &str) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("DELETE FROM suppressions WHERE lower(email) = lower($1)")
+        .bind(stored)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// The entry for `email`, if it is on the list. Compares like users' emails (case-insensitive,
+/// domains in punycode).
+pub async fn suppression(pool: &PgPool, email: &str) -> Result<Option<Suppression>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT email, reason, detail, created_at FROM suppressions
+          WHERE lower(email) = lower($1)",
+    )
+    .bind(email)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The list, newest first, optionally of one reason.
+pub async fn list_suppressions(
+    pool: &PgPool,
+    reason: Option<SuppressionReason>,
+    limit: i64,
+) -> Result<Vec<Suppression>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT email, reason, detail, created_at FROM suppressions
+          WHERE $1::text IS NULL OR reason = $1
+          ORDER BY created_at DESC LIMIT $2",
+    )
+    .bind(reason.map(SuppressionReason::as_str))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// One SES event about one recipient, as the feedback endpoint read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSesEvent {
+    pub sns_message_id: String,
+    /// Lower case: bounce, complaint, delivery, send, reject, delivery_delay, …
+    pub kind: String,
+    pub subtype: Option<String>,
+    pub recipient: Option<String>,
+    pub ses_message_id: Option<String>,
+    pub diagnostic: Option<String>,
+    pub feedback_id: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// What recording one notification did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FeedbackOutcome {
+    /// Events stored now (0 for a notification SNS delivered before).
+    pub recorded: usize,
+    /// Addresses that joined the suppression list, with the reason.
+    pub suppressed: Vec<(String, SuppressionReason)>,
+}
+
+/// Records the events of one SNS notification and acts on them, in one transaction, so that
+/// SNS gets its 2xx only for what is durably stored (it retries otherwise), and a redelivery
+/// changes nothing:
+/// - each event is stored once (SNS message id and recipient are unique together) with the job
+///   whose send SES accepted under that message id;
+/// - the send log's `delivery` says delivered, bounced or complained (never downgraded);
+/// - a permanent bounce, or a complaint other than `not-spam`, suppresses the address at once;
+///   `soft_bounce_limit` transient bounces within 7 days suppress it too.
+pub async fn record_feedback(
+    pool: &PgPool,
+    events: &[NewSesEvent],
+    soft_bounce_limit: i64,
+    now: DateTime<Utc>,
+) -> Result<FeedbackOutcome, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut out = FeedbackOutcome::default();
+    for e in events {
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO ses_events (sns_message_id, type, subtype, recipient, ses_message_id,
+                                     job_id, diagnostic, feedback_id, occurred_at, received_at)
+             VALUES ($1, $2, $3, $4, $5,
+                     (SELECT job_id FROM sends WHERE ses_message_id = $5 LIMIT 1),
+                     $6, $7, $8, $9)
+             ON CONFLICT (sns_message_id, COALESCE(recipient, '')) DO NOTHING
+             RETURNING id",
+        )
+        .bind(&e.sns_message_id)
+        .bind(&e.kind)
+        .bind(&e.subtype)
+        .bind(&e.recipient)
+        .bind(&e.ses_message_id)
+        .bind(&e.diagnostic)
+        .bind(&e.feedback_id)
+        .bind(e.occurred_at)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = id else {
+            continue; // delivered before: already acted on
+        };
+        out.recorded += 1;
+        let permanent = e
+            .subtype
+            .as_deref()
+            .is_some_and(|s| s.starts_with("Permanent"));
+        let delivery = match e.kind.as_str() {
+            "delivery" => Some("delivered"),
+            "bounce" if permanent => Some("bounced"),
+            "complaint" => Some("complained"),
+            _ => None,
+        };
+        if let (Some(d), Some(m)) = (delivery, &e.ses_message_id) {
+            // complained > bounced > delivered: a later, weaker event never hides a worse one.
+            sqlx::query(
+                "UPDATE sends SET delivery = $2
+                  WHERE ses_message_id = $1
+                    AND (delivery IS NULL
+                         OR (delivery = 'delivered' AND $2 <> 'delivered')
+                         OR (delivery = 'bounced' AND $2 = 'complained'))",
+            )
+            .bind(m)
+            .bind(d)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let Some(recipient) = &e.recipient else {
+            continue;
+        };
+        let reason = match e.kind.as_str() {
+            "bounce" if permanent => Some(SuppressionReason::Bounce),
+            "bounce"
+                if e.subtype
+                    .as_deref()
+                    .is_some_and(|s| s.starts_with("Transient")) =>
+            {
+                let (recent,): (i64,) = sqlx::query_as(
+                    "SELECT count(*) FROM ses_events
+                      WHERE lower(recipient) = lower($1) AND type = 'bounce'
+                        AND subtype LIKE 'Transient%' AND occurred_at > $2 - interval '7 days'",
+                )
+                .bind(recipient)
+                .bind(e.occurred_at)
+                .fetch_one(&mut *tx)
+                .await?;
+                (recent >= soft_bounce_limit).then_some(SuppressionReason::SoftBounce)
+            }
+            // `not-spam`: the person said the mail was wanted; anything else is a complaint.
+            "complaint" if e.subtype.as_deref() != Some("not-spam") => {
+                Some(SuppressionReason::Complaint)
+            }
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            let detail = e
+                .diagnostic
+                .clone()
+                .or_else(|| e.subtype.clone())
+                .unwrap_or_default();
+            let added = sqlx::query(
+                "INSERT INTO suppressions (email, reason, detail, event_id, created_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (lower(email)) DO NOTHING",
+            )
+            .bind(recipient)
+            .bind(reason.as_str())
+            .bind(detail)
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if added.rows_affected() == 1 {
+                out.suppressed.push((recipient.clone(), reason));
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Records that a job was not sent because its recipient is suppressed.
+pub async fn record_suppressed(
+    pool: &PgPool,
+    job_id: Uuid,
+    recipient: &str,
+    why: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE sends SET status = 'suppressed', recipient = $2, detail = $3, updated_at = $4
+          WHERE job_id = $1",
+    )
+    .bind(job_id)
+    .bind(recipient)
+    .bind(why)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// What a login needs of a user.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LoginUser {
+    pub id: Uuid,
+    pub email: String,
+    pub email_verified: bool,
+    pub hashed_password: Option<String>,
+}
+
+pub async fn login_user(
+    pool: &PgPool,
+    email: &EmailAddress,
+) -> Result<Option<LoginUser>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, email, email_verified, hashed_password FROM users
+          WHERE lower(email) = lower($1)",
+    )
+    .bind(email.as_str())
+    .fetch_optional(pool)
+    .await
+}
+
+/// A login attempt's place: either the address is locked until then, or the attempt holds a
+/// reserved failure row (see [`begin_login`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginSlot {
+    Locked(DateTime<Utc>),
+    Reserved(i64),
+}
+
+/// Starts a login attempt for `email`. Under a per-address advisory lock it counts the failures
+/// within `window` (attempts in progress included) and, below `limit`, reserves a failure row
+/// for this attempt before any hashing. So concurrent attempts cannot all pass the check: at
+/// most `limit` are ever checked per window. The row is dropped on success ([`finish_login`]).
+/// A locked address ends its lockout when the oldest of the last `limit` failures leaves the
+/// window; locked answers are not failures (a flood must not extend the lockout forever).
+pub async fn begin_login(
+    pool: &PgPool,
+    email: &EmailAddress,
+    limit: i64,
+    window: Duration,
+    now: DateTime<Utc>,
+) -> Result<LoginSlot, sqlx::Error> {
+    let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::minutes(15));
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('mailroom-login:' || lower($1)))")
+        .bind(email.as_str())
+        .execute(&mut *tx)
+        .await?;
+    let nth: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT failed_at FROM login_failures
+          WHERE lower(email) = lower($1) AND failed_at > $2
+          ORDER BY failed_at DESC OFFSET $3 LIMIT 1",
+    )
+    .bind(email.as_str())
+    .bind(now - window)
+    .bind(limit.max(1) - 1)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(t) = nth {
+        tx.rollback().await?;
+        return Ok(LoginSlot::Locked(t + window));
+    }
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO login_failures (email, reason, failed_at) VALUES ($1, 'in_progress', $2)
+         RETURNING id",
+    )
+    .bind(email.as_str())
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(LoginSlot::Reserved(id))
+}
+
+/// Ends a login attempt begun with [`begin_login`]: a success drops its reserved row, a failure
+/// keeps it with the reason (unknown_address, no_password, wrong_password).
+pub async fn finish_login(
+    pool: &PgPool,
+    reserved: i64,
+    failure: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    match failure {
+        None => sqlx::query("DELETE FROM login_failures WHERE id = $1").bind(reserved),
+        Some(reason) => sqlx::query("UPDATE login_failures SET reason = $2 WHERE id = $1")
+            .bind(reserved)
+            .bind(reason),
+    }
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Replaces a password hash made with older parameters, unless it changed meanwhile (a reset
+/// in between wins).
+pub async fn upgrade_password_hash(
+    pool: &PgPool,
+    user_id: Uuid,
+    old: &str,
+    new: &str,
+) -> Result<bool, sqlx::Error> {
+    let r =
+        sqlx::query("UPDATE users SET hashed_password = $3 WHERE id = $1 AND hashed_password = $2")
+            .bind(user_id)
+            .bind(old)
+            .bind(new)
+            .execute(pool)
+            .await?;
+    Ok(r.rows_affected() == 1)
 }
 
 /// Records an operator action.

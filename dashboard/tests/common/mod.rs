@@ -84,6 +84,15 @@ pub fn updates() -> Vec<Update> {
             },
             per_minute: (0..60).map(|i| (i % 7) as u64).collect(),
             paused: Some(false),
+            // 24 h: bounces at 3 % (approaching 5 %), complaints at 0.2 % (over 0.1 %).
+            feedback: Feedback {
+                sent_24h: 1000,
+                bounces_24h: 30,
+                complaints_24h: 2,
+                sent_7d: 7000,
+                bounces_7d: 70,
+                complaints_7d: 2,
+            },
         }),
         Update::Users(Users {
             total: 2,
@@ -128,6 +137,20 @@ pub fn updates() -> Vec<Update> {
             sent_last_24_hours: 120.0,
             max_send_rate: 1.0,
         })),
+        Update::Suppressions(vec![
+            Suppression {
+                email: "gone@example.com".into(),
+                reason: "bounce".into(),
+                detail: "smtp; 550 5.1.1 user unknown".into(),
+                created_at: t0(),
+            },
+            Suppression {
+                email: "angry@example.com".into(),
+                reason: "complaint".into(),
+                detail: "abuse".into(),
+                created_at: t0(),
+            },
+        ]),
     ]
 }
 

@@ -280,6 +280,17 @@ async fn thirty_reset_requests_for_one_address_send_at_most_the_limit() {
     .await
     .unwrap();
     app.wait_for_status(job, "sent").await;
+    // Each of the five is sent, or skipped because a newer reset request replaced it before it
+    // went out (its link would not work any more): never more than five emails.
+    let (sent, superseded): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'sent'),
+                count(*) FILTER (WHERE status = 'skipped' AND detail LIKE '%newer reset request%')
+           FROM sends WHERE kind = 'password_reset'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(sent + superseded, 5, "sent {sent}, superseded {superseded}");
     let resets = app
         .moto
         .messages_to(&email)
@@ -287,7 +298,7 @@ async fn thirty_reset_requests_for_one_address_send_at_most_the_limit() {
         .iter()
         .filter(|m| m.subject == "Reset your password")
         .count();
-    assert_eq!(resets, 5);
+    assert_eq!(resets as i64, sent);
 }
 
 #[tokio::test]
@@ -362,7 +373,9 @@ async fn the_openapi_document_describes_every_route() {
             status != 404
                 || path.contains("users")
                 || path.contains("email")
-                || path.contains("reset"),
+                || path.contains("reset")
+                // Off unless SNS_TOPIC_ARNS is set, and then 404 by design.
+                || path.contains("ses/notifications"),
             "{method} {path} → {status}"
         );
         assert_ne!(status, 405, "{method} {path}");

@@ -175,7 +175,7 @@ async fn a_poison_message_is_dead_lettered_and_the_next_signup_still_delivered()
     let topo = Topology::new(&app.queues.prefix);
     let conn = app.connect_broker().await;
     let ch = mailroom::broker::confirm_channel(&conn).await.unwrap();
-    topo.declare_work(&ch).await.unwrap();
+    topo.declare_work(&conn).await.unwrap();
     for (key, body) in [
         ("verification", &b"this is not json"[..]),
         ("password_reset", br#"{"job_id":"nope"}"#),

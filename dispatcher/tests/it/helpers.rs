@@ -30,6 +30,15 @@ pub struct Settings {
     pub retry_delays: Vec<Duration>,
     pub send_concurrency: usize,
     pub max_send_rate: Option<f64>,
+    /// The dispatcher's SES timeout (its claim lease is twice this).
+    pub ses_timeout: Duration,
+    pub hash_concurrency: Option<usize>,
+    pub hash_queue: usize,
+    pub verify_link_mode: ingest::VerifyLinkMode,
+    /// SES feedback: the accepted topics and where their certificates may come from.
+    pub sns_topic_arns: Vec<String>,
+    pub sns_cert_url_prefixes: Vec<String>,
+    pub configuration_set: Option<String>,
 }
 
 impl Default for Settings {
@@ -43,6 +52,13 @@ impl Default for Settings {
             retry_delays: vec![Duration::from_millis(200), Duration::from_millis(400)],
             send_concurrency: 4,
             max_send_rate: Some(200.0),
+            ses_timeout: Duration::from_secs(5),
+            hash_concurrency: None,
+            hash_queue: 16,
+            verify_link_mode: ingest::VerifyLinkMode::Open,
+            sns_topic_arns: Vec::new(),
+            sns_cert_url_prefixes: Vec::new(),
+            configuration_set: None,
         }
     }
 }
@@ -59,6 +75,14 @@ pub struct TestApp {
     pub retry_delays: Vec<Duration>,
     pub send_concurrency: usize,
     pub max_send_rate: Option<f64>,
+    pub ses_timeout: Duration,
+    pub hash_concurrency: Option<usize>,
+    pub hash_queue: usize,
+    pub verify_link_mode: ingest::VerifyLinkMode,
+    pub sns_topic_arns: Vec<String>,
+    pub sns_cert_url_prefixes: Vec<String>,
+    /// The dispatcher's SES_CONFIGURATION_SET.
+    pub configuration_set: Option<String>,
     pub amqp_url: String,
     pub ses_proxy: Option<HttpFaultProxy>,
     pub amqp_proxy: Option<TcpProxy>,
@@ -71,6 +95,12 @@ pub struct TestApp {
     // Declared last: dropped after the services above stopped using them.
     pub queues: TestQueues,
     pub db: TestDb,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.moto.forget_sender(&self.sender);
+    }
 }
 
 impl TestApp {
@@ -138,6 +168,13 @@ impl TestApp {
             retry_delays: settings.retry_delays.clone(),
             send_concurrency: settings.send_concurrency,
             max_send_rate: settings.max_send_rate,
+            ses_timeout: settings.ses_timeout,
+            hash_concurrency: settings.hash_concurrency,
+            hash_queue: settings.hash_queue,
+            verify_link_mode: settings.verify_link_mode,
+            sns_topic_arns: settings.sns_topic_arns.clone(),
+            sns_cert_url_prefixes: settings.sns_cert_url_prefixes.clone(),
+            configuration_set: settings.configuration_set.clone(),
             amqp_url,
             ses_proxy,
             amqp_proxy,
@@ -221,6 +258,14 @@ impl TestApp {
             address_limit_per_minute: 1,
             address_limit_per_hour: 5,
             shutdown_timeout: Duration::from_secs(2),
+            hash_concurrency: self.hash_concurrency,
+            hash_queue: self.hash_queue,
+            verify_link_mode: self.verify_link_mode,
+            sns_topic_arns: self.sns_topic_arns.clone(),
+            sns_cert_url_prefixes: self.sns_cert_url_prefixes.clone(),
+            soft_bounce_limit: 3,
+            login_failure_limit: 5,
+            login_failure_window: Duration::from_secs(15 * 60),
         }
     }
 
@@ -237,8 +282,12 @@ impl TestApp {
                 database_url: Secret::new(self.service_db_url.clone()),
             },
             broker: self.broker_args(),
-            ses: testkit::ses_args(&self.ses_endpoint),
+            ses: mailroom::config::SesArgs {
+                ses_timeout: self.ses_timeout,
+                ..testkit::ses_args(&self.ses_endpoint)
+            },
             mail_from: self.sender.clone(),
+            configuration_set: self.configuration_set.clone(),
             public_url: self.base.clone(),
             reset_url: None,
             templates_dir: mailroom::templates::DEFAULT_DIR.into(),
@@ -263,6 +312,12 @@ impl TestApp {
             cancel.clone().cancelled_owned(),
         ));
         self.dispatcher = Some((cancel, handle));
+    }
+
+    /// Waits for the dispatcher to end by itself and returns what `run` returned.
+    pub async fn join_dispatcher(&mut self) -> anyhow::Result<()> {
+        let (_cancel, handle) = self.dispatcher.take().expect("dispatcher running");
+        handle.await.expect("dispatcher task")
     }
 
     /// Stops the dispatcher gracefully and returns what `run` returned.

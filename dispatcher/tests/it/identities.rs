@@ -157,3 +157,125 @@ fn the_cli_says_in_one_line_when_ses_is_unreachable_or_credentials_are_missing()
     assert!(ok);
     assert!(out.contains("identities") && out.contains("run"), "{out}");
 }
+
+#[tokio::test]
+async fn identity_policies_can_be_put_listed_replaced_and_deleted() {
+    use dispatcher::identities::PolicyCommand;
+    let identity = format!("p{}.example.org", uuid::Uuid::new_v4().simple());
+    run(IdentityCommand::VerifyDomain {
+        domain: identity.clone(),
+    })
+    .await
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("mailroom-policy-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("policy.json");
+    let policy = |sid: &str| {
+        serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Sid": sid, "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+                "Action": ["ses:SendEmail"],
+                "Resource": format!("arn:aws:ses:us-east-1:123456789012:identity/{identity}")
+            }]
+        })
+        .to_string()
+    };
+    std::fs::write(&file, policy("first")).unwrap();
+    let put = |file: std::path::PathBuf| {
+        run(IdentityCommand::Policy(PolicyCommand::Put {
+            identity: identity.clone(),
+            name: "billing-app".into(),
+            file,
+        }))
+    };
+    assert!(
+        put(file.clone())
+            .await
+            .unwrap()
+            .contains("Created policy billing-app")
+    );
+    std::fs::write(&file, policy("second")).unwrap();
+    assert!(
+        put(file.clone())
+            .await
+            .unwrap()
+            .contains("Replaced policy billing-app")
+    );
+    let list = run(IdentityCommand::Policy(PolicyCommand::List {
+        identity: identity.clone(),
+    }))
+    .await
+    .unwrap();
+    assert!(
+        list.contains("billing-app") && list.contains("second"),
+        "{list}"
+    );
+
+    // A file that is not JSON, or not there: one line, nothing sent.
+    std::fs::write(&file, "not json").unwrap();
+    let e = put(file.clone()).await.unwrap_err();
+    assert!(e.contains("is not a JSON policy document"), "{e}");
+    let e = put(dir.join("missing.json")).await.unwrap_err();
+    assert!(e.contains("cannot read"), "{e}");
+
+    run(IdentityCommand::Policy(PolicyCommand::Delete {
+        identity: identity.clone(),
+        name: "billing-app".into(),
+    }))
+    .await
+    .unwrap();
+    let list = run(IdentityCommand::Policy(PolicyCommand::List {
+        identity: identity.clone(),
+    }))
+    .await
+    .unwrap();
+    assert!(list.contains("has no policies"), "{list}");
+    run(IdentityCommand::Delete { name: identity })
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn sends_name_the_configuration_set_and_account_says_whether_it_exists() {
+    let name = format!("cs-{}", uuid::Uuid::new_v4().simple());
+    let client = ses_client(&moto_url());
+    client
+        .create_configuration_set()
+        .configuration_set_name(&name)
+        .send()
+        .await
+        .expect("moto creates configuration sets");
+    let mut out = Vec::new();
+    identities::account(&client, Some(&name), &mut out)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains(&format!("configuration set: {name} (exists)")),
+        "{text}"
+    );
+    let mut out = Vec::new();
+    identities::account(&client, Some("no-such-set"), &mut out)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("no-such-set is MISSING"), "{text}");
+
+    // A real send through the pipeline names it, and SES (moto) takes it.
+    let app = crate::helpers::TestApp::start(crate::helpers::Settings {
+        configuration_set: Some(name.clone()),
+        ..Default::default()
+    })
+    .await;
+    let email = app.unique_email();
+    let (_, job) = app.sign_up_job(&app.unique_name(), &email).await;
+    app.wait_for_status(job, "sent").await;
+    let _ = client
+        .delete_configuration_set()
+        .configuration_set_name(&name)
+        .send()
+        .await;
+}

@@ -3,7 +3,11 @@
 
 mod accounts;
 mod delivery;
+mod feedback;
+mod hardening;
 mod helpers;
 mod http_api;
 mod identities;
+mod logins;
 mod pipeline;
+mod suppressions;

@@ -178,7 +178,7 @@ async fn a_job_delivered_twice_is_sent_once() {
         .unwrap();
     let ch = broker::confirm_channel(&conn).await.unwrap();
     let topo = Topology::new(&app.queues.prefix);
-    topo.declare_work(&ch).await.unwrap();
+    topo.declare_work(&conn).await.unwrap();
     broker::publish_job(&ch, &topo, &job, FieldTable::default())
         .await
         .unwrap();
@@ -275,10 +275,12 @@ pub fn worker_for(app: &TestApp) -> dispatcher::worker::Worker {
         ),
         clock: app.clock.clone(),
         mail_from: app.sender.clone(),
+        configuration_set: None,
         public_url: app.base.clone(),
         reset_url: format!("{}/reset-password", app.base),
         verification_ttl: Duration::from_secs(86_400),
         reset_ttl: Duration::from_secs(3_600),
+        claim_lease: Duration::from_secs(10),
         limiter: dispatcher::worker::limiter(100.0),
         metrics: Arc::new(dispatcher::Metrics::default()),
         cancel: tokio_util::sync::CancellationToken::new(),

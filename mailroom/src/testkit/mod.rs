@@ -35,7 +35,7 @@ pub fn moto_url() -> String {
 
 /// Runs `fut` to completion on a new thread with its own runtime. For cleanup in `Drop`, which
 /// may run inside a runtime (where blocking on another future would panic) or outside one.
-fn block_on_own_thread(fut: impl std::future::Future<Output = ()> + Send + 'static) {
+pub fn block_on_own_thread(fut: impl std::future::Future<Output = ()> + Send + 'static) {
     let _ = std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -119,7 +119,17 @@ impl Drop for TestQueues {
                 return;
             };
             let mut queues = vec![topo.work_queue(), topo.dead_queue()];
-            queues.extend((0..10).map(|n| topo.retry_queue(n)));
+            // Delay queues are named by their delay: ask the management API for every queue
+            // under the prefix, and fall back to the delays the tests use.
+            queues.extend(queues_named(&format!("{}.", topo.prefix)).await);
+            queues.extend(
+                [
+                    100, 200, 300, 400, 600, 1000, 1200, 2000, 2400, 4000, 8000, 10_000,
+                ]
+                .map(|ms| topo.retry_queue(Duration::from_millis(ms))),
+            );
+            queues.sort();
+            queues.dedup();
             for q in queues {
                 // A failed delete closes the channel: use a fresh one each time.
                 if let Ok(ch) = conn.create_channel().await {
@@ -136,6 +146,34 @@ impl Drop for TestQueues {
             let _ = conn.close(200, "cleanup done".into()).await;
         });
     }
+}
+
+/// The RabbitMQ management API (enabled by scripts/test), for listing queues.
+pub fn management_url() -> String {
+    env_or("RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672")
+}
+
+/// Names of the queues starting with `prefix`, from the management API; empty when it is off.
+pub async fn queues_named(prefix: &str) -> Vec<String> {
+    let url = format!("{}/api/queues/%2f?columns=name", management_url());
+    let Ok(resp) = reqwest::Client::new()
+        .get(url)
+        .basic_auth("guest", Some("guest"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    let names: Value = resp.json().await.unwrap_or(Value::Null);
+    names
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|q| q["name"].as_str())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// SES options pointing at moto (or at a fault proxy in front of it).
@@ -250,6 +288,15 @@ impl Moto {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Removes a sender identity again. moto is shared by every test and by runs that follow,
+    /// and its ListEmailIdentities fails once it holds more than a page (100) of them.
+    pub fn forget_sender(&self, address: &str) {
+        let (url, address) = (self.url.clone(), address.to_owned());
+        block_on_own_thread(async move {
+            let _ = crate::ses::delete_identity(&ses_client(&url), &address).await;
+        });
     }
 
     /// Makes `address` a verified sender in moto.
