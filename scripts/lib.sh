@@ -48,17 +48,37 @@ ensure_rabbitmq_management() {
   fi
 }
 
-ensure_moto() {
-  if port_open "$MOTO_PORT"; then return 0; fi
+ensure_moto_installed() {
   if ! python3 -c 'import moto.server, flask, flask_cors' 2>/dev/null; then
     say "installing moto[server] (the SES stand-in) from PyPI"
     python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6' \
       || die "could not install moto[server]"
   fi
+}
+
+ensure_moto() {
+  if port_open "$MOTO_PORT"; then return 0; fi
+  ensure_moto_installed
   say "starting moto (SES stand-in) on 127.0.0.1:$MOTO_PORT"
   nohup python3 -m moto.server -H 127.0.0.1 -p "$MOTO_PORT" >"$RUN_DIR/moto.log" 2>&1 &
   echo $! >"$RUN_DIR/moto.pid"
   wait_port "$MOTO_PORT" 60 moto
+}
+
+# A moto of this run's own, on a free port, stopped when the calling script exits. The tests
+# use it rather than whatever answers on $MOTO_PORT: a moto left running by `scripts/up` or an
+# earlier session can hold thousands of messages and a hundred identities, which slows every
+# poll of /moto-api/data.json and breaks ListEmailIdentities.
+start_private_moto() {
+  ensure_moto_installed
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  say "starting a private moto (SES stand-in) for this run on 127.0.0.1:$port"
+  python3 -m moto.server -H 127.0.0.1 -p "$port" >"$RUN_DIR/moto-test.log" 2>&1 </dev/null &
+  PRIVATE_MOTO_PID=$!
+  trap 'kill "$PRIVATE_MOTO_PID" 2>/dev/null || true' EXIT
+  wait_port "$port" 60 moto
+  export MOTO_URL="http://127.0.0.1:$port"
 }
 
 ensure_services() {

@@ -462,7 +462,7 @@ async fn tokens_passwords_and_api_keys_never_appear_in_the_logs() {
         // ingest is built next to the dispatcher binary (same workspace, same target dir).
         let bin = std::path::Path::new(env!("CARGO_BIN_EXE_dispatcher")).with_file_name(args[0]);
         assert!(bin.exists(), "build ingest first: {}", bin.display());
-        Command::new(bin)
+        let child = Command::new(bin)
             .args(&args[1..])
             .env("DATABASE_URL", &app.db.url)
             .env("AMQP_URL", &app.amqp_url)
@@ -479,7 +479,8 @@ async fn tokens_passwords_and_api_keys_never_appear_in_the_logs() {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(logs.join(log)).unwrap())
             .spawn()
-            .unwrap()
+            .unwrap();
+        mailroom::testkit::KillOnDrop(child)
     };
     let mut ingest = spawn(&["ingest"], "ingest.log");
     let mut dispatcher = spawn(&["dispatcher", "run"], "dispatcher.log");

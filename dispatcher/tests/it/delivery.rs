@@ -5,7 +5,7 @@
 //! tests running in parallel.
 
 use std::collections::HashMap;
-use std::process::{Child, Command};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use dispatcher::dead::{self, Filter, ReplayOptions};
@@ -423,8 +423,8 @@ async fn graceful_shutdown_finishes_and_records_in_flight_sends() {
     }
 }
 
-fn spawn_dispatcher_process(app: &TestApp, concurrency: usize) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_dispatcher"))
+fn spawn_dispatcher_process(app: &TestApp, concurrency: usize) -> testkit::KillOnDrop {
+    let child = Command::new(env!("CARGO_BIN_EXE_dispatcher"))
         .arg("run")
         .env("DATABASE_URL", &app.db.url)
         .env("AMQP_URL", &app.amqp_url)
@@ -439,8 +439,10 @@ fn spawn_dispatcher_process(app: &TestApp, concurrency: usize) -> Child {
         .env("RETRY_DELAYS", "200ms,400ms")
         .env("DISPATCHER_METRICS_LISTEN", "off")
         .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
         .spawn()
-        .expect("start the dispatcher binary")
+        .expect("start the dispatcher binary");
+    testkit::KillOnDrop(child)
 }
 
 #[tokio::test]

@@ -523,7 +523,7 @@ async fn a_flood_of_password_requests_is_bounded_and_ingest_stays_responsive() {
     };
     let base = format!("http://127.0.0.1:{port}");
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_dispatcher")).with_file_name("ingest");
-    let mut ingest = Command::new(bin)
+    let ingest = Command::new(bin)
         .env("DATABASE_URL", &app.db.url)
         .env("AMQP_URL", &app.amqp_url)
         .env("QUEUE_PREFIX", &app.queues.prefix)
@@ -533,6 +533,7 @@ async fn a_flood_of_password_requests_is_bounded_and_ingest_stays_responsive() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut ingest = testkit::KillOnDrop(ingest);
     let http = reqwest::Client::new();
     testkit::eventually("ingest up", Duration::from_secs(30), || async {
         http.get(format!("{base}/healthz"))

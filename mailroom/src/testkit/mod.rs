@@ -336,3 +336,30 @@ where
 
 mod proxy;
 pub use proxy::{HttpFault, HttpFaultProxy, TcpProxy};
+
+/// A child process (a real binary a test runs) that is killed when dropped. A test that fails
+/// half-way must not leave its binary running: a leaked process keeps the test run's output
+/// pipe open, and whatever reads that pipe (CI's `tee`) then waits for it forever.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
