@@ -443,7 +443,15 @@ impl Settler {
         }
         // The send log is where operators (and the dashboard) list dead letters: record it
         // before the move.
-        self.record(job_id, SendStatus::Dead, class, error).await;
+        // With it, for an email, its `email.dead` webhook event (one transaction).
+        if let Some(id) = job_id {
+            let w = &self.worker;
+            let _ = w
+                .retry_db(|| {
+                    store::record_dead(&w.pool, id, class, error, &w.webhooks.endpoints, now)
+                })
+                .await;
+        }
         if let Some(id) = job_id {
             recipient = store::find_send(&self.worker.pool, id)
                 .await

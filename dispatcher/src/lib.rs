@@ -8,12 +8,14 @@
 //!   queue), pausing, reconnecting, shutdown.
 //! - [`dead`] (re-exported from the shared library): listing and replaying dead letters.
 //! - [`identities`]: the SES identity and account commands.
+//! - [`webhooks`]: `dispatcher webhooks test` (deliveries themselves are a step of the worker).
 //!
 //! [`run`] takes the configuration, a clock and a shutdown future, so tests start a dispatcher
 //! in-process with their own queue prefix and database.
 
 pub mod consumer;
 pub mod identities;
+pub mod webhooks;
 
 /// Dead letters live in the shared library: the dashboard replays through the same functions.
 pub use mailroom::dead;
@@ -107,6 +109,9 @@ pub struct RunConfig {
     /// stop: sending paused, daily quota, credentials or permissions, MAIL FROM domain).
     #[arg(long, env = "PAUSE_PROBE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub pause_probe_interval: Duration,
+
+    #[command(flatten)]
+    pub webhooks: mailroom::webhook::WebhookArgs,
 }
 
 /// The dispatcher's metrics, served at `DISPATCHER_METRICS_LISTEN`.
@@ -119,6 +124,7 @@ pub struct Metrics {
     pub limiter_waits: Counter,
     pub pauses: Counter,
     pub latency: Histogram,
+    pub webhooks: CounterVec,
 }
 
 impl Default for Metrics {
@@ -131,6 +137,7 @@ impl Default for Metrics {
             limiter_waits: Counter::default(),
             pauses: Counter::default(),
             latency: Histogram::new(LATENCY_BUCKETS),
+            webhooks: CounterVec::new(&["outcome"]),
         }
     }
 }
@@ -167,6 +174,11 @@ impl Metrics {
                 "mailroom_account_pauses_total",
                 "Times consumption paused for an account stop.",
                 &self.pauses,
+            )
+            .counter_vec(
+                "mailroom_webhook_deliveries_total",
+                "Webhook delivery attempts, by outcome (delivered, failed).",
+                &self.webhooks,
             )
             .histogram(
                 "mailroom_send_latency_seconds",
@@ -205,6 +217,8 @@ pub async fn run(
         !config.retry_delays.is_empty() && config.retry_delays.iter().all(|d| !d.is_zero()),
         "RETRY_DELAYS needs at least one delay above zero, e.g. RETRY_DELAYS=10s,1m,5m"
     );
+    let webhooks =
+        mailroom::webhook::Webhooks::from_args(&config.webhooks).map_err(anyhow::Error::msg)?;
     let db_url = config.db.database_url.expose();
     // Lazy: the dispatcher starts (and waits) even while PostgreSQL is still coming up.
     let pool = store::connect_lazy(db_url)
@@ -290,7 +304,10 @@ pub async fn run(
         reset_url,
         verification_ttl: config.verification_ttl,
         reset_ttl: config.reset_ttl,
-        claim_lease: config.ses.ses_timeout * 2,
+        // Covers the longest call a step makes: SES's or a webhook receiver's.
+        claim_lease: config.ses.ses_timeout.max(webhooks.timeout) * 2,
+        http: worker::webhook_client()?,
+        webhooks: Arc::new(webhooks),
         limiter: worker::limiter(rate),
         metrics,
         cancel: cancel.clone(),

@@ -65,9 +65,26 @@ enum Command {
     Suppressions {
         #[command(flatten)]
         db: mailroom::config::DatabaseArgs,
+        /// Endpoints told of every address added (email.suppressed).
+        #[arg(long = "webhook-url", env = "WEBHOOK_URL", value_delimiter = ',')]
+        webhook_urls: Vec<String>,
         #[command(subcommand)]
         command: SuppressionCommand,
     },
+    /// Webhooks: check the endpoints (WEBHOOK_URL) and their signature check.
+    Webhooks {
+        #[command(flatten)]
+        webhooks: mailroom::webhook::WebhookArgs,
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum WebhooksCommand {
+    /// POST a signed `ping` event to every WEBHOOK_URL now (not through the queue) and show
+    /// each answer. Exits non-zero unless every endpoint answered 2xx.
+    Test,
 }
 
 #[derive(Subcommand, Debug)]
@@ -216,7 +233,15 @@ async fn run_main() -> std::process::ExitCode {
             command: DeadCommand::List { json, limit },
         } => dead_list(&broker, json, limit).await,
         Command::Replay(args) => replay(args).await,
-        Command::Suppressions { db, command } => suppressions(&db, command).await,
+        Command::Suppressions {
+            db,
+            webhook_urls,
+            command,
+        } => suppressions(&db, &webhook_urls, command).await,
+        Command::Webhooks {
+            webhooks,
+            command: WebhooksCommand::Test,
+        } => dispatcher::webhooks::ping(&webhooks, &mut std::io::stdout()).await,
         Command::Templates {
             templates_dir,
             command,
@@ -343,10 +368,12 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
 
 async fn suppressions(
     db: &mailroom::config::DatabaseArgs,
+    webhook_urls: &[String],
     command: SuppressionCommand,
 ) -> anyhow::Result<()> {
     use mailroom::domain::EmailAddress;
     use mailroom::store;
+    let hooks = mailroom::webhook::Endpoints::parse(webhook_urls).map_err(anyhow::Error::msg)?;
     let url = db.database_url.expose();
     let pool = store::connect(url).await.map_err(|e| {
         anyhow::anyhow!(
@@ -389,7 +416,8 @@ async fn suppressions(
             detail,
         } => {
             let email = address(&raw)?;
-            let added = store::suppress(&pool, &email, reason, &detail, chrono::Utc::now()).await?;
+            let added =
+                store::suppress(&pool, &email, reason, &detail, &hooks, chrono::Utc::now()).await?;
             if added {
                 store::audit(&pool, &actor(), "suppress", email.as_str(), 1).await?;
                 println!(
@@ -405,7 +433,8 @@ async fn suppressions(
             let list = mailroom::ses::suppressed_destinations(&client)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot read SES's suppression list: {e}"))?;
-            let new = store::import_ses_suppressions(&pool, &list, chrono::Utc::now()).await?;
+            let new =
+                store::import_ses_suppressions(&pool, &list, &hooks, chrono::Utc::now()).await?;
             store::audit(&pool, &actor(), "suppressions_sync", "", new as i64).await?;
             println!(
                 "SES lists {} address(es); {new} new on Mailroom's list, {} already there.",

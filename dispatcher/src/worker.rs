@@ -15,6 +15,7 @@ use mailroom::ses::{self, ErrorClass, OutgoingEmail, PauseReason};
 use mailroom::store::{self, SendStatus};
 
 use mailroom::templates::{EmailContext, Templates};
+use mailroom::webhook::{self, Webhooks};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -65,6 +66,19 @@ pub struct Worker {
     pub limiter: DefaultDirectRateLimiter,
     pub metrics: Arc<Metrics>,
     pub cancel: CancellationToken,
+    /// Webhook endpoints (for `email.dead`), the signer and the per-attempt timeout.
+    pub webhooks: Arc<Webhooks>,
+    /// Delivers webhooks; follows no redirects (a receiver answers itself or the attempt fails).
+    pub http: reqwest::Client,
+}
+
+/// The client webhook deliveries go through.
+pub fn webhook_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("Mailroom-Webhooks/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot build the webhook HTTP client: {e}"))
 }
 
 /// A rate limiter that lets through at most `per_second` sends in any one-second window:
@@ -131,6 +145,10 @@ impl Worker {
                 return Ok(Outcome::Busy);
             }
         };
+        // Not an email: no user to load, no suppression, no SES rate.
+        if job.kind == JobKind::Webhook {
+            return self.deliver_webhook(job).await;
+        }
         let Some(user) = self
             .retry_db(|| store::find_user(&self.pool, job.user_id))
             .await?
@@ -236,6 +254,7 @@ impl Worker {
             // A notice: no token. Its link leads to the service, where a person who did not
             // change their password can ask for a reset.
             JobKind::PasswordChanged => (self.public_url.clone(), Duration::ZERO),
+            JobKind::Webhook => unreachable!("webhook jobs are delivered above"),
         };
         let locale = Locale::parse(&user.locale).unwrap_or_else(|_| job.locale.clone());
         let ctx = EmailContext {
@@ -336,6 +355,97 @@ impl Worker {
         }
     }
 
+    /// POSTs one webhook event to one endpoint, signed. A 2xx answer delivers it; any other
+    /// answer, no answer within `WEBHOOK_TIMEOUT`, or no connection is a failed attempt that
+    /// goes down the retry ladder like a failed send (the receiver may be deploying).
+    async fn deliver_webhook(&self, job: &Job) -> DbResult<Outcome> {
+        let Some(d) = self
+            .retry_db(|| webhook::delivery(&self.pool, job.job_id))
+            .await?
+        else {
+            return self.skip(job, "the webhook event no longer exists").await;
+        };
+        let error = match &self.webhooks.signer {
+            None => "WEBHOOK_SECRET is not set on this dispatcher, so the event cannot be signed"
+                .to_owned(),
+            Some(signer) => {
+                let started = std::time::Instant::now();
+                let mut request = self
+                    .http
+                    .post(&d.url)
+                    .timeout(self.webhooks.timeout)
+                    .header("content-type", "application/json");
+                // The timestamp is this attempt's: receivers reject old ones (replay defence).
+                for (name, value) in
+                    signer.headers(&d.event_id, self.clock.now().timestamp(), &d.body)
+                {
+                    request = request.header(name, value);
+                }
+                let answer = tokio::select! {
+                    r = request.body(d.body.clone()).send() => r,
+                    _ = self.cancel.cancelled() => return Ok(Outcome::Abandoned),
+                };
+                match answer {
+                    Ok(r) if r.status().is_success() => {
+                        let status = r.status().as_u16();
+                        let latency_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
+                        let now = self.clock.now();
+                        self.retry_db(|| {
+                            webhook::record_delivered(
+                                &self.pool, job.job_id, &d.url, status, now, latency_ms,
+                            )
+                        })
+                        .await?;
+                        self.metrics.webhooks.inc(&["delivered"]);
+                        tracing::info!(job_id = %job.job_id, event = %d.event_type, webhook_id = %d.event_id, url = %d.url, status, "webhook delivered");
+                        return Ok(Outcome::Sent {
+                            message_id: format!("HTTP {status}"),
+                        });
+                    }
+                    Ok(mut r) => {
+                        let status = r.status();
+                        // A little of what the receiver said, for the send log and dead list.
+                        let said = tokio::time::timeout(Duration::from_secs(1), r.chunk())
+                            .await
+                            .ok()
+                            .and_then(|c| c.ok().flatten())
+                            .map(|b| {
+                                String::from_utf8_lossy(&b[..b.len().min(200)])
+                                    .trim()
+                                    .to_owned()
+                            })
+                            .unwrap_or_default();
+                        format!("HTTP {status} from {}: {said}", d.url)
+                            .trim_end_matches(": ")
+                            .to_owned()
+                    }
+                    Err(e) if e.is_timeout() => format!(
+                        "no answer from {} within {} (WEBHOOK_TIMEOUT)",
+                        d.url,
+                        mailroom::config::format_duration(self.webhooks.timeout)
+                    ),
+                    Err(e) => format!("cannot reach {}: {}", d.url, error_chain(&e)),
+                }
+            }
+        };
+        self.metrics.webhooks.inc(&["failed"]);
+        tracing::warn!(job_id = %job.job_id, webhook_id = %d.event_id, url = %d.url, error = %error, "webhook delivery failed");
+        let now = self.clock.now();
+        self.retry_db(|| {
+            store::record_failure(
+                &self.pool,
+                job.job_id,
+                SendStatus::Sending,
+                Some(&d.url),
+                "webhook",
+                &error,
+                now,
+            )
+        })
+        .await?;
+        Ok(Outcome::Retry { error })
+    }
+
     async fn skip(&self, job: &Job, reason: &str) -> DbResult<Outcome> {
         let now = self.clock.now();
         self.retry_db(|| store::record_skipped(&self.pool, job.job_id, reason, now))
@@ -391,6 +501,18 @@ fn is_outage(e: &sqlx::Error) -> bool {
         .as_database_error()
         .and_then(|d| d.code())
         .is_some_and(|c| c.starts_with("57") || c.starts_with("08"))
+}
+
+/// An error and its causes on one line ("error sending request: … : Connection refused").
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// "24 hours", "1 hour", "30 minutes".

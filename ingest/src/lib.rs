@@ -142,6 +142,9 @@ pub struct Config {
     /// Transient bounces of one address within 7 days after which it is suppressed.
     #[arg(long, env = "SOFT_BOUNCE_LIMIT", default_value_t = 3)]
     pub soft_bounce_limit: i64,
+
+    #[command(flatten)]
+    pub webhooks: mailroom::webhook::WebhookArgs,
 }
 
 /// See [`Config::verify_link_mode`].
@@ -228,6 +231,8 @@ pub struct App {
     pub soft_bounce_limit: i64,
     pub login_failure_limit: i64,
     pub login_failure_window: Duration,
+    /// Where webhook events go; their jobs are enqueued with the change they report.
+    pub webhooks: mailroom::webhook::Endpoints,
 }
 
 pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
@@ -253,6 +258,10 @@ pub async fn run(
         !config.api_keys.iter().all(|k| k.expose().trim().is_empty()),
         "INGEST_API_KEYS is empty: set at least one key (e.g. INGEST_API_KEYS=dev-key)"
     );
+    // Checked before anything starts: a bad endpoint or a missing secret is a configuration
+    // error to fix now, not a failure on the first event.
+    let webhooks =
+        mailroom::webhook::Webhooks::from_args(&config.webhooks).map_err(anyhow::Error::msg)?;
     let db_url = config.db.database_url.expose();
     let pool = store::connect(db_url)
         .await
@@ -310,6 +319,7 @@ pub async fn run(
             config.hash_queue,
         ),
         verify_link_mode: config.verify_link_mode,
+        webhooks: webhooks.endpoints,
         sns: {
             let topics: Vec<String> = config
                 .sns_topic_arns

@@ -19,20 +19,36 @@ pub enum JobKind {
     PasswordReset,
     /// "Your password was changed": a notice, no link.
     PasswordChanged,
+    /// Not an email: one webhook event on its way to one endpoint (see [`crate::webhook`]).
+    /// It travels like an email job (outbox, queues, retries, dead letters, replay).
+    Webhook,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 3] = [
+    pub const ALL: [JobKind; 4] = [
+        JobKind::Verification,
+        JobKind::PasswordReset,
+        JobKind::PasswordChanged,
+        JobKind::Webhook,
+    ];
+
+    /// The kinds that are emails (each has templates).
+    pub const EMAILS: [JobKind; 3] = [
         JobKind::Verification,
         JobKind::PasswordReset,
         JobKind::PasswordChanged,
     ];
+
+    pub fn is_email(self) -> bool {
+        self != JobKind::Webhook
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Verification => "verification",
             JobKind::PasswordReset => "password_reset",
             JobKind::PasswordChanged => "password_changed",
+            JobKind::Webhook => "webhook",
         }
     }
 

@@ -35,6 +35,7 @@ pub mod telemetry;
 pub mod templates;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod webhook;
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C): the shutdown future the binaries pass to their `run`.
 pub async fn shutdown_signal() {

@@ -11,7 +11,9 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::domain::{EmailAddress, Locale, TokenHash, UserName};
-use crate::job::Job;
+use crate::job::{Job, JobKind};
+use crate::webhook::{self, Endpoints, EventType};
+use serde_json::json;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -208,11 +210,16 @@ pub enum Verification {
 /// Consumes a verification token. The single `UPDATE … RETURNING` is the atomic step: of two
 /// concurrent clicks (even on two emails of the same job) exactly one verifies, because the
 /// second re-checks `NOT email_verified` on the row the first updated.
+///
+/// A `user.verified` webhook event is enqueued in the same transaction: the service hears of
+/// exactly the verifications that happened.
 pub async fn consume_verification_token(
     pool: &PgPool,
     hash: &TokenHash,
+    hooks: &Endpoints,
     now: DateTime<Utc>,
 ) -> Result<Verification, sqlx::Error> {
+    let mut tx = pool.begin().await?;
     let row: Option<(Uuid, String)> = sqlx::query_as(
         "UPDATE users u
             SET email_verified = TRUE, verified_at = $2, verification_token_expiry = NULL
@@ -223,11 +230,22 @@ pub async fn consume_verification_token(
     )
     .bind(hash.as_str())
     .bind(now)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
     if let Some((user_id, email)) = row {
+        webhook::enqueue(
+            &mut tx,
+            hooks,
+            EventType::UserVerified,
+            Some(user_id),
+            json!({"user_id": user_id, "email": email}),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
         return Ok(Verification::Verified { user_id, email });
     }
+    tx.rollback().await?;
     Ok(
         match token_state(pool, TokenKind::Verification, hash, now).await? {
             TokenState::Unknown => Verification::Unknown,
@@ -522,6 +540,51 @@ pub async fn record_failure(
     Ok(())
 }
 
+/// Records a job's death in the send log and, for an email, enqueues `email.dead` in the same
+/// transaction: the service can tell the person. A dead webhook raises no event of its own.
+pub async fn record_dead(
+    pool: &PgPool,
+    job_id: Uuid,
+    error_class: &str,
+    last_error: &str,
+    hooks: &Endpoints,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(String, Option<Uuid>, Option<String>)> = sqlx::query_as(
+        "UPDATE sends SET status = 'dead', error_class = $2, last_error = $3, updated_at = $4
+          WHERE job_id = $1
+         RETURNING kind, user_id, recipient",
+    )
+    .bind(job_id)
+    .bind(error_class)
+    .bind(last_error)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((kind, user_id, recipient)) = row
+        && JobKind::parse(&kind).is_some_and(JobKind::is_email)
+    {
+        webhook::enqueue(
+            &mut tx,
+            hooks,
+            EventType::EmailDead,
+            user_id,
+            json!({
+                "user_id": user_id,
+                "email": recipient,
+                "email_kind": kind,
+                "job_id": job_id,
+                "error_class": error_class,
+                "error": last_error,
+            }),
+            now,
+        )
+        .await?;
+    }
+    tx.commit().await
+}
+
 /// Marks replayed dead jobs as `waiting` in the send log: they are back in the work queue, and
 /// listings of dead letters (the dashboard's) must not show them any more. Each job comes with
 /// the replay count it went out with; a job whose send log already shows that count died again
@@ -784,24 +847,25 @@ pub async fn reset_password(
     pool: &PgPool,
     hash: &TokenHash,
     new_password_hash: &str,
+    hooks: &Endpoints,
     now: DateTime<Utc>,
 ) -> Result<PasswordReset, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let row: Option<(Uuid, String, Uuid)> = sqlx::query_as(
+    let row: Option<(Uuid, String, Uuid, String)> = sqlx::query_as(
         "UPDATE users u SET hashed_password = $2, reset_token_expiry = NULL
            FROM link_tokens t
           WHERE t.token_hash = $1 AND t.kind = 'reset' AND t.expires_at > $3
             AND t.used_at IS NULL
             AND u.id = t.user_id AND u.reset_job_id = t.job_id
             AND u.reset_token_expiry IS NOT NULL
-         RETURNING u.id, u.locale, t.job_id",
+         RETURNING u.id, u.locale, t.job_id, u.email",
     )
     .bind(hash.as_str())
     .bind(new_password_hash)
     .bind(now)
     .fetch_optional(&mut *tx)
     .await?;
-    if let Some((user_id, locale, token_job)) = row {
+    if let Some((user_id, locale, token_job, email)) = row {
         sqlx::query("UPDATE link_tokens SET used_at = $2 WHERE job_id = $1 AND kind = 'reset'")
             .bind(token_job)
             .bind(now)
@@ -810,6 +874,15 @@ pub async fn reset_password(
         let locale = Locale::parse(&locale).unwrap_or_else(|_| Locale::default_locale());
         let job = Job::new(crate::job::JobKind::PasswordChanged, user_id, locale, now);
         enqueue(&mut tx, &job).await?;
+        webhook::enqueue(
+            &mut tx,
+            hooks,
+            EventType::PasswordChanged,
+            Some(user_id),
+            json!({"user_id": user_id, "email": email}),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         return Ok(PasswordReset::Changed {
             user_id,
@@ -939,8 +1012,10 @@ pub async fn suppress(
     email: &EmailAddress,
     reason: SuppressionReason,
     detail: &str,
+    hooks: &Endpoints,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
     let r = sqlx::query(
         "INSERT INTO suppressions (email, reason, detail, created_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (lower(email)) DO NOTHING",
@@ -949,9 +1024,43 @@ pub async fn suppress(
     .bind(reason.as_str())
     .bind(detail)
     .bind(now)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(r.rows_affected() == 1)
+    let added = r.rows_affected() == 1;
+    if added {
+        suppressed_event(&mut tx, hooks, email.as_str(), reason, now).await?;
+    }
+    tx.commit().await?;
+    Ok(added)
+}
+
+/// Enqueues `email.suppressed` for an address that just joined the list, naming the user who
+/// has that address, if any.
+async fn suppressed_event(
+    tx: &mut Transaction<'_, Postgres>,
+    hooks: &Endpoints,
+    email: &str,
+    reason: SuppressionReason,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    if hooks.is_empty() {
+        return Ok(());
+    }
+    let user_id: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM users WHERE lower(email) = lower($1)")
+            .bind(email)
+            .fetch_optional(&mut **tx)
+            .await?;
+    webhook::enqueue(
+        tx,
+        hooks,
+        EventType::EmailSuppressed,
+        user_id,
+        json!({"user_id": user_id, "email": email, "reason": reason.as_str()}),
+        now,
+    )
+    .await?;
+    Ok(())
 }
 
 /// Imports SES's account-level suppression list (reason `ses`, SES's reason in the detail).
@@ -959,9 +1068,11 @@ pub async fn suppress(
 pub async fn import_ses_suppressions(
     pool: &PgPool,
     list: &[crate::ses::SuppressedAddress],
+    hooks: &Endpoints,
     now: DateTime<Utc>,
 ) -> Result<usize, sqlx::Error> {
     let mut new = 0;
+    let mut tx = pool.begin().await?;
     for entry in list {
         // Stored like users' emails where it parses; as SES has it otherwise.
         let email = EmailAddress::parse(&entry.email)
@@ -974,10 +1085,14 @@ pub async fn import_ses_suppressions(
         .bind(&email)
         .bind(format!("SES account-level list: {}", entry.reason))
         .bind(now)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
-        new += r.rows_affected() as usize;
+        if r.rows_affected() == 1 {
+            new += 1;
+            suppressed_event(&mut tx, hooks, &email, SuppressionReason::Ses, now).await?;
+        }
     }
+    tx.commit().await?;
     Ok(new)
 }
 
@@ -1060,6 +1175,7 @@ pub async fn record_feedback(
     pool: &PgPool,
     events: &[NewSesEvent],
     soft_bounce_limit: i64,
+    hooks: &Endpoints,
     now: DateTime<Utc>,
 ) -> Result<FeedbackOutcome, sqlx::Error> {
     let mut tx = pool.begin().await?;
@@ -1159,6 +1275,7 @@ pub async fn record_feedback(
             .execute(&mut *tx)
             .await?;
             if added.rows_affected() == 1 {
+                suppressed_event(&mut tx, hooks, recipient, reason, now).await?;
                 out.suppressed.push((recipient.clone(), reason));
             }
         }

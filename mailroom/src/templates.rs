@@ -212,7 +212,7 @@ impl Templates {
                 name: format!("email/{locale}"),
                 message: format!("folder name is not a locale: {e}"),
             })?;
-            for kind in JobKind::ALL {
+            for kind in JobKind::EMAILS {
                 let own = PARTS
                     .iter()
                     .any(|p| self.has(&format!("email/{locale}/{}.{p}", kind.as_str())));

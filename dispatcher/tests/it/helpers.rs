@@ -39,6 +39,8 @@ pub struct Settings {
     pub sns_topic_arns: Vec<String>,
     pub sns_cert_url_prefixes: Vec<String>,
     pub configuration_set: Option<String>,
+    /// WEBHOOK_URL, WEBHOOK_SECRET and WEBHOOK_TIMEOUT of both services.
+    pub webhooks: mailroom::webhook::WebhookArgs,
 }
 
 impl Default for Settings {
@@ -59,6 +61,7 @@ impl Default for Settings {
             sns_topic_arns: Vec::new(),
             sns_cert_url_prefixes: Vec::new(),
             configuration_set: None,
+            webhooks: Default::default(),
         }
     }
 }
@@ -83,6 +86,7 @@ pub struct TestApp {
     pub sns_cert_url_prefixes: Vec<String>,
     /// The dispatcher's SES_CONFIGURATION_SET.
     pub configuration_set: Option<String>,
+    pub webhooks: mailroom::webhook::WebhookArgs,
     pub amqp_url: String,
     pub ses_proxy: Option<HttpFaultProxy>,
     pub amqp_proxy: Option<TcpProxy>,
@@ -175,6 +179,7 @@ impl TestApp {
             sns_topic_arns: settings.sns_topic_arns.clone(),
             sns_cert_url_prefixes: settings.sns_cert_url_prefixes.clone(),
             configuration_set: settings.configuration_set.clone(),
+            webhooks: settings.webhooks.clone(),
             amqp_url,
             ses_proxy,
             amqp_proxy,
@@ -266,6 +271,7 @@ impl TestApp {
             soft_bounce_limit: 3,
             login_failure_limit: 5,
             login_failure_window: Duration::from_secs(15 * 60),
+            webhooks: self.webhooks.clone(),
         }
     }
 
@@ -299,6 +305,7 @@ impl TestApp {
             metrics_listen: "off".into(),
             shutdown_timeout: Duration::from_secs(5),
             pause_probe_interval: Duration::from_millis(500),
+            webhooks: self.webhooks.clone(),
         }
     }
 

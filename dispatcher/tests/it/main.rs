@@ -11,3 +11,4 @@ mod identities;
 mod logins;
 mod pipeline;
 mod suppressions;
+mod webhooks;

@@ -284,5 +284,7 @@ pub fn worker_for(app: &TestApp) -> dispatcher::worker::Worker {
         limiter: dispatcher::worker::limiter(100.0),
         metrics: Arc::new(dispatcher::Metrics::default()),
         cancel: tokio_util::sync::CancellationToken::new(),
+        webhooks: Arc::new(mailroom::webhook::Webhooks::default()),
+        http: dispatcher::worker::webhook_client().unwrap(),
     }
 }

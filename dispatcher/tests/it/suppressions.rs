@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use mailroom::domain::EmailAddress;
 use mailroom::store::{self, SuppressionReason};
+use mailroom::webhook::Endpoints;
 use serde_json::json;
 
 use crate::helpers::TestApp;
@@ -101,6 +102,7 @@ async fn a_replayed_job_for_a_suppressed_address_is_not_sent() {
         &EmailAddress::parse(&email).unwrap(),
         SuppressionReason::Bounce,
         "550 5.1.1 user unknown",
+        &Endpoints::default(),
         chrono::Utc::now(),
     )
     .await
@@ -150,6 +152,7 @@ async fn the_ses_account_list_is_imported_once_and_keeps_existing_entries() {
         &EmailAddress::parse(&known).unwrap(),
         SuppressionReason::Bounce,
         "from SNS",
+        &Endpoints::default(),
         chrono::Utc::now(),
     )
     .await
@@ -168,13 +171,13 @@ async fn the_ses_account_list_is_imported_once_and_keeps_existing_entries() {
     ];
     let now = chrono::Utc::now();
     assert_eq!(
-        store::import_ses_suppressions(&app.db.pool, &list, now)
+        store::import_ses_suppressions(&app.db.pool, &list, &Endpoints::default(), now)
             .await
             .unwrap(),
         1
     );
     assert_eq!(
-        store::import_ses_suppressions(&app.db.pool, &list, now)
+        store::import_ses_suppressions(&app.db.pool, &list, &Endpoints::default(), now)
             .await
             .unwrap(),
         0

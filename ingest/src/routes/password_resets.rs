@@ -29,7 +29,14 @@ impl App {
         }
         let hash = self.hash_password(password).await?;
         // Consuming checks the token again, atomically: it may have been used meanwhile.
-        let r = store::reset_password(&self.pool, &token.hash(), &hash, self.clock.now()).await?;
+        let r = store::reset_password(
+            &self.pool,
+            &token.hash(),
+            &hash,
+            &self.webhooks,
+            self.clock.now(),
+        )
+        .await?;
         if let store::PasswordReset::Changed { user_id, .. } = &r {
             self.relay_wake.notify_one();
             tracing::info!(%user_id, "password changed");

@@ -55,6 +55,7 @@ impl App {
                     &self.pool,
                     &events,
                     self.soft_bounce_limit,
+                    &self.webhooks,
                     self.clock.now(),
                 )
                 .await?;
@@ -63,6 +64,9 @@ impl App {
                     for e in &events {
                         self.metrics.ses_events.inc(&[e.kind.as_str()]);
                     }
+                }
+                if !outcome.suppressed.is_empty() {
+                    self.relay_wake.notify_one(); // their email.suppressed events
                 }
                 for (address, reason) in &outcome.suppressed {
                     tracing::info!(%address, reason = reason.as_str(), "address suppressed by SES feedback");

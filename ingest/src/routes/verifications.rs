@@ -10,9 +10,17 @@ impl App {
         let token = f.required("token", Token::parse);
         f.finish()?;
         let token = token.expect("checked");
-        match store::consume_verification_token(&self.pool, &token.hash(), self.clock.now()).await?
+        match store::consume_verification_token(
+            &self.pool,
+            &token.hash(),
+            &self.webhooks,
+            self.clock.now(),
+        )
+        .await?
         {
             Verification::Verified { user_id, email } => {
+                // Its webhook event is in the outbox: let the relay take it now.
+                self.relay_wake.notify_one();
                 tracing::info!(%user_id, "email verified");
                 Ok(json_response(
                     StatusCode::OK,
@@ -99,14 +107,22 @@ impl App {
                 "Copy the whole link from the email into your browser, or ask for a new email.",
             )),
             Some(Ok(t)) => {
-                match store::consume_verification_token(&self.pool, &t.hash(), self.clock.now())
-                    .await
+                match store::consume_verification_token(
+                    &self.pool,
+                    &t.hash(),
+                    &self.webhooks,
+                    self.clock.now(),
+                )
+                .await
                 {
-                    Ok(Verification::Verified { .. }) => Ok((
-                        "Your email address is confirmed",
-                        "Thank you: your address is verified.",
-                        "You can close this page and sign in.",
-                    )),
+                    Ok(Verification::Verified { .. }) => {
+                        self.relay_wake.notify_one(); // the user.verified event
+                        Ok((
+                            "Your email address is confirmed",
+                            "Thank you: your address is verified.",
+                            "You can close this page and sign in.",
+                        ))
+                    }
                     Ok(Verification::Used) => Err((
                         StatusCode::GONE,
                         "This link was already used",

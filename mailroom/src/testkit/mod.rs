@@ -336,6 +336,8 @@ where
 
 mod proxy;
 pub use proxy::{HttpFault, HttpFaultProxy, TcpProxy};
+mod receiver;
+pub use receiver::{Answer, Received, WebhookReceiver};
 
 /// A child process (a real binary a test runs) that is killed when dropped. A test that fails
 /// half-way must not leave its binary running: a leaked process keeps the test run's output
