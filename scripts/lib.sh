@@ -21,6 +21,21 @@ wait_port() { # port seconds what
   die "$3 did not come up on 127.0.0.1:$1 within $2 s"
 }
 
+# Installs Debian packages (as root, or through sudo), saying what it installs.
+install_debian_packages() {
+  command -v apt-get >/dev/null || die "please install: $* (no apt-get on this machine)"
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || die "installing $* needs root or sudo"
+    sudo="sudo"
+  fi
+  say "installing $* (apt-get)"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null \
+    || { $sudo apt-get update -q >/dev/null \
+      && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; } \
+    || die "could not install $*"
+}
+
 ensure_postgres() {
   if ! port_open 5432; then
     say "starting PostgreSQL"

@@ -41,7 +41,8 @@ impl App {
         // goes out now rather than at the next poll.
         self.relay_wake.notify_one();
         self.metrics.accepted.inc(&[JobKind::Verification.as_str()]);
-        tracing::info!(user_id = %job.user_id, job_id = %job.job_id, "signup accepted");
+        // Debug, not info: one line per signup costs more than the rest of the request at load.
+        tracing::debug!(user_id = %job.user_id, job_id = %job.job_id, "signup accepted");
         Ok(json_response(
             StatusCode::ACCEPTED,
             &json!({"user_id": job.user_id, "job_id": job.job_id}),
