@@ -27,15 +27,10 @@ pub async fn ping(args: &WebhookArgs, out: &mut impl Write) -> anyhow::Result<()
     let mut failed = 0;
     for url in hooks.endpoints.urls() {
         let started = std::time::Instant::now();
-        let mut request = http
-            .post(url)
-            .timeout(hooks.timeout)
-            .header("content-type", "application/json");
-        for (name, value) in signer.headers(&id, now.timestamp(), &body) {
-            request = request.header(name, value);
-        }
+        let request =
+            crate::worker::signed_request(&http, url, &hooks, signer, &id, now.timestamp(), &body);
         let took = || format!("{} ms", started.elapsed().as_millis());
-        match request.body(body.clone()).send().await {
+        match request.send().await {
             Ok(r) if r.status().is_success() => {
                 writeln!(
                     out,

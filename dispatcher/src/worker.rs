@@ -370,19 +370,18 @@ impl Worker {
                 .to_owned(),
             Some(signer) => {
                 let started = std::time::Instant::now();
-                let mut request = self
-                    .http
-                    .post(&d.url)
-                    .timeout(self.webhooks.timeout)
-                    .header("content-type", "application/json");
                 // The timestamp is this attempt's: receivers reject old ones (replay defence).
-                for (name, value) in
-                    signer.headers(&d.event_id, self.clock.now().timestamp(), &d.body)
-                {
-                    request = request.header(name, value);
-                }
+                let request = signed_request(
+                    &self.http,
+                    &d.url,
+                    &self.webhooks,
+                    signer,
+                    &d.event_id,
+                    self.clock.now().timestamp(),
+                    &d.body,
+                );
                 let answer = tokio::select! {
-                    r = request.body(d.body.clone()).send() => r,
+                    r = request.send() => r,
                     _ = self.cancel.cancelled() => return Ok(Outcome::Abandoned),
                 };
                 match answer {
@@ -501,6 +500,27 @@ fn is_outage(e: &sqlx::Error) -> bool {
         .as_database_error()
         .and_then(|d| d.code())
         .is_some_and(|c| c.starts_with("57") || c.starts_with("08"))
+}
+
+/// One webhook POST: the JSON body, the Standard Webhooks headers, the per-attempt timeout.
+/// Shared by deliveries and `dispatcher webhooks test`, so a ping is signed like an event.
+pub(crate) fn signed_request(
+    http: &reqwest::Client,
+    url: &str,
+    hooks: &Webhooks,
+    signer: &webhook::Signer,
+    id: &str,
+    timestamp: i64,
+    body: &str,
+) -> reqwest::RequestBuilder {
+    let mut request = http
+        .post(url)
+        .timeout(hooks.timeout)
+        .header("content-type", "application/json");
+    for (name, value) in signer.headers(id, timestamp, body) {
+        request = request.header(name, value);
+    }
+    request.body(body.to_owned())
 }
 
 /// An error and its causes on one line ("error sending request: … : Connection refused").

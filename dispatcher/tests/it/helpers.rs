@@ -462,6 +462,30 @@ impl TestApp {
         n
     }
 
+    /// Asks for a reset of `email` (which already got its verification email), takes the link
+    /// from the reset email and sets `password` with it; returns the confirm's answer.
+    pub async fn reset_password_by_email(&self, email: &str, password: &str) -> reqwest::Response {
+        assert_eq!(
+            self.post("/v1/password-resets", &serde_json::json!({"email": email}))
+                .await
+                .status(),
+            202
+        );
+        let link = self
+            .moto
+            .wait_for(email, 2, Duration::from_secs(30))
+            .await
+            .iter()
+            .find_map(|m| m.link("/reset-password"))
+            .expect("a reset email with its link");
+        self.http
+            .post(format!("{}/v1/password-resets/confirm", self.base))
+            .json(&serde_json::json!({"token": token_of(&link), "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Waits until the send log row of `job_id` has `status`.
     pub async fn wait_for_status(
         &self,

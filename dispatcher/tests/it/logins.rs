@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, token_of};
+use crate::helpers::TestApp;
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -169,26 +169,9 @@ async fn a_password_reset_takes_effect_for_logins() {
     let email = app.unique_email();
     let (_, job) = app.sign_up_job(&app.unique_name(), &email).await;
     app.wait_for_status(job, "sent").await;
-    assert_eq!(
-        app.post("/v1/password-resets", &json!({"email": email}))
-            .await
-            .status(),
-        202
-    );
-    let link = app
-        .moto
-        .wait_for(&email, 2, std::time::Duration::from_secs(30))
-        .await
-        .iter()
-        .find_map(|m| m.link("/reset-password"))
-        .unwrap();
     let r = app
-        .http
-        .post(format!("{}/v1/password-resets/confirm", app.base))
-        .json(&json!({"token": token_of(&link), "password": "a brand new secret"}))
-        .send()
-        .await
-        .unwrap();
+        .reset_password_by_email(&email, "a brand new secret")
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(login(&app, &email, PASSWORD).await.status(), 401);
     assert_eq!(

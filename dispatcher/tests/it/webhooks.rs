@@ -9,9 +9,8 @@ use dispatcher::dead::{self, Filter, ReplayOptions};
 use mailroom::broker::Topology;
 use mailroom::testkit::{self, Answer, Received, WebhookReceiver};
 use mailroom::webhook::WebhookArgs;
-use serde_json::json;
 
-use crate::helpers::{Settings, TestApp, token_of};
+use crate::helpers::{Settings, TestApp};
 
 const SECRET_A: &str = "whsec_bWFpbHJvb20tdGVzdC1zZWNyZXQtb25lLTMyYnl0ZXM=";
 const SECRET_B: &str = "whsec_bWFpbHJvb20tdGVzdC1zZWNyZXQtdHdvLTMyYnl0ZXM=";
@@ -108,26 +107,9 @@ async fn verification_and_password_change_reach_the_receiver_signed_with_every_s
     assert!(!verifies_with(&tampered, SECRET_A));
 
     // A reset that changes the password: password.changed, from the same transaction.
-    assert_eq!(
-        app.post("/v1/password-resets", &json!({"email": email}))
-            .await
-            .status(),
-        202
-    );
-    let link = app
-        .moto
-        .wait_for(&email, 2, Duration::from_secs(30))
-        .await
-        .iter()
-        .find_map(|m| m.link("/reset-password"))
-        .unwrap();
     let r = app
-        .http
-        .post(format!("{}/v1/password-resets/confirm", app.base))
-        .json(&json!({"token": token_of(&link), "password": "a brand new secret"}))
-        .send()
-        .await
-        .unwrap();
+        .reset_password_by_email(&email, "a brand new secret")
+        .await;
     assert_eq!(r.status(), 200);
     let changed = wait_received(&receiver, "password.changed", |r| {
         of_type(r, "password.changed")
