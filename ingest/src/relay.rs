@@ -1,5 +1,5 @@
 //! The outbox relay: moves accepted jobs from the `outbox` table to RabbitMQ. Owns the
-//! broker connection of ingest. It must never mark a row published before the broker has
+//! broker connection of ingest. It must never remove a row from the outbox before the broker has
 //! confirmed it, and never lose a row: a row stays pending (and is retried) until confirmed.
 //! Several ingest instances can relay at once; `FOR UPDATE SKIP LOCKED` keeps them apart.
 
@@ -138,7 +138,7 @@ impl Relay {
     }
 
     /// Publishes one batch of pending rows. Order matters: the rows are locked, published, and
-    /// only the confirmed ones are marked, all in one transaction. A crash before the commit
+    /// only the confirmed ones are removed, all in one transaction. A crash before the commit
     /// leaves every row pending, so it is published again: at least once, never lost.
     async fn relay_batch(&self, ch: &Channel) -> Result<usize, RelayError> {
         let mut tx = self.pool.begin().await?;
@@ -190,7 +190,7 @@ impl Relay {
                 }
             }
         }
-        store::mark_published(&mut tx, &confirmed, self.clock.now()).await?;
+        store::remove_published(&mut tx, &confirmed).await?;
         tx.commit().await?;
         self.metrics.published.add(confirmed.len() as u64);
         if !confirmed.is_empty() {
