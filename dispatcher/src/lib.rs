@@ -8,6 +8,7 @@
 //!   queue), pausing, reconnecting, shutdown.
 //! - [`dead`] (re-exported from the shared library): listing and replaying dead letters.
 //! - [`identities`]: the SES identity and account commands.
+//! - [`rate`]: the account's SES rate, shared through PostgreSQL by every dispatcher.
 //! - [`webhooks`]: `dispatcher webhooks test` (deliveries themselves are a step of the worker).
 //!
 //! [`run`] takes the configuration, a clock and a shutdown future, so tests start a dispatcher
@@ -15,6 +16,7 @@
 
 pub mod consumer;
 pub mod identities;
+pub mod rate;
 pub mod webhooks;
 
 /// Dead letters live in the shared library: the dashboard replays through the same functions.
@@ -143,8 +145,23 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn render(&self, paused: Option<PauseReason>) -> String {
+    pub fn render(&self, paused: Option<PauseReason>, rate: &rate::SharedRate) -> String {
         Exposition::default()
+            .gauge(
+                "mailroom_send_rate_account",
+                "The account's sending rate (MAX_SEND_RATE or SES's MaxSendRate), per second.",
+                rate.account_rate(),
+            )
+            .gauge(
+                "mailroom_send_rate_share",
+                "This dispatcher's share of it, per second (0 while joining or cut off from the database).",
+                format!("{:.3}", rate.share()),
+            )
+            .gauge(
+                "mailroom_dispatchers_live",
+                "Live dispatchers sharing the rate, as this one last counted them.",
+                rate.live(),
+            )
             .counter_vec(
                 "mailroom_sends_total",
                 "Jobs handled, by outcome (sent, skipped, duplicate, busy, suppressed, retry, dead, account_stop).",
@@ -264,6 +281,13 @@ pub async fn run(
         }
     }
     let cancel = CancellationToken::new();
+    // The rate is the account's: shared with every dispatcher of this database and prefix.
+    let shared_rate = Arc::new(rate::SharedRate::shared(
+        pool.clone(),
+        &config.broker.queue_prefix,
+        rate,
+    ));
+    let rate_task = tokio::spawn(shared_rate.clone().run(cancel.clone()));
     let metrics = Arc::new(Metrics::default());
     let paused = Arc::new(Mutex::new(None));
     if config.metrics_listen != "off" {
@@ -277,10 +301,10 @@ pub async fn run(
             .await
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
         tracing::info!(%addr, "metrics at http://{addr}/metrics");
-        let (m, p) = (metrics.clone(), paused.clone());
+        let (m, p, r) = (metrics.clone(), paused.clone(), shared_rate.clone());
         tokio::spawn(mailroom::metrics::serve(
             listener,
-            move || m.render(*p.lock().expect("pause lock")),
+            move || m.render(*p.lock().expect("pause lock"), &r),
             cancel.clone(),
         ));
     }
@@ -304,11 +328,10 @@ pub async fn run(
         reset_url,
         verification_ttl: config.verification_ttl,
         reset_ttl: config.reset_ttl,
-        // Covers the longest call a step makes: SES's or a webhook receiver's.
-        claim_lease: config.ses.ses_timeout.max(webhooks.timeout) * 2,
+        claim_lease: config.ses.ses_timeout * 2,
         http: worker::webhook_client()?,
         webhooks: Arc::new(webhooks),
-        limiter: worker::limiter(rate),
+        rate: shared_rate,
         metrics,
         cancel: cancel.clone(),
     });
@@ -335,6 +358,8 @@ pub async fn run(
             tracing::info!("shutting down: finishing in-flight sends");
             cancel.cancel();
             let _ = task.await;
+            // Leave the shared rate (deletes this dispatcher's row) before the pool closes.
+            let _ = tokio::time::timeout(Duration::from_secs(2), rate_task).await;
         }
         // The consumer only ends by itself for what retrying cannot fix.
         ended = &mut task => {

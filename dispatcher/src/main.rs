@@ -71,6 +71,15 @@ enum Command {
         #[command(subcommand)]
         command: SuppressionCommand,
     },
+    /// The dispatchers sharing the SES sending rate on this database and queue prefix: each
+    /// one's host, pid, last heartbeat and share.
+    Status {
+        #[command(flatten)]
+        db: mailroom::config::DatabaseArgs,
+        /// The queue prefix whose dispatchers to show.
+        #[arg(long, env = "QUEUE_PREFIX", default_value = "mailroom")]
+        queue_prefix: String,
+    },
     /// Webhooks: check the endpoints (WEBHOOK_URL) and their signature check.
     Webhooks {
         #[command(flatten)]
@@ -238,6 +247,7 @@ async fn run_main() -> std::process::ExitCode {
             webhook_urls,
             command,
         } => suppressions(&db, &webhook_urls, command).await,
+        Command::Status { db, queue_prefix } => status(&db, &queue_prefix).await,
         Command::Webhooks {
             webhooks,
             command: WebhooksCommand::Test,
@@ -363,6 +373,39 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             report.failed
         );
     }
+    Ok(())
+}
+
+async fn status(db: &mailroom::config::DatabaseArgs, prefix: &str) -> anyhow::Result<()> {
+    let url = db.database_url.expose();
+    let pool = mailroom::store::connect(url).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot connect to PostgreSQL at {}: {e}",
+            mailroom::config::redact_url(url)
+        )
+    })?;
+    let members = dispatcher::rate::members(&pool, prefix).await?;
+    println!(
+        "{:<36}  {:<20}  {:>7}  {:>9}  {:>8}  STATE",
+        "DISPATCHER", "HOST", "PID", "HEARTBEAT", "SHARE/S"
+    );
+    for m in &members {
+        println!(
+            "{:<36}  {:<20}  {:>7}  {:>7}ms  {:>8.2}  {}",
+            m.id,
+            m.host,
+            m.pid,
+            m.heartbeat_age_ms,
+            m.share,
+            if m.live { "live" } else { "gone" }
+        );
+    }
+    let live: Vec<_> = members.iter().filter(|m| m.live).collect();
+    println!(
+        "{} live dispatcher(s) on prefix {prefix}, sending at most {:.2}/s together",
+        live.len(),
+        live.iter().map(|m| m.share).sum::<f64>()
+    );
     Ok(())
 }
 

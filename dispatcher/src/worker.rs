@@ -63,7 +63,8 @@ pub struct Worker {
     /// about twice the SES timeout, so that a live consumer always finishes within it and a
     /// dead consumer's claim is taken over soon after.
     pub claim_lease: Duration,
-    pub limiter: DefaultDirectRateLimiter,
+    /// This dispatcher's share of the account's sending rate (see [`crate::rate`]).
+    pub rate: Arc<crate::rate::SharedRate>,
     pub metrics: Arc<Metrics>,
     pub cancel: CancellationToken,
     /// Webhook endpoints (for `email.dead`), the signer and the per-attempt timeout.
@@ -132,7 +133,7 @@ impl Worker {
         // Claim before send: the send log learns of the attempt first, so a redelivery of a
         // job that was already sent is recognised here and not sent again.
         let attempt = match self
-            .retry_db(|| store::begin_attempt(&self.pool, job, now, self.claim_lease))
+            .retry_db(|| store::begin_attempt(&self.pool, job, now, self.lease_for(job.kind)))
             .await?
         {
             store::Claim::Claimed { attempt, .. } => attempt,
@@ -273,11 +274,22 @@ impl Worker {
                 });
             }
         };
-        // Never exceed the sending rate: wait for a cell before every call to SES.
-        if self.limiter.check().is_err() {
+        // Never exceed the sending rate: wait for a cell of this dispatcher's share before every
+        // call to SES. No share (joining, or the database unreachable): send nothing until
+        // there is one.
+        let limiter = loop {
+            if let Some(l) = self.rate.limiter() {
+                break l;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = self.cancel.cancelled() => return Ok(Outcome::Abandoned),
+            }
+        };
+        if limiter.check().is_err() {
             self.metrics.limiter_waits.inc();
             tokio::select! {
-                _ = self.limiter.until_ready() => {}
+                _ = limiter.until_ready() => {}
                 _ = self.cancel.cancelled() => return Ok(Outcome::Abandoned),
             }
         }
@@ -352,6 +364,16 @@ impl Worker {
                     },
                 })
             }
+        }
+    }
+
+    /// How long a claim protects a job: twice the longest call its step makes (SES's timeout
+    /// for an email, the receiver's for a webhook), so a live consumer always finishes within
+    /// it and a dead one's claim is taken over soon after.
+    fn lease_for(&self, kind: JobKind) -> Duration {
+        match kind {
+            JobKind::Webhook => self.webhooks.timeout * 2,
+            _ => self.claim_lease,
         }
     }
 

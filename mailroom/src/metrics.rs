@@ -121,7 +121,7 @@ impl Exposition {
         self
     }
 
-    pub fn gauge(&mut self, name: &str, help: &str, v: i64) -> &mut Self {
+    pub fn gauge(&mut self, name: &str, help: &str, v: impl std::fmt::Display) -> &mut Self {
         self.head(name, help, "gauge");
         let _ = writeln!(self.0, "{name} {v}");
         self

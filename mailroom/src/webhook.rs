@@ -186,7 +186,7 @@ impl Signer {
 /// Everything a component needs to enqueue and deliver webhooks, checked at start: a
 /// component refuses to start with an endpoint that is not http(s), or endpoints without a
 /// secret, rather than fail on the first event.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Webhooks {
     pub endpoints: Endpoints,
     pub signer: Option<Signer>,

@@ -21,7 +21,7 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-async fn all_sent(app: &TestApp, jobs: &[(String, uuid::Uuid)]) {
+pub(crate) async fn all_sent(app: &TestApp, jobs: &[(String, uuid::Uuid)]) {
     for (_, job) in jobs {
         app.wait_for_status(*job, "sent").await;
     }
@@ -423,6 +423,16 @@ async fn graceful_shutdown_finishes_and_records_in_flight_sends() {
 }
 
 fn spawn_dispatcher_process(app: &TestApp, concurrency: usize) -> testkit::KillOnDrop {
+    spawn_dispatcher_process_at(app, concurrency, 100.0)
+}
+
+/// The real dispatcher binary on this test's database, queues and SES endpoint, with an
+/// account rate of `rate` per second.
+pub(crate) fn spawn_dispatcher_process_at(
+    app: &TestApp,
+    concurrency: usize,
+    rate: f64,
+) -> testkit::KillOnDrop {
     let child = Command::new(env!("CARGO_BIN_EXE_dispatcher"))
         .arg("run")
         .env("DATABASE_URL", &app.db.url)
@@ -433,7 +443,9 @@ fn spawn_dispatcher_process(app: &TestApp, concurrency: usize) -> testkit::KillO
         .env("SES_ENDPOINT_URL", &app.ses_endpoint)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("MAX_SEND_RATE", "100")
+        .env("MAX_SEND_RATE", rate.to_string())
+        // A short claim lease (2 × this), so the jobs a killed process held go out soon.
+        .env("SES_TIMEOUT", "2s")
         .env("SEND_CONCURRENCY", concurrency.to_string())
         .env("RETRY_DELAYS", "200ms,400ms")
         .env("DISPATCHER_METRICS_LISTEN", "off")

@@ -10,5 +10,6 @@ mod http_api;
 mod identities;
 mod logins;
 mod pipeline;
+mod shared_rate;
 mod suppressions;
 mod webhooks;

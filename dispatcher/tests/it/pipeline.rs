@@ -281,10 +281,10 @@ pub fn worker_for(app: &TestApp) -> dispatcher::worker::Worker {
         verification_ttl: Duration::from_secs(86_400),
         reset_ttl: Duration::from_secs(3_600),
         claim_lease: Duration::from_secs(10),
-        limiter: dispatcher::worker::limiter(100.0),
+        rate: Arc::new(dispatcher::rate::SharedRate::fixed(100.0)),
         metrics: Arc::new(dispatcher::Metrics::default()),
         cancel: tokio_util::sync::CancellationToken::new(),
-        webhooks: Arc::new(mailroom::webhook::Webhooks::default()),
+        webhooks: Arc::new(mailroom::webhook::Webhooks::from_args(&Default::default()).unwrap()),
         http: dispatcher::worker::webhook_client().unwrap(),
     }
 }

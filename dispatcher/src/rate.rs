@@ -1,0 +1,260 @@
+//! The SES sending rate, shared by every dispatcher on one database and queue prefix.
+//!
+//! `MAX_SEND_RATE` (or SES's `MaxSendRate`) is the rate of the *account*: three dispatchers
+//! that each sent at it would send three times it, and SES would throttle. So each dispatcher
+//! registers in the `dispatchers` table and renews its row every [`HEARTBEAT`]; the live rows
+//! (renewed within [`LIVE_FOR`], by the database's clock) divide the rate equally. This needs
+//! no component beyond the PostgreSQL every dispatcher uses already.
+//!
+//! The order of events is what keeps the sum at or below the rate:
+//! - **joining**: a new dispatcher registers, then waits [`JOIN_WAIT`] (longer than a heartbeat)
+//!   before its first send, so that every other live dispatcher has counted it and lowered its
+//!   own share first;
+//! - **leaving**: a dispatcher that stops deletes its row, and the others raise their shares
+//!   at their next heartbeat; one that dies stops renewing, and its row stops counting after
+//!   [`LIVE_FOR`];
+//! - **failing closed**: a dispatcher that could not renew its row for [`STALE_AFTER`] sends
+//!   nothing until it can. [`STALE_AFTER`] is shorter than [`LIVE_FOR`], so it has stopped
+//!   before the others take its share over.
+//!
+//! Each share keeps 3 % headroom: a changed share starts a new limiter, and the seam between the
+//! old and the new one may let one extra send through.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use governor::DefaultDirectRateLimiter;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// How often a dispatcher renews its row and recomputes its share.
+pub const HEARTBEAT: Duration = Duration::from_millis(1000);
+/// A row renewed within this long counts as a live dispatcher.
+pub const LIVE_FOR: Duration = Duration::from_secs(5);
+/// A dispatcher whose own renewal is older than this sends nothing.
+pub const STALE_AFTER: Duration = Duration::from_secs(3);
+/// How long a new dispatcher waits between registering and its first send.
+pub const JOIN_WAIT: Duration = Duration::from_millis(1500);
+/// The part of its share a dispatcher uses.
+const HEADROOM: f64 = 0.97;
+
+/// One dispatcher's part of the account's rate.
+pub struct SharedRate {
+    account_rate: f64,
+    state: Mutex<State>,
+    /// None: a fixed rate, not shared (a dispatcher step driven by a test).
+    registry: Option<Registry>,
+}
+
+struct State {
+    share: f64,
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    /// When the row was last renewed; None before the first renewal after joining.
+    renewed: Option<Instant>,
+    live: usize,
+}
+
+struct Registry {
+    pool: PgPool,
+    id: Uuid,
+    prefix: String,
+}
+
+/// What `dispatcher status` shows of one dispatcher.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Member {
+    pub id: Uuid,
+    pub host: String,
+    pub pid: i32,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub heartbeat_age_ms: i64,
+    pub share: f64,
+    pub live: bool,
+}
+
+impl SharedRate {
+    /// A rate of this process alone.
+    pub fn fixed(rate: f64) -> Self {
+        Self {
+            account_rate: rate,
+            state: Mutex::new(State {
+                share: rate,
+                limiter: Some(Arc::new(crate::worker::limiter(rate))),
+                renewed: None,
+                live: 1,
+            }),
+            registry: None,
+        }
+    }
+
+    /// A share of `account_rate` among the dispatchers of `prefix`. Nothing may be sent until
+    /// [`Self::run`] has registered and waited [`JOIN_WAIT`].
+    pub fn shared(pool: PgPool, prefix: &str, account_rate: f64) -> Self {
+        Self {
+            account_rate,
+            state: Mutex::new(State {
+                share: 0.0,
+                limiter: None,
+                renewed: None,
+                live: 0,
+            }),
+            registry: Some(Registry {
+                pool,
+                id: Uuid::new_v4(),
+                prefix: prefix.to_owned(),
+            }),
+        }
+    }
+
+    pub fn account_rate(&self) -> f64 {
+        self.account_rate
+    }
+
+    /// This dispatcher's current share, in sends per second (0 while it may not send).
+    pub fn share(&self) -> f64 {
+        let s = self.state.lock().expect("rate state");
+        if self.may_send(&s) { s.share } else { 0.0 }
+    }
+
+    /// Live dispatchers sharing the rate, as last counted.
+    pub fn live(&self) -> usize {
+        self.state.lock().expect("rate state").live
+    }
+
+    fn may_send(&self, s: &State) -> bool {
+        match &self.registry {
+            None => true,
+            Some(_) => s.renewed.is_some_and(|t| t.elapsed() < STALE_AFTER),
+        }
+    }
+
+    /// The limiter to wait on for the next send, or None while this dispatcher may not send
+    /// (joining, or its row could not be renewed lately).
+    pub fn limiter(&self) -> Option<Arc<DefaultDirectRateLimiter>> {
+        let s = self.state.lock().expect("rate state");
+        if self.may_send(&s) {
+            s.limiter.clone()
+        } else {
+            None
+        }
+    }
+
+    /// Registers, waits to be counted, then renews every [`HEARTBEAT`] until `cancel`; on the
+    /// way out, deletes the row so the others take its share at once.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let Some(reg) = &self.registry else {
+            return;
+        };
+        // Register (retrying: the database may still be coming up), then wait to be counted.
+        loop {
+            match self.renew(reg).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot register for the shared sending rate; sending nothing")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(HEARTBEAT) => {}
+                _ = cancel.cancelled() => return,
+            }
+        }
+        // Rows of dispatchers that died long ago only clutter `dispatcher status`.
+        let _ = sqlx::query(
+            "DELETE FROM dispatchers WHERE queue_prefix = $1 AND heartbeat_at < now() - interval '1 hour'",
+        )
+        .bind(&reg.prefix)
+        .execute(&reg.pool)
+        .await;
+        tokio::select! {
+            _ = tokio::time::sleep(JOIN_WAIT) => {}
+            _ = cancel.cancelled() => {}
+        }
+        while !cancel.is_cancelled() {
+            match self.renew(reg).await {
+                Ok(live) => self.apply(live),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot renew this dispatcher's share of the sending rate; it stops sending after 3 s without")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(HEARTBEAT) => {}
+                _ = cancel.cancelled() => {}
+            }
+        }
+        let _ = sqlx::query("DELETE FROM dispatchers WHERE id = $1")
+            .bind(reg.id)
+            .execute(&reg.pool)
+            .await;
+    }
+
+    /// Renews this dispatcher's row and counts the live ones, in one statement, by the
+    /// database's clock. Returns the live count (this one included).
+    async fn renew(&self, reg: &Registry) -> Result<usize, sqlx::Error> {
+        let share = self.state.lock().expect("rate state").share;
+        let started = Instant::now();
+        let live: i64 = sqlx::query_scalar(
+            "WITH me AS (
+                 INSERT INTO dispatchers (id, queue_prefix, host, pid, started_at, heartbeat_at, share)
+                 VALUES ($1, $2, $3, $4, now(), now(), $5)
+                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), share = $5
+                 RETURNING id
+             )
+             SELECT 1 + count(*) FROM dispatchers
+              WHERE queue_prefix = $2 AND id <> $1
+                AND heartbeat_at > now() - make_interval(secs => $6)",
+        )
+        .bind(reg.id)
+        .bind(&reg.prefix)
+        .bind(hostname())
+        .bind(std::process::id() as i32)
+        .bind(share)
+        .bind(LIVE_FOR.as_secs_f64())
+        .fetch_one(&reg.pool)
+        .await?;
+        // Counted from before the query: a slow answer must not stretch the stale limit.
+        self.state.lock().expect("rate state").renewed = Some(started);
+        Ok(live.max(1) as usize)
+    }
+
+    fn apply(&self, live: usize) {
+        let share = self.account_rate * HEADROOM / live as f64;
+        let mut s = self.state.lock().expect("rate state");
+        s.live = live;
+        if s.limiter.is_none() || (s.share - share).abs() > f64::EPSILON {
+            tracing::info!(
+                live,
+                share = format!("{share:.2}"),
+                account_rate = self.account_rate,
+                "sending rate shared"
+            );
+            s.share = share;
+            s.limiter = Some(Arc::new(crate::worker::limiter(share)));
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The dispatchers registered for `prefix`, live ones first.
+pub async fn members(pool: &PgPool, prefix: &str) -> Result<Vec<Member>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, host, pid, started_at,
+                (extract(epoch FROM now() - heartbeat_at) * 1000)::int8 AS heartbeat_age_ms,
+                share,
+                heartbeat_at > now() - make_interval(secs => $2) AS live
+           FROM dispatchers WHERE queue_prefix = $1
+          ORDER BY live DESC, started_at",
+    )
+    .bind(prefix)
+    .bind(LIVE_FOR.as_secs_f64())
+    .fetch_all(pool)
+    .await
+}
