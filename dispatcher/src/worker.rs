@@ -497,7 +497,7 @@ impl Worker {
                         .as_database_error()
                         .and_then(|d| d.code())
                         .map(|c| c.into_owned());
-                    if is_outage(&e) {
+                    if store::is_unavailable(&e) {
                         tracing::warn!(error = %e, retry_in = ?backoff, "database unavailable; holding the job");
                     } else {
                         tracing::error!(error = %e, sqlstate = code.as_deref().unwrap_or("-"), retry_in = ?backoff, "database error; holding the job until it passes");
@@ -511,17 +511,6 @@ impl Worker {
             }
         }
     }
-}
-
-/// The database cannot be reached at all (as opposed to answering with an error).
-fn is_outage(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-    ) || e
-        .as_database_error()
-        .and_then(|d| d.code())
-        .is_some_and(|c| c.starts_with("57") || c.starts_with("08"))
 }
 
 /// One webhook POST: the JSON body, the Standard Webhooks headers, the per-attempt timeout.

@@ -135,7 +135,8 @@ impl ApiError {
                 secs.max(1).to_string().parse().expect("digits"),
             );
         }
-        if let ApiError::Busy = self {
+        // Both kinds of 503 pass by themselves: say when to try again.
+        if let ApiError::Busy | ApiError::Unavailable(_) = self {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, "1".parse().expect("static"));
         }
@@ -158,12 +159,13 @@ impl From<crate::hashing::HashError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                tracing::warn!(error = %e, "database unavailable");
-                ApiError::Unavailable("the database is unavailable; try again shortly".into())
-            }
-            e => ApiError::Internal(anyhow::Error::new(e).context("database")),
+        // A restart or failover ends connections with 57P01 and the like: that is the
+        // database being away (503, retry), not a fault of the request (500).
+        if mailroom::store::is_unavailable(&e) {
+            tracing::warn!(error = %e, "database unavailable");
+            ApiError::Unavailable("the database is unavailable; try again shortly".into())
+        } else {
+            ApiError::Internal(anyhow::Error::new(e).context("database"))
         }
     }
 }

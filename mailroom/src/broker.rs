@@ -268,10 +268,32 @@ pub fn header_int(props: &BasicProperties, name: &str) -> Option<i64> {
 }
 
 /// Connects with a name that shows up in the management UI.
+///
+/// `url` may list several nodes of a cluster, comma-separated. Each call starts at the node
+/// after the one the previous call started at and tries them all in turn: a client whose node
+/// went away reconnects to another, and several clients spread over the nodes.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
-    let props = ConnectionProperties::default()
-        .with_connection_name(LongString::from(name.as_bytes().to_vec()));
-    Ok(Connection::connect(url, props).await?)
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let urls: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    let start = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut last = None;
+    for i in 0..urls.len().max(1) {
+        let u = urls
+            .get((start + i) % urls.len().max(1))
+            .copied()
+            .unwrap_or(url);
+        let props = ConnectionProperties::default()
+            .with_connection_name(LongString::from(name.as_bytes().to_vec()));
+        match Connection::connect(u, props).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("at least one attempt").into())
 }
 
 /// Opens a channel in confirm mode: every publish on it is confirmed by the broker.

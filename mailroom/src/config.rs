@@ -47,8 +47,15 @@ pub fn load_dotenv() -> Option<String> {
     }
 }
 
-/// A URL with its password replaced, fit for a log line.
+/// A URL (or a comma-separated list of them) with its password replaced, fit for a log line.
 pub fn redact_url(raw: &str) -> String {
+    if raw.contains(',') {
+        return raw
+            .split(',')
+            .map(|u| redact_url(u.trim()))
+            .collect::<Vec<_>>()
+            .join(",");
+    }
     match url::Url::parse(raw) {
         Ok(mut u) => {
             if u.password().is_some() {
@@ -74,7 +81,8 @@ pub struct DatabaseArgs {
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct BrokerArgs {
-    /// RabbitMQ connection URL.
+    /// RabbitMQ connection URL; several nodes of a cluster, comma-separated (each connection
+    /// tries them in turn, starting at the next one).
     #[arg(
         long,
         env = "AMQP_URL",

@@ -44,6 +44,20 @@ pub fn connect_lazy(url: &str) -> Result<PgPool, sqlx::Error> {
         .connect_lazy_with(opts))
 }
 
+/// The database cannot be reached or is going away (connection lost, pool exhausted or
+/// closed, SQLSTATE class 08 connection exception or 57 operator intervention, e.g. `57P01`
+/// when it restarts), as opposed to answering a statement with an error. Callers wait or answer
+/// 503 for these.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+    ) || e
+        .as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c.starts_with("57") || c.starts_with("08"))
+}
+
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }

@@ -719,3 +719,66 @@ async fn a_retry_of_a_reset_whose_link_was_used_sends_no_new_link() {
         "no second link"
     );
 }
+
+#[tokio::test]
+async fn a_list_of_broker_nodes_connects_past_the_ones_that_are_down() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let list = format!(
+        "amqp://guest:guest@{closed}/%2f, {}",
+        mailroom::testkit::amqp_url()
+    );
+    // Every starting point of the rotation reaches the live node.
+    for _ in 0..3 {
+        let conn = mailroom::broker::connect(&list, "test").await.unwrap();
+        assert!(conn.status().connected());
+        let _ = conn.close(200, "done".into()).await;
+    }
+    let none = format!("amqp://guest:guest@{closed}/%2f,amqp://guest:guest@{closed}/%2f");
+    assert!(mailroom::broker::connect(&none, "test").await.is_err());
+    assert_eq!(
+        mailroom::config::redact_url(&list.replace("guest:guest", "user:secret")),
+        format!(
+            "amqp://user:***@{closed}/%2f,{}",
+            mailroom::testkit::amqp_url().replace("guest:guest", "user:***")
+        )
+    );
+}
+
+#[tokio::test]
+async fn connections_ended_by_a_database_restart_answer_503_not_500() {
+    let app = TestApp::ingest_only().await;
+    // Warm ingest's pool, then end every one of its connections the way a restart does
+    // (57P01, "terminating connection due to administrator command").
+    for _ in 0..4 {
+        app.sign_up_ok(&app.unique_name(), &app.unique_email())
+            .await;
+    }
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = current_database() AND pid <> pg_backend_pid()) t",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert!(ended >= 1);
+    let mut answers = Vec::new();
+    for _ in 0..30 {
+        let r = app.sign_up(&app.unique_name(), &app.unique_email()).await;
+        let status = r.status().as_u16();
+        if status == 503 {
+            assert!(r.headers().get("retry-after").is_some());
+        }
+        answers.push(status);
+        if status == 202 {
+            break;
+        }
+    }
+    assert!(
+        answers.iter().all(|s| *s == 202 || *s == 503),
+        "{answers:?}"
+    );
+    assert_eq!(answers.last(), Some(&202), "{answers:?}");
+}
