@@ -36,22 +36,63 @@ install_debian_packages() {
     || die "could not install $*"
 }
 
+# On macOS, Homebrew installs and starts services.
+on_macos() { [ "$(uname -s)" = Darwin ]; }
+
+brew_install() { # formula
+  command -v brew >/dev/null || die "please install $1 (Homebrew is not installed)"
+  say "installing $1 (Homebrew)"
+  brew install "$1" >/dev/null || die "could not install $1"
+  brew services start "$1" >/dev/null || die "could not start $1"
+}
+
 ensure_postgres() {
-  if ! port_open 5432; then
-    say "starting PostgreSQL"
-    command -v pg_ctlcluster >/dev/null || die "PostgreSQL is not installed (apt-get install postgresql)"
-    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
-    wait_port 5432 30 PostgreSQL
+  if port_open 5432; then return 0; fi
+  if on_macos; then
+    command -v postgres >/dev/null || brew_install postgresql@16
+    brew services start postgresql@16 >/dev/null 2>&1 || true
+    wait_port 5432 60 PostgreSQL
+    # Homebrew's cluster belongs to the user who installed it; the URLs name `postgres`.
+    psql -h 127.0.0.1 -d postgres -qAtX -c "SELECT 1 FROM pg_roles WHERE rolname = 'postgres'" | grep -q 1 \
+      || psql -h 127.0.0.1 -d postgres -qc "CREATE ROLE postgres SUPERUSER LOGIN" >/dev/null
+    return 0
   fi
+  local installed=""
+  if ! command -v pg_ctlcluster >/dev/null || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
+    install_debian_packages postgresql
+    installed=1
+  fi
+  local version
+  version="$(ls /etc/postgresql | sort -V | tail -n1)"
+  if [ -n "$installed" ]; then
+    # A cluster this script just installed: let the local development URL
+    # (postgres://postgres@127.0.0.1) in without a password, as compose.yaml's does. Only
+    # loopback, and only on a cluster nobody had configured before.
+    local hba="/etc/postgresql/$version/main/pg_hba.conf"
+    if ! grep -q '^host all postgres 127.0.0.1/32 trust' "$hba"; then
+      say "letting postgres@127.0.0.1 in without a password (local development; $hba)"
+      sed -i '1i host all postgres 127.0.0.1/32 trust\nhost all postgres ::1/128 trust' "$hba"
+    fi
+  fi
+  say "starting PostgreSQL $version"
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null \
+    || pg_ctlcluster --skip-systemctl-redirect "$version" main restart
+  wait_port 5432 30 PostgreSQL
 }
 
 ensure_rabbitmq() {
-  if ! port_open 5672; then
-    say "starting RabbitMQ"
-    command -v rabbitmq-server >/dev/null || die "RabbitMQ is not installed (apt-get install rabbitmq-server)"
-    rabbitmq-server -detached
-    wait_port 5672 60 RabbitMQ
+  if port_open 5672; then return 0; fi
+  if on_macos; then
+    command -v rabbitmq-server >/dev/null || brew_install rabbitmq
+    brew services start rabbitmq >/dev/null 2>&1 || true
+    wait_port 5672 90 RabbitMQ
+    return 0
   fi
+  command -v rabbitmq-server >/dev/null || install_debian_packages rabbitmq-server
+  say "starting RabbitMQ"
+  # The package may have started it already (where there is an init system).
+  port_open 5672 || rabbitmq-server -detached
+  wait_port 5672 90 RabbitMQ
 }
 
 # The management plugin gives the dashboard queue details; enabling it is idempotent.
@@ -63,19 +104,33 @@ ensure_rabbitmq_management() {
   fi
 }
 
+# The Python that runs moto: this machine's, or a virtualenv of our own where the system's
+# Python will not take packages from pip (PEP 668, as on Debian 12) or has no pip.
+MOTO_PYTHON="python3"
 ensure_moto_installed() {
-  if ! python3 -c 'import moto.server, flask, flask_cors' 2>/dev/null; then
-    say "installing moto[server] (the SES stand-in) from PyPI"
-    python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6' \
-      || die "could not install moto[server]"
+  if [ -x "$RUN_DIR/moto-venv/bin/python" ]; then MOTO_PYTHON="$RUN_DIR/moto-venv/bin/python"; fi
+  if "$MOTO_PYTHON" -c 'import moto.server, flask, flask_cors' 2>/dev/null; then return 0; fi
+  command -v python3 >/dev/null || install_debian_packages python3
+  say "installing moto[server] (the SES stand-in) from PyPI"
+  if python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6' 2>/dev/null; then
+    MOTO_PYTHON="python3"
+    return 0
   fi
+  say "this Python takes no packages from pip; installing moto into $RUN_DIR/moto-venv"
+  python3 -m venv "$RUN_DIR/moto-venv" 2>/dev/null || {
+    install_debian_packages python3-venv
+    python3 -m venv "$RUN_DIR/moto-venv"
+  } || die "could not create a virtualenv for moto"
+  MOTO_PYTHON="$RUN_DIR/moto-venv/bin/python"
+  "$MOTO_PYTHON" -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6' \
+    || die "could not install moto[server]"
 }
 
 ensure_moto() {
   if port_open "$MOTO_PORT"; then return 0; fi
   ensure_moto_installed
   say "starting moto (SES stand-in) on 127.0.0.1:$MOTO_PORT"
-  nohup python3 -m moto.server -H 127.0.0.1 -p "$MOTO_PORT" >"$RUN_DIR/moto.log" 2>&1 &
+  nohup "$MOTO_PYTHON" -m moto.server -H 127.0.0.1 -p "$MOTO_PORT" >"$RUN_DIR/moto.log" 2>&1 &
   echo $! >"$RUN_DIR/moto.pid"
   wait_port "$MOTO_PORT" 60 moto
 }
@@ -89,7 +144,7 @@ start_private_moto() {
   local port
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   say "starting a private moto (SES stand-in) for this run on 127.0.0.1:$port"
-  python3 -m moto.server -H 127.0.0.1 -p "$port" >"$RUN_DIR/moto-test.log" 2>&1 </dev/null &
+  "$MOTO_PYTHON" -m moto.server -H 127.0.0.1 -p "$port" >"$RUN_DIR/moto-test.log" 2>&1 </dev/null &
   PRIVATE_MOTO_PID=$!
   trap 'kill "$PRIVATE_MOTO_PID" 2>/dev/null || true' EXIT
   wait_port "$port" 60 moto
