@@ -365,3 +365,5 @@ impl Drop for KillOnDrop {
         }
     }
 }
+mod ses_standin;
+pub use ses_standin::{SesStandIn, StandInConfig, StandInStats};
