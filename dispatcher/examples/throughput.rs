@@ -47,6 +47,7 @@ async fn main() {
         ingest::Config {
             db: DatabaseArgs {
                 database_url: Secret::new(db.url.clone()),
+                pool_size: 16,
             },
             broker: broker.clone(),
             log: LogArgs {
@@ -78,6 +79,7 @@ async fn main() {
         dispatcher::RunConfig {
             db: DatabaseArgs {
                 database_url: Secret::new(db.url.clone()),
+                pool_size: 16,
             },
             broker,
             ses: testkit::ses_args(&moto.url),
@@ -90,7 +92,7 @@ async fn main() {
             reset_ttl: Duration::from_secs(3600),
             retry_delays: vec![Duration::from_secs(1)],
             max_send_rate: Some(rate),
-            send_concurrency: 16,
+            send_concurrency: Some(16),
             metrics_listen: "off".into(),
             shutdown_timeout: Duration::from_secs(10),
             pause_probe_interval: Duration::from_secs(5),

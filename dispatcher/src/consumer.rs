@@ -37,12 +37,44 @@ pub struct Consumer {
     pub amqp_url: String,
     pub topology: Topology,
     pub retry_delays: Vec<Duration>,
-    pub concurrency: usize,
+    /// How many steps run at once: fixed by `SEND_CONCURRENCY`, or sized from the rate.
+    pub concurrency: Concurrency,
     /// How long an account stop pauses consumption before SES is asked again.
     pub pause_probe: Duration,
     pub shutdown_timeout: Duration,
     /// Why consumption is paused, if it is; read by the metrics endpoint.
     pub paused: Arc<Mutex<Option<PauseReason>>>,
+}
+
+/// How many steps run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concurrency {
+    /// `SEND_CONCURRENCY`: this many, with a prefetch of as many.
+    Fixed(usize),
+    /// Sized from the sending rate and the measured time of a step (Little's law), with a
+    /// prefetch of twice that; resized as either changes.
+    Auto,
+}
+
+/// What an automatic concurrency assumes a step takes before one was measured: SES answers
+/// in tens of milliseconds, and erring high only holds a few more deliveries.
+pub const ASSUMED_STEP_TIME: Duration = Duration::from_millis(100);
+/// Bounds of the automatic concurrency. The upper one keeps a dispatcher without a real rate
+/// limit (a very high `MAX_SEND_RATE`) from taking the whole queue in prefetch.
+pub const AUTO_MIN: usize = 4;
+pub const AUTO_MAX: usize = 256;
+/// How often an automatic concurrency is checked against the rate and the step time.
+const RESIZE_EVERY: Duration = Duration::from_secs(1);
+
+/// Little's law: to keep `rate` sends a second going when each holds its slot for `step`, about
+/// `rate × step` must be in flight. A quarter more absorbs variation in SES's answer times (a
+/// slot free when the limiter lets the next send go is what keeps the rate, not latency), and
+/// two more keep a slow rate from waiting on a single straggler.
+pub fn auto_concurrency(rate: f64, step: Option<Duration>) -> usize {
+    let step = step.unwrap_or(ASSUMED_STEP_TIME).as_secs_f64();
+    let n = (rate.max(0.0) * step * 1.25).ceil();
+    let n = if n.is_finite() { n as usize } else { AUTO_MAX };
+    (n + 2).clamp(AUTO_MIN, AUTO_MAX)
 }
 
 /// Every how many probes a paused dispatcher resumes even though `GetAccount` still says no:
@@ -141,20 +173,60 @@ impl Consumer {
         }
     }
 
+    /// The number of steps to run at once now.
+    fn target(&self) -> usize {
+        match self.concurrency {
+            Concurrency::Fixed(n) => n,
+            Concurrency::Auto => {
+                let rate = &self.worker.rate;
+                // While joining, the share is 0: size for the whole rate until it is known.
+                let share = match rate.share() {
+                    s if s > 0.0 => s,
+                    _ => rate.account_rate(),
+                };
+                auto_concurrency(share, self.worker.service_time.get())
+            }
+        }
+    }
+
+    /// Deliveries held at once for `concurrency` steps: as many for a fixed concurrency; twice
+    /// as many for an automatic one, so the next job is already here when a slot frees.
+    fn prefetch(&self, concurrency: usize) -> u16 {
+        let n = match self.concurrency {
+            Concurrency::Fixed(_) => concurrency,
+            Concurrency::Auto => concurrency * 2,
+        };
+        n.min(u16::MAX as usize) as u16
+    }
+
     async fn connect(&self) -> Result<(Connection, Channel, Channel), BrokerError> {
         let conn = broker::connect(&self.amqp_url, "mailroom-dispatcher").await?;
         self.topology.declare_all(&conn, &self.retry_delays).await?;
         let publish = broker::confirm_channel(&conn).await?;
         let consume = conn.create_channel().await?;
-        // Prefetch matches the concurrency: enough deliveries in hand to keep every send slot
-        // busy, no more (the rest stay in the queue for other dispatchers).
-        consume
-            .basic_qos(
-                self.concurrency.min(u16::MAX as usize) as u16,
-                BasicQosOptions::default(),
+        Ok((conn, publish, consume))
+    }
+
+    /// Starts a consumer on `channel` with the prefetch for `concurrency`. The prefetch is set
+    /// first: RabbitMQ applies a channel's prefetch to the consumers started after it.
+    async fn consume(
+        &self,
+        channel: &Channel,
+        concurrency: usize,
+    ) -> Result<(String, lapin::Consumer), BrokerError> {
+        channel
+            .basic_qos(self.prefetch(concurrency), BasicQosOptions::default())
+            .await?;
+        let tag = format!("dispatcher-{}", uuid::Uuid::new_v4());
+        let deliveries = channel
+            .basic_consume(
+                self.topology.work_queue().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
             )
             .await?;
-        Ok((conn, publish, consume))
+        Ok((tag, deliveries))
     }
 
     async fn session(&self, cancel: &CancellationToken) -> SessionEnd {
@@ -163,22 +235,21 @@ impl Consumer {
             Err(e) if e.is_fatal() => return SessionEnd::Fatal(e),
             Err(e) => return SessionEnd::Lost(e.to_string()),
         };
-        let tag = format!("dispatcher-{}", uuid::Uuid::new_v4());
-        let mut deliveries = match consume
-            .basic_consume(
-                self.topology.work_queue().into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-        {
+        let mut concurrency = self.target();
+        let (mut tag, mut deliveries) = match self.consume(&consume, concurrency).await {
             Ok(c) => c,
             Err(e) => return SessionEnd::Lost(e.to_string()),
         };
-        tracing::info!(queue = %self.topology.work_queue(), concurrency = self.concurrency, "consuming");
+        self.worker.metrics.concurrency.set(concurrency as i64);
+        tracing::info!(queue = %self.topology.work_queue(), concurrency, auto = self.concurrency == Concurrency::Auto, "consuming");
         let publish = Arc::new(publish);
-        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let slots = Arc::new(Semaphore::new(concurrency));
+        // An automatic concurrency is checked every RESIZE_EVERY. A new prefetch applies only
+        // to a new consumer, so a resize cancels the consumer, keeps handling what it already
+        // delivered until its stream ends (nothing goes back to the queue), then consumes again.
+        let mut resize = tokio::time::interval(RESIZE_EVERY);
+        resize.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut resizing = false;
         let pause = CancellationToken::new();
         let cause: PauseCause = Arc::new(Mutex::new(None));
         // Cancelled by a step whose delivery could not be settled: the channel is suspect.
@@ -199,16 +270,35 @@ impl Consumer {
                 _ = cancel.cancelled() => break SessionEnd::Shutdown,
                 _ = pause.cancelled() => break paused(),
                 _ = broken.cancelled() => break SessionEnd::Lost("a delivery could not be settled".into()),
+                _ = resize.tick(), if self.concurrency == Concurrency::Auto && !resizing => {
+                    resizing = self.resize(&consume, &tag, &slots, &mut concurrency).await;
+                    continue;
+                }
             };
             let next = tokio::select! {
                 d = deliveries.next() => d,
                 _ = cancel.cancelled() => break SessionEnd::Shutdown,
                 _ = pause.cancelled() => break paused(),
                 _ = broken.cancelled() => break SessionEnd::Lost("a delivery could not be settled".into()),
+                _ = resize.tick(), if self.concurrency == Concurrency::Auto && !resizing => {
+                    drop(permit);
+                    resizing = self.resize(&consume, &tag, &slots, &mut concurrency).await;
+                    continue;
+                }
             };
             let delivery = match next {
                 Some(Ok(d)) => d,
                 Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
+                // Our own cancel for a resize: everything it delivered has been taken.
+                None if resizing => {
+                    drop(permit);
+                    match self.consume(&consume, concurrency).await {
+                        Ok((t, d)) => (tag, deliveries) = (t, d),
+                        Err(e) => break SessionEnd::Lost(e.to_string()),
+                    }
+                    resizing = false;
+                    continue;
+                }
                 None => break SessionEnd::Lost("the broker cancelled the consumer".into()),
             };
             while tasks.try_join_next().is_some() {}
@@ -251,6 +341,54 @@ impl Consumer {
         let _ = publish.close(200, "dispatcher session over".into()).await;
         let _ = conn.close(200, "dispatcher session over".into()).await;
         end
+    }
+}
+
+impl Consumer {
+    /// Resizes an automatic concurrency when the target moved far from it (half or one and a
+    /// half times): the slots at once, the prefetch by cancelling the consumer (the caller
+    /// consumes again when its stream ends). Small moves are ignored, because each resize
+    /// briefly lets the prefetched deliveries run out. True when the consumer was cancelled.
+    async fn resize(
+        &self,
+        channel: &Channel,
+        tag: &str,
+        slots: &Arc<Semaphore>,
+        concurrency: &mut usize,
+    ) -> bool {
+        let target = self.target();
+        let now = *concurrency;
+        if target * 2 > now * 3 || target * 2 < now {
+            tracing::info!(
+                from = now,
+                to = target,
+                step_ms = self
+                    .worker
+                    .service_time
+                    .get()
+                    .map(|d| d.as_secs_f64() * 1000.0),
+                share = self.worker.rate.share(),
+                "resizing the send concurrency"
+            );
+            if target > now {
+                slots.add_permits(target - now);
+            } else {
+                // Permits in use come back later: take them as they return, and forget them.
+                let slots = slots.clone();
+                tokio::spawn(async move {
+                    if let Ok(p) = slots.acquire_many_owned((now - target) as u32).await {
+                        p.forget();
+                    }
+                });
+            }
+            *concurrency = target;
+            self.worker.metrics.concurrency.set(target as i64);
+            return channel
+                .basic_cancel(tag.into(), BasicCancelOptions::default())
+                .await
+                .is_ok();
+        }
+        false
     }
 }
 
@@ -533,6 +671,28 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_automatic_concurrency_follows_littles_law_within_its_bounds() {
+        // 1,000 a second at 100 ms: 100 in flight, a quarter more, two more.
+        assert_eq!(
+            auto_concurrency(1000.0, Some(Duration::from_millis(100))),
+            127
+        );
+        // 200 a second at 100 ms, before anything was measured (100 ms assumed).
+        assert_eq!(auto_concurrency(200.0, None), 27);
+        // SES's default 14 a second needs few.
+        assert_eq!(
+            auto_concurrency(14.0, Some(Duration::from_millis(60))),
+            AUTO_MIN
+        );
+        // No real limit: bounded, not the whole queue.
+        assert_eq!(
+            auto_concurrency(1e9, Some(Duration::from_millis(5))),
+            AUTO_MAX
+        );
+        assert_eq!(auto_concurrency(f64::INFINITY, None), AUTO_MAX);
+    }
 
     #[tokio::test]
     async fn a_step_that_panics_becomes_a_retry_instead_of_holding_its_delivery() {

@@ -14,6 +14,7 @@
 //! [`run`] takes the configuration, a clock and a shutdown future, so tests start a dispatcher
 //! in-process with their own queue prefix and database.
 
+pub mod batch;
 pub mod consumer;
 pub mod identities;
 pub mod rate;
@@ -91,9 +92,11 @@ pub struct RunConfig {
     #[arg(long, env = "MAX_SEND_RATE")]
     pub max_send_rate: Option<f64>,
 
-    /// Sends in flight at most (also the prefetch).
-    #[arg(long, env = "SEND_CONCURRENCY", default_value_t = 16)]
-    pub send_concurrency: usize,
+    /// Sends in flight at most (also the prefetch). Default: sized from the sending rate and
+    /// the measured time of a send (Little's law: rate × time, plus a quarter), between 4 and
+    /// 256, with a prefetch of twice that, and resized as either changes.
+    #[arg(long, env = "SEND_CONCURRENCY")]
+    pub send_concurrency: Option<usize>,
 
     /// Where to serve Prometheus metrics; "off" to disable.
     #[arg(
@@ -124,6 +127,8 @@ pub struct Metrics {
     pub dead: CounterVec,
     pub retries: Counter,
     pub limiter_waits: Counter,
+    /// Sends allowed in flight now (fixed, or as last sized from the rate).
+    pub concurrency: mailroom::metrics::Gauge,
     pub pauses: Counter,
     pub latency: Histogram,
     pub webhooks: CounterVec,
@@ -137,6 +142,7 @@ impl Default for Metrics {
             dead: CounterVec::new(&["class"]),
             retries: Counter::default(),
             limiter_waits: Counter::default(),
+            concurrency: Default::default(),
             pauses: Counter::default(),
             latency: Histogram::new(LATENCY_BUCKETS),
             webhooks: CounterVec::new(&["outcome"]),
@@ -161,6 +167,11 @@ impl Metrics {
                 "mailroom_dispatchers_live",
                 "Live dispatchers sharing the rate, as this one last counted them.",
                 rate.live(),
+            )
+            .gauge(
+                "mailroom_send_concurrency",
+                "Sends allowed in flight now (SEND_CONCURRENCY, or sized from the rate and the time of a send).",
+                self.concurrency.get(),
             )
             .counter_vec(
                 "mailroom_sends_total",
@@ -227,8 +238,8 @@ pub async fn run(
         "MAIL_FROM is empty: set the verified sender address, e.g. MAIL_FROM=no-reply@example.com"
     );
     anyhow::ensure!(
-        config.send_concurrency > 0,
-        "SEND_CONCURRENCY must be at least 1"
+        config.send_concurrency != Some(0),
+        "SEND_CONCURRENCY must be at least 1 (or unset, to size it from the sending rate)"
     );
     anyhow::ensure!(
         !config.retry_delays.is_empty() && config.retry_delays.iter().all(|d| !d.is_zero()),
@@ -238,7 +249,7 @@ pub async fn run(
         mailroom::webhook::Webhooks::from_args(&config.webhooks).map_err(anyhow::Error::msg)?;
     let db_url = config.db.database_url.expose();
     // Lazy: the dispatcher starts (and waits) even while PostgreSQL is still coming up.
-    let pool = store::connect_lazy(db_url)
+    let pool = store::connect_lazy_sized(db_url, config.db.pool_size)
         .with_context(|| format!("invalid DATABASE_URL {}", redact_url(db_url)))?;
     let templates =
         Arc::new(Templates::load(&config.templates_dir).context("cannot load templates")?);
@@ -330,6 +341,12 @@ pub async fn run(
         reset_ttl: config.reset_ttl,
         claim_lease: config.ses.ses_timeout * 2,
         http: worker::webhook_client()?,
+        batches: batch::Batches::new(
+            pool.clone(),
+            config.ses.ses_timeout * 2,
+            webhooks.timeout * 2,
+        ),
+        service_time: worker::ServiceTime::default(),
         webhooks: Arc::new(webhooks),
         rate: shared_rate,
         metrics,
@@ -338,7 +355,7 @@ pub async fn run(
     tracing::info!(
         prefix = %config.broker.queue_prefix,
         rate,
-        concurrency = config.send_concurrency,
+        concurrency = config.send_concurrency.map_or("auto".to_owned(), |n| n.to_string()),
         retry_delays = %config.retry_delays.iter().map(|d| format_duration(*d)).collect::<Vec<_>>().join(","),
         "dispatcher starting"
     );
@@ -347,7 +364,10 @@ pub async fn run(
         amqp_url: config.broker.amqp_url.expose().to_owned(),
         topology: Topology::new(&config.broker.queue_prefix),
         retry_delays: config.retry_delays.clone(),
-        concurrency: config.send_concurrency,
+        concurrency: match config.send_concurrency {
+            Some(n) => consumer::Concurrency::Fixed(n),
+            None => consumer::Concurrency::Auto,
+        },
         pause_probe: config.pause_probe_interval,
         shutdown_timeout: config.shutdown_timeout,
         paused,

@@ -18,7 +18,9 @@
 //!   before the others take its share over.
 //!
 //! Each share keeps 3 % headroom: a changed share starts a new limiter, and the seam between the
-//! old and the new one may let one extra send through.
+//! old and the new one may let one extra send through. Of that headroom, 2 % of the share may
+//! be saved up as a burst (see [`crate::worker::paced`]), so that sends delayed by a timer catch
+//! up instead of leaving the rate unused: any second sees at most 99 % of the share.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,6 +40,8 @@ pub const STALE_AFTER: Duration = Duration::from_secs(3);
 pub const JOIN_WAIT: Duration = Duration::from_millis(1500);
 /// The part of its share a dispatcher uses.
 const HEADROOM: f64 = 0.97;
+/// The part of its share a dispatcher may save up as a burst (within the headroom).
+const BURST: f64 = 0.02;
 
 /// One dispatcher's part of the account's rate.
 pub struct SharedRate {
@@ -229,7 +233,8 @@ impl SharedRate {
                 "sending rate shared"
             );
             s.share = share;
-            s.limiter = Some(Arc::new(crate::worker::limiter(share)));
+            let burst = 1 + (share / HEADROOM * BURST) as u32;
+            s.limiter = Some(Arc::new(crate::worker::paced(share, burst)));
         }
     }
 }

@@ -263,7 +263,7 @@ pub async fn run(
     let webhooks =
         mailroom::webhook::Webhooks::from_args(&config.webhooks).map_err(anyhow::Error::msg)?;
     let db_url = config.db.database_url.expose();
-    let pool = store::connect(db_url)
+    let pool = store::connect_sized(db_url, config.db.pool_size)
         .await
         .with_context(|| format!("cannot connect to PostgreSQL at {}", redact_url(db_url)))?;
     store::migrate(&pool)

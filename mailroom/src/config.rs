@@ -77,6 +77,11 @@ pub struct DatabaseArgs {
         hide_default_value = false
     )]
     pub database_url: Secret,
+
+    /// Connections to PostgreSQL at most, per process. Each batched statement of the dispatcher
+    /// and each request of ingest holds one only while it runs.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub pool_size: u32,
 }
 
 #[derive(clap::Args, Clone, Debug)]

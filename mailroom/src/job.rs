@@ -86,7 +86,9 @@ pub struct MalformedJob(pub String);
 impl Job {
     pub fn new(kind: JobKind, user_id: Uuid, locale: Locale, now: DateTime<Utc>) -> Self {
         Self {
-            job_id: Uuid::new_v4(),
+            // Time-ordered (UUIDv7): new keys append to the indexes of `sends` and `outbox`
+            // instead of landing on random pages of them.
+            job_id: Uuid::now_v7(),
             kind,
             user_id,
             locale,

@@ -15,6 +15,8 @@ use crate::job::{Job, JobKind};
 use crate::webhook::{self, Endpoints, EventType};
 use serde_json::json;
 
+pub mod batch;
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// Opens a pool. `acquire_timeout` is short so that a database outage turns into a clear error
@@ -25,9 +27,17 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// next query instead, with an error every caller already handles (503, or the job held), and
 /// the pool replaces it.
 pub async fn connect(url: &str) -> Result<PgPool, sqlx::Error> {
+    connect_sized(url, DEFAULT_POOL_SIZE).await
+}
+
+/// The pool size of the one-off commands and the tests; services take `DATABASE_POOL_SIZE`.
+pub const DEFAULT_POOL_SIZE: u32 = 16;
+
+/// [`connect`] with at most `size` connections.
+pub async fn connect_sized(url: &str, size: u32) -> Result<PgPool, sqlx::Error> {
     let opts = PgConnectOptions::from_str(url)?;
     PgPoolOptions::new()
-        .max_connections(16)
+        .max_connections(size)
         .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(opts)
@@ -35,11 +45,18 @@ pub async fn connect(url: &str) -> Result<PgPool, sqlx::Error> {
 }
 
 /// Opens a pool without connecting; connections are made on first use. For processes that must
-/// start (and report unreadiness) while the database is down.
+/// start (and report unreadiness) while the database is down. No ping before each use, as in
+/// [`connect`].
 pub fn connect_lazy(url: &str) -> Result<PgPool, sqlx::Error> {
+    connect_lazy_sized(url, DEFAULT_POOL_SIZE)
+}
+
+/// [`connect_lazy`] with at most `size` connections.
+pub fn connect_lazy_sized(url: &str, size: u32) -> Result<PgPool, sqlx::Error> {
     let opts = PgConnectOptions::from_str(url)?;
     Ok(PgPoolOptions::new()
-        .max_connections(16)
+        .max_connections(size)
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy_with(opts))
 }

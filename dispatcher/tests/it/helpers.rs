@@ -28,6 +28,7 @@ pub struct Settings {
     /// Make the sender a verified identity in moto (otherwise moto rejects every send).
     pub verify_sender: bool,
     pub retry_delays: Vec<Duration>,
+    /// SEND_CONCURRENCY; 0 leaves it unset (sized from the rate).
     pub send_concurrency: usize,
     pub max_send_rate: Option<f64>,
     /// The dispatcher's SES timeout (its claim lease is twice this).
@@ -249,6 +250,7 @@ impl TestApp {
         ingest::Config {
             db: DatabaseArgs {
                 database_url: Secret::new(self.service_db_url.clone()),
+                pool_size: 16,
             },
             broker: self.broker_args(),
             log: LogArgs {
@@ -286,6 +288,7 @@ impl TestApp {
         RunConfig {
             db: DatabaseArgs {
                 database_url: Secret::new(self.service_db_url.clone()),
+                pool_size: 16,
             },
             broker: self.broker_args(),
             ses: mailroom::config::SesArgs {
@@ -301,7 +304,7 @@ impl TestApp {
             reset_ttl: Duration::from_secs(3600),
             retry_delays: self.retry_delays.clone(),
             max_send_rate: self.max_send_rate,
-            send_concurrency: self.send_concurrency,
+            send_concurrency: (self.send_concurrency > 0).then_some(self.send_concurrency),
             metrics_listen: "off".into(),
             shutdown_timeout: Duration::from_secs(5),
             pause_probe_interval: Duration::from_millis(500),

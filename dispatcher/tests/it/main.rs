@@ -9,6 +9,7 @@ mod helpers;
 mod http_api;
 mod identities;
 mod logins;
+mod performance;
 mod pipeline;
 mod shared_rate;
 mod suppressions;

@@ -286,5 +286,11 @@ pub fn worker_for(app: &TestApp) -> dispatcher::worker::Worker {
         cancel: tokio_util::sync::CancellationToken::new(),
         webhooks: Arc::new(mailroom::webhook::Webhooks::from_args(&Default::default()).unwrap()),
         http: dispatcher::worker::webhook_client().unwrap(),
+        batches: dispatcher::batch::Batches::new(
+            app.db.pool.clone(),
+            Duration::from_secs(10),
+            Duration::from_secs(10),
+        ),
+        service_time: Default::default(),
     }
 }

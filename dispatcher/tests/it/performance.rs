@@ -1,0 +1,88 @@
+//! What the performance work changed in behaviour (speed itself is measured by `scripts/bench`,
+//! never asserted here): a concurrency sized from the rate and the time of a send, and the
+//! batched claim, token and record statements under many jobs in flight.
+
+use std::time::Duration;
+
+use mailroom::testkit::{SesStandIn, StandInConfig};
+
+use crate::delivery::all_sent;
+use crate::helpers::{Settings, TestApp};
+
+/// SES answers in 200 ms and the rate is 100 a second: about 20 sends must be in flight to
+/// keep the rate (Little's law). A fixed 16, or the 15 sized from the assumed 100 ms before
+/// anything was measured, cannot get there; the dispatcher must measure and resize.
+#[tokio::test]
+async fn an_unset_concurrency_grows_to_what_the_rate_and_the_answer_time_need() {
+    let standin = SesStandIn::bind(StandInConfig {
+        latency: Duration::from_millis(200),
+        max_send_rate: None,
+    })
+    .await;
+    let mut app = TestApp::start(Settings {
+        dispatcher: false,
+        send_concurrency: 0,
+        max_send_rate: Some(100.0),
+        ..Settings::default()
+    })
+    .await;
+    app.ses_endpoint = standin.url();
+    let jobs = app.sign_up_many(400).await;
+
+    app.start_dispatcher().await;
+    all_sent(&app, &jobs).await;
+
+    let stats = standin.stats();
+    // Each job once: the stand-in saw exactly as many sends as there were jobs.
+    assert_eq!(stats.sent, jobs.len() as u64, "{stats:?}");
+    assert!(
+        stats.max_in_flight >= 18,
+        "the concurrency was not sized up from the measured answer time: at most {} in flight",
+        stats.max_in_flight
+    );
+    // Never above the rate in any second, bigger concurrency or not.
+    let busiest = stats.per_second.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    assert!(busiest <= 100, "a second had {busiest} sends: {stats:?}");
+}
+
+/// Many jobs in flight at once go through the batched statements: every job is claimed,
+/// gets its own working link, and is recorded as sent, once.
+#[tokio::test]
+async fn a_backlog_sent_with_many_in_flight_gives_every_job_its_own_link_once() {
+    let standin = SesStandIn::bind(StandInConfig::default()).await;
+    let mut app = TestApp::start(Settings {
+        dispatcher: false,
+        send_concurrency: 64,
+        max_send_rate: Some(5000.0),
+        ..Settings::default()
+    })
+    .await;
+    app.ses_endpoint = standin.url();
+    let jobs = app.sign_up_many(300).await;
+
+    app.start_dispatcher().await;
+    all_sent(&app, &jobs).await;
+
+    assert_eq!(standin.stats().sent, jobs.len() as u64);
+    let (sent, tokens, distinct_users): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM sends WHERE status = 'sent' AND attempts = 1),
+                (SELECT count(*) FROM link_tokens WHERE kind = 'verification'),
+                (SELECT count(DISTINCT user_id) FROM link_tokens)",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(sent, 300);
+    assert_eq!(tokens, 300);
+    assert_eq!(distinct_users, 300);
+    // Each user's current token is the one of its job.
+    let mismatched: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM users u JOIN link_tokens t ON t.user_id = u.id
+          WHERE u.verification_token IS DISTINCT FROM t.token_hash
+             OR u.verification_job_id IS DISTINCT FROM t.job_id",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(mismatched, 0);
+}
