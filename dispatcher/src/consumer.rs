@@ -24,6 +24,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
 use mailroom::broker::{self, BrokerError, Topology};
 use mailroom::job::Job;
+use mailroom::metrics::ClassLabel;
 use mailroom::ses::{ErrorClass, PauseReason};
 use mailroom::store::{self, SendStatus};
 use tokio::sync::Semaphore;
@@ -436,29 +437,29 @@ impl Settler {
         let m = &self.worker.metrics;
         match &outcome {
             Outcome::Sent { .. } => {
-                m.sends.inc(&["sent"]);
+                m.count("sent");
                 ack(&d).await
             }
             Outcome::Skipped { .. } => {
-                m.sends.inc(&["skipped"]);
+                m.count("skipped");
                 ack(&d).await
             }
             Outcome::Duplicate => {
-                m.sends.inc(&["duplicate"]);
+                m.count("duplicate");
                 ack(&d).await
             }
             Outcome::Suppressed { .. } => {
-                m.sends.inc(&["suppressed"]);
+                m.count("suppressed");
                 ack(&d).await
             }
             Outcome::Busy => {
                 // Same attempt header: waiting for another consumer is not an attempt.
-                m.sends.inc(&["busy"]);
+                m.count("busy");
                 let queue = self.topology.retry_queue(self.retry_delays[0]);
                 self.move_to(&d, &queue, headers_of(&d.properties)).await
             }
             Outcome::Retry { error } if (attempt as usize) < self.retry_delays.len() => {
-                m.sends.inc(&["retry"]);
+                m.count("retry");
                 m.retries.inc();
                 self.record(job_id, SendStatus::Retrying, "retryable", error)
                     .await;
@@ -480,7 +481,7 @@ impl Settler {
                 self.dead(&d, job_id, error_class, error, attempt).await
             }
             Outcome::AccountStop { reason, error } => {
-                m.sends.inc(&["account_stop"]);
+                m.count("account_stop");
                 // Give the job back uncounted (same attempt header) and pause. Republishing
                 // rather than requeueing keeps the broker's delivery count from creeping up.
                 // The first stop of the session names the pause.
@@ -567,8 +568,12 @@ impl Settler {
         attempt: i64,
     ) -> Result<(), BrokerError> {
         let m = &self.worker.metrics;
-        m.sends.inc(&["dead"]);
-        m.dead.inc(&[class]);
+        m.count("dead");
+        m.dead
+            .get_or_create(&ClassLabel {
+                class: class.to_owned(),
+            })
+            .inc();
         let now = self.worker.clock.now();
         let mut recipient = None;
         // The replay count first, then the status: a replay marking jobs `waiting` must never

@@ -37,7 +37,9 @@ use mailroom::clock::Clock;
 use mailroom::config::{
     BrokerArgs, DatabaseArgs, SesArgs, format_duration, parse_duration, redact_url,
 };
-use mailroom::metrics::{Counter, CounterVec, Exposition, Histogram, LATENCY_BUCKETS};
+use mailroom::metrics::{
+    ClassLabel, Counter, Family, FloatGauge, Gauge, Histogram, OutcomeLabel, ReasonLabel, Registry,
+};
 use mailroom::ses::PauseReason;
 use mailroom::store;
 use mailroom::templates::Templates;
@@ -119,109 +121,163 @@ pub struct RunConfig {
     pub webhooks: mailroom::webhook::WebhookArgs,
 }
 
-/// The dispatcher's metrics, served at `DISPATCHER_METRICS_LISTEN`.
+/// The dispatcher's metrics, served at `DISPATCHER_METRICS_LISTEN`: families registered once,
+/// handles kept here.
 #[derive(Debug)]
 pub struct Metrics {
-    pub sends: CounterVec,
-    pub errors: CounterVec,
-    pub dead: CounterVec,
+    pub sends: Family<OutcomeLabel, Counter>,
+    pub errors: Family<ClassLabel, Counter>,
+    pub dead: Family<ClassLabel, Counter>,
     pub retries: Counter,
     pub limiter_waits: Counter,
     /// Sends allowed in flight now (fixed, or as last sized from the rate).
-    pub concurrency: mailroom::metrics::Gauge,
+    pub concurrency: Gauge,
     pub pauses: Counter,
     pub latency: Histogram,
-    pub webhooks: CounterVec,
+    pub webhooks: Family<OutcomeLabel, Counter>,
+    /// Set when /metrics is read, from the shared rate and the pause state.
+    rate_account: FloatGauge,
+    rate_share: FloatGauge,
+    dispatchers_live: Gauge,
+    paused: Family<ReasonLabel, Gauge>,
+    registry: Registry,
 }
+
+/// Every outcome of `mailroom_sends_total`, registered at start so each reads 0 until it
+/// happens (an alert on a rate needs the series to exist).
+const SEND_OUTCOMES: &[&str] = &[
+    "sent",
+    "skipped",
+    "duplicate",
+    "busy",
+    "suppressed",
+    "retry",
+    "dead",
+    "account_stop",
+];
 
 impl Default for Metrics {
     fn default() -> Self {
+        let mut r = Registry::default();
+        let rate_account = FloatGauge::default();
+        r.register(
+            "mailroom_send_rate_account",
+            "The account's sending rate (MAX_SEND_RATE or SES's MaxSendRate), per second.",
+            rate_account.clone(),
+        );
+        let rate_share = FloatGauge::default();
+        r.register(
+            "mailroom_send_rate_share",
+            "This dispatcher's share of it, per second (0 while joining or cut off from the database).",
+            rate_share.clone(),
+        );
+        let dispatchers_live = Gauge::default();
+        r.register(
+            "mailroom_dispatchers_live",
+            "Live dispatchers sharing the rate, as this one last counted them.",
+            dispatchers_live.clone(),
+        );
+        let concurrency = Gauge::default();
+        r.register(
+            "mailroom_send_concurrency",
+            "Sends allowed in flight now (SEND_CONCURRENCY, or sized from the rate and the time of a send).",
+            concurrency.clone(),
+        );
+        let sends = Family::<OutcomeLabel, Counter>::default();
+        for outcome in SEND_OUTCOMES {
+            let _ = sends.get_or_create(&OutcomeLabel { outcome });
+        }
+        r.register(
+            "mailroom_sends",
+            "Jobs handled, by outcome (sent, skipped, duplicate, busy, suppressed, retry, dead, account_stop).",
+            sends.clone(),
+        );
+        let errors = Family::default();
+        r.register(
+            "mailroom_send_errors",
+            "Failed SES calls by error class.",
+            errors.clone(),
+        );
+        let dead = Family::default();
+        r.register(
+            "mailroom_dead_letters",
+            "Jobs moved to the dead-letter queue, by error class.",
+            dead.clone(),
+        );
+        let retries = Counter::default();
+        r.register(
+            "mailroom_retries",
+            "Jobs moved to a retry delay queue.",
+            retries.clone(),
+        );
+        let limiter_waits = Counter::default();
+        r.register(
+            "mailroom_rate_limiter_waits",
+            "Sends that had to wait for the rate limiter.",
+            limiter_waits.clone(),
+        );
+        let pauses = Counter::default();
+        r.register(
+            "mailroom_account_pauses",
+            "Times consumption paused for an account stop.",
+            pauses.clone(),
+        );
+        let webhooks = Family::default();
+        r.register(
+            "mailroom_webhook_deliveries",
+            "Webhook delivery attempts, by outcome (delivered, failed).",
+            webhooks.clone(),
+        );
+        let latency = mailroom::metrics::latency_histogram();
+        r.register(
+            "mailroom_send_latency_seconds",
+            "Duration of successful SES SendEmail calls.",
+            latency.clone(),
+        );
+        let paused = Family::<ReasonLabel, Gauge>::default();
+        r.register(
+            "mailroom_dispatcher_paused",
+            "1 while consumption is paused, by reason (account, quota, credentials, configuration).",
+            paused.clone(),
+        );
         Self {
-            sends: CounterVec::new(&["outcome"]),
-            errors: CounterVec::new(&["class"]),
-            dead: CounterVec::new(&["class"]),
-            retries: Counter::default(),
-            limiter_waits: Counter::default(),
-            concurrency: Default::default(),
-            pauses: Counter::default(),
-            latency: Histogram::new(LATENCY_BUCKETS),
-            webhooks: CounterVec::new(&["outcome"]),
+            sends,
+            errors,
+            dead,
+            retries,
+            limiter_waits,
+            concurrency,
+            pauses,
+            latency,
+            webhooks,
+            rate_account,
+            rate_share,
+            dispatchers_live,
+            paused,
+            registry: r,
         }
     }
 }
 
 impl Metrics {
+    /// Counts one job of this outcome.
+    pub fn count(&self, outcome: &'static str) {
+        self.sends.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// The metrics as OpenMetrics text, with the states read now.
     pub fn render(&self, paused: Option<PauseReason>, rate: &rate::SharedRate) -> String {
-        Exposition::default()
-            .gauge(
-                "mailroom_send_rate_account",
-                "The account's sending rate (MAX_SEND_RATE or SES's MaxSendRate), per second.",
-                rate.account_rate(),
-            )
-            .gauge(
-                "mailroom_send_rate_share",
-                "This dispatcher's share of it, per second (0 while joining or cut off from the database).",
-                format!("{:.3}", rate.share()),
-            )
-            .gauge(
-                "mailroom_dispatchers_live",
-                "Live dispatchers sharing the rate, as this one last counted them.",
-                rate.live(),
-            )
-            .gauge(
-                "mailroom_send_concurrency",
-                "Sends allowed in flight now (SEND_CONCURRENCY, or sized from the rate and the time of a send).",
-                self.concurrency.get(),
-            )
-            .counter_vec(
-                "mailroom_sends_total",
-                "Jobs handled, by outcome (sent, skipped, duplicate, busy, suppressed, retry, dead, account_stop).",
-                &self.sends,
-            )
-            .counter_vec(
-                "mailroom_send_errors_total",
-                "Failed SES calls by error class.",
-                &self.errors,
-            )
-            .counter_vec(
-                "mailroom_dead_letters_total",
-                "Jobs moved to the dead-letter queue, by error class.",
-                &self.dead,
-            )
-            .counter(
-                "mailroom_retries_total",
-                "Jobs moved to a retry delay queue.",
-                &self.retries,
-            )
-            .counter(
-                "mailroom_rate_limiter_waits_total",
-                "Sends that had to wait for the rate limiter.",
-                &self.limiter_waits,
-            )
-            .counter(
-                "mailroom_account_pauses_total",
-                "Times consumption paused for an account stop.",
-                &self.pauses,
-            )
-            .counter_vec(
-                "mailroom_webhook_deliveries_total",
-                "Webhook delivery attempts, by outcome (delivered, failed).",
-                &self.webhooks,
-            )
-            .histogram(
-                "mailroom_send_latency_seconds",
-                "Duration of successful SES SendEmail calls.",
-                &self.latency,
-            )
-            .gauge_vec(
-                "mailroom_dispatcher_paused",
-                "1 while consumption is paused, by reason (account, quota, credentials, configuration).",
-                "reason",
-                PauseReason::ALL
-                    .iter()
-                    .map(|r| (r.as_str(), i64::from(paused == Some(*r)))),
-            )
-            .finish()
+        self.rate_account.set(rate.account_rate());
+        // Three decimals, as an operator reads it.
+        self.rate_share
+            .set((rate.share() * 1000.0).round() / 1000.0);
+        self.dispatchers_live.set(rate.live() as i64);
+        for r in PauseReason::ALL {
+            self.paused
+                .get_or_create(&ReasonLabel { reason: r.as_str() })
+                .set(i64::from(paused == Some(r)));
+        }
+        mailroom::metrics::render(&self.registry)
     }
 }
 

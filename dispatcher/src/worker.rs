@@ -11,6 +11,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use mailroom::clock::Clock;
 use mailroom::domain::{Locale, Token};
 use mailroom::job::{Job, JobKind, MalformedJob};
+use mailroom::metrics::{ClassLabel, OutcomeLabel};
 use mailroom::ses::{self, ErrorClass, OutgoingEmail, PauseReason};
 use mailroom::store::batch::{NewLinkToken, SentRecord};
 use mailroom::store::{self, SendStatus};
@@ -412,7 +413,12 @@ impl Worker {
             }
             Err(e) => {
                 tracing::warn!(job_id = %job.job_id, class = e.class.as_str(), error = %e, "send failed");
-                self.metrics.errors.inc(&[e.class.as_str()]);
+                self.metrics
+                    .errors
+                    .get_or_create(&ClassLabel {
+                        class: e.class.as_str().to_owned(),
+                    })
+                    .inc();
                 // Remember the recipient for the dead-letter listing.
                 let _ = store::record_failure(
                     &self.pool,
@@ -489,7 +495,12 @@ impl Worker {
                             )
                         })
                         .await?;
-                        self.metrics.webhooks.inc(&["delivered"]);
+                        self.metrics
+                            .webhooks
+                            .get_or_create(&OutcomeLabel {
+                                outcome: "delivered",
+                            })
+                            .inc();
                         tracing::info!(job_id = %job.job_id, event = %d.event_type, webhook_id = %d.event_id, url = %d.url, status, "webhook delivered");
                         return Ok(Outcome::Sent {
                             message_id: format!("HTTP {status}"),
@@ -521,7 +532,10 @@ impl Worker {
                 }
             }
         };
-        self.metrics.webhooks.inc(&["failed"]);
+        self.metrics
+            .webhooks
+            .get_or_create(&OutcomeLabel { outcome: "failed" })
+            .inc();
         tracing::warn!(job_id = %job.job_id, webhook_id = %d.event_id, url = %d.url, error = %error, "webhook delivery failed");
         let now = self.clock.now();
         self.retry_db(|| {

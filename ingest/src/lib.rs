@@ -30,9 +30,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use mailroom::broker::Topology;
 use mailroom::clock::Clock;
 use mailroom::config::{BrokerArgs, DatabaseArgs, LogArgs, Secret, parse_duration, redact_url};
-use mailroom::metrics::{Counter, CounterVec};
+use mailroom::metrics::{Counter, Family, Gauge, KindLabel, OutcomeLabel, Registry};
 use mailroom::store;
 use mailroom::templates::Templates;
+use prometheus_client::encoding::EncodeLabelSet;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -156,33 +157,127 @@ pub enum VerifyLinkMode {
     Click,
 }
 
-/// Ingest's counters, served at /metrics.
+/// Ingest's metrics, served at /metrics: families registered once, handles kept here.
 #[derive(Debug)]
 pub struct Metrics {
-    pub requests: CounterVec,
-    pub accepted: CounterVec,
+    pub requests: Family<RequestLabels, Counter>,
+    pub accepted: Family<KindLabel, Counter>,
     /// What became of reset and resend requests (queued, suppressed, unknown address, …).
-    pub requests_by_outcome: CounterVec,
+    pub requests_by_outcome: Family<KindOutcomeLabels, Counter>,
     pub published: Counter,
     /// argon2 hashes by outcome: `done`, or `refused` (pool full: 503).
-    pub password_hashes: CounterVec,
+    pub password_hashes: Family<OutcomeLabel, Counter>,
     /// SES feedback events recorded, by type (bounce, complaint, delivery, …).
-    pub ses_events: CounterVec,
+    pub ses_events: Family<TypeLabel, Counter>,
     /// Login checks by outcome: ok, invalid, locked, busy.
-    pub logins: CounterVec,
+    pub logins: Family<OutcomeLabel, Counter>,
+    /// Set when /metrics is read (they are states, not events).
+    pub outbox_backlog: Gauge,
+    pub broker_connected: Gauge,
+    registry: Registry,
+}
+
+/// `{route, status}` of an HTTP request: the route as listed in [`ROUTES`] (or `other`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: &'static str,
+    pub status: u16,
+}
+
+/// `{kind, outcome}` of a reset or resend request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindOutcomeLabels {
+    pub kind: &'static str,
+    pub outcome: &'static str,
+}
+
+/// `{type}` of an SES feedback event (unknown types are kept, so it is data).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    pub r#type: String,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::default();
+        registry.register(
+            "mailroom_ingest_requests",
+            "HTTP requests by route and status.",
+            requests.clone(),
+        );
+        let accepted = Family::default();
+        registry.register(
+            "mailroom_events_accepted",
+            "Events accepted (written to the outbox), by kind.",
+            accepted.clone(),
+        );
+        let requests_by_outcome = Family::default();
+        registry.register(
+            "mailroom_email_requests",
+            "Reset and resend requests by kind and outcome (queued, suppressed, unknown_address, already_verified).",
+            requests_by_outcome.clone(),
+        );
+        let logins = Family::default();
+        registry.register(
+            "mailroom_logins",
+            "Login checks by outcome: ok, invalid, locked (429), busy (503).",
+            logins.clone(),
+        );
+        let ses_events = Family::default();
+        registry.register(
+            "mailroom_ses_events",
+            "SES feedback events recorded from SNS, by type (bounce, complaint, delivery, …).",
+            ses_events.clone(),
+        );
+        let password_hashes = Family::default();
+        registry.register(
+            "mailroom_password_hashes",
+            "argon2 password hashes by outcome: done, or refused because every slot and the queue were taken (503).",
+            password_hashes.clone(),
+        );
+        let published = Counter::default();
+        registry.register(
+            "mailroom_jobs_published",
+            "Jobs published to RabbitMQ and confirmed.",
+            published.clone(),
+        );
+        let outbox_backlog = Gauge::default();
+        registry.register(
+            "mailroom_outbox_backlog",
+            "Outbox rows not yet confirmed by RabbitMQ (-1: database unavailable).",
+            outbox_backlog.clone(),
+        );
+        let broker_connected = Gauge::default();
+        registry.register(
+            "mailroom_broker_connected",
+            "1 when the relay is connected to RabbitMQ.",
+            broker_connected.clone(),
+        );
         Self {
-            requests: CounterVec::new(&["route", "status"]),
-            accepted: CounterVec::new(&["kind"]),
-            requests_by_outcome: CounterVec::new(&["kind", "outcome"]),
-            published: Counter::default(),
-            password_hashes: CounterVec::new(&["outcome"]),
-            ses_events: CounterVec::new(&["type"]),
-            logins: CounterVec::new(&["outcome"]),
+            requests,
+            accepted,
+            requests_by_outcome,
+            published,
+            password_hashes,
+            ses_events,
+            logins,
+            outbox_backlog,
+            broker_connected,
+            registry,
         }
+    }
+}
+
+impl Metrics {
+    /// Counts one `{outcome}` of a family keyed by outcome.
+    pub fn count(family: &Family<OutcomeLabel, Counter>, outcome: &'static str) {
+        family.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// The registry as OpenMetrics text.
+    pub fn render(&self) -> String {
+        mailroom::metrics::render(&self.registry)
     }
 }
 

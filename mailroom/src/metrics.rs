@@ -1,193 +1,64 @@
-//! A small Prometheus text-format registry: counters, labelled counters, gauges and
-//! histograms backed by atomics. Owns only the numbers and their rendering; each binary
-//! declares its own metrics and serves `render()` at `/metrics`.
+//! Metrics on the `prometheus-client` crate. Each binary registers its families once, at start,
+//! in a [`Registry`] of its own, and keeps the handles: an increment is an atomic add on a
+//! counter found by a label set of `&'static str`s (a read lock, no allocation). Owns the label
+//! sets the binaries share, the latency buckets, the text rendering, and the `/metrics` server
+//! of processes that have no HTTP server of their own. Never decides what is counted.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use prometheus_client::encoding::EncodeLabelSet;
+pub use prometheus_client::metrics::counter::Counter;
+pub use prometheus_client::metrics::family::Family;
+pub use prometheus_client::metrics::gauge::Gauge;
+pub use prometheus_client::metrics::histogram::Histogram;
+pub use prometheus_client::registry::Registry;
 
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+/// A gauge of a float (sending rates), kept as the bits of an `f64`.
+pub type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
-impl Counter {
-    pub fn inc(&self) {
-        self.add(1);
-    }
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
+/// `{outcome="…"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
 }
 
-#[derive(Debug, Default)]
-pub struct Gauge(AtomicI64);
-
-impl Gauge {
-    pub fn set(&self, v: i64) {
-        self.0.store(v, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
-    }
+/// `{class="…"}`: an error class. Owned, because dead letters carry theirs as data.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    pub class: String,
 }
 
-/// A counter with labels, e.g. `sends_total{outcome="sent"}`.
-#[derive(Debug)]
-pub struct CounterVec {
-    labels: &'static [&'static str],
-    values: Mutex<BTreeMap<Vec<String>, u64>>,
+/// `{kind="…"}`: a job or request kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
 }
 
-impl CounterVec {
-    pub fn new(labels: &'static [&'static str]) -> Self {
-        Self {
-            labels,
-            values: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    pub fn inc(&self, values: &[&str]) {
-        debug_assert_eq!(values.len(), self.labels.len());
-        let key = values.iter().map(|s| (*s).to_owned()).collect();
-        *self
-            .values
-            .lock()
-            .expect("metrics lock")
-            .entry(key)
-            .or_default() += 1;
-    }
-
-    pub fn get(&self, values: &[&str]) -> u64 {
-        let key: Vec<String> = values.iter().map(|s| (*s).to_owned()).collect();
-        self.values
-            .lock()
-            .expect("metrics lock")
-            .get(&key)
-            .copied()
-            .unwrap_or(0)
-    }
-}
-
-/// A histogram of seconds with fixed buckets.
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    buckets: Vec<AtomicU64>,
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
-impl Histogram {
-    pub fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum_micros: AtomicU64::new(0),
-        }
-    }
-
-    pub fn observe(&self, seconds: f64) {
-        for (i, b) in self.bounds.iter().enumerate() {
-            if seconds <= *b {
-                self.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
-    }
+/// `{reason="…"}`: why the dispatcher is paused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
 }
 
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Builds the text exposition, one metric at a time.
-#[derive(Default)]
-pub struct Exposition(String);
-
-impl Exposition {
-    fn head(&mut self, name: &str, help: &str, kind: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    }
-
-    pub fn counter(&mut self, name: &str, help: &str, c: &Counter) -> &mut Self {
-        self.head(name, help, "counter");
-        let _ = writeln!(self.0, "{name} {}", c.get());
-        self
-    }
-
-    pub fn gauge(&mut self, name: &str, help: &str, v: impl std::fmt::Display) -> &mut Self {
-        self.head(name, help, "gauge");
-        let _ = writeln!(self.0, "{name} {v}");
-        self
-    }
-
-    /// A gauge with one label, one line per value.
-    pub fn gauge_vec<'a>(
-        &mut self,
-        name: &str,
-        help: &str,
-        label: &str,
-        values: impl IntoIterator<Item = (&'a str, i64)>,
-    ) -> &mut Self {
-        self.head(name, help, "gauge");
-        for (v, n) in values {
-            let _ = writeln!(self.0, "{name}{{{label}=\"{}\"}} {n}", escape(v));
-        }
-        self
-    }
-
-    pub fn counter_vec(&mut self, name: &str, help: &str, c: &CounterVec) -> &mut Self {
-        self.head(name, help, "counter");
-        for (values, n) in c.values.lock().expect("metrics lock").iter() {
-            let labels: Vec<String> = c
-                .labels
-                .iter()
-                .zip(values)
-                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-                .collect();
-            let _ = writeln!(self.0, "{name}{{{}}} {n}", labels.join(","));
-        }
-        self
-    }
-
-    pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram) -> &mut Self {
-        self.head(name, help, "histogram");
-        for (b, n) in h.bounds.iter().zip(&h.buckets) {
-            let _ = writeln!(
-                self.0,
-                "{name}_bucket{{le=\"{b}\"}} {}",
-                n.load(Ordering::Relaxed)
-            );
-        }
-        let count = h.count.load(Ordering::Relaxed);
-        let _ = writeln!(self.0, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            self.0,
-            "{name}_sum {}",
-            h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(self.0, "{name}_count {count}");
-        self
-    }
-
-    pub fn finish(&mut self) -> String {
-        std::mem::take(&mut self.0)
-    }
+/// A histogram of seconds with [`LATENCY_BUCKETS`].
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS.iter().copied())
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// What `/metrics` answers with: OpenMetrics text (Prometheus reads it).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The registry as OpenMetrics text.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry)
+        .expect("writing to a String cannot fail");
+    out
 }
 
-/// Serves `render()` as Prometheus text on every path of `listener` until `cancel`. For
+/// Serves `render()` as OpenMetrics text on every path of `listener` until `cancel`. For
 /// processes (the dispatcher) that have no HTTP server of their own.
 pub async fn serve<F>(
     listener: tokio::net::TcpListener,
@@ -215,7 +86,7 @@ pub async fn serve<F>(
                 async move {
                     Ok::<_, std::convert::Infallible>(
                         http::Response::builder()
-                            .header("content-type", "text/plain; version=0.0.4")
+                            .header("content-type", CONTENT_TYPE)
                             .body(Full::new(bytes::Bytes::from(body)))
                             .expect("valid response"),
                     )
@@ -233,24 +104,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_prometheus_text() {
-        let c = Counter::default();
-        c.add(3);
-        let v = CounterVec::new(&["outcome"]);
-        v.inc(&["sent"]);
-        v.inc(&["sent"]);
-        let h = Histogram::new(&[0.1, 1.0]);
+    fn renders_openmetrics_text() {
+        let mut registry = Registry::default();
+        let c = Counter::<u64>::default();
+        registry.register("a", "A.", c.clone());
+        let v = Family::<OutcomeLabel, Counter>::default();
+        registry.register("b", "B.", v.clone());
+        let h = Histogram::new([0.1, 1.0]);
+        registry.register("c_seconds", "C.", h.clone());
+        c.inc_by(3);
+        v.get_or_create(&OutcomeLabel { outcome: "sent" }).inc();
+        v.get_or_create(&OutcomeLabel { outcome: "sent" }).inc();
         h.observe(0.05);
         h.observe(0.5);
-        let text = Exposition::default()
-            .counter("a_total", "A.", &c)
-            .counter_vec("b_total", "B.", &v)
-            .histogram("c_seconds", "C.", &h)
-            .finish();
-        assert!(text.contains("a_total 3\n"));
-        assert!(text.contains("b_total{outcome=\"sent\"} 2\n"));
-        assert!(text.contains("c_seconds_bucket{le=\"0.1\"} 1\n"));
-        assert!(text.contains("c_seconds_bucket{le=\"1\"} 2\n"));
-        assert!(text.contains("c_seconds_count 2\n"));
+        let text = render(&registry);
+        assert!(text.contains("a_total 3\n"), "{text}");
+        assert!(text.contains("b_total{outcome=\"sent\"} 2\n"), "{text}");
+        assert!(text.contains("c_seconds_bucket{le=\"0.1\"} 1\n"), "{text}");
+        assert!(text.contains("c_seconds_bucket{le=\"1.0\"} 2\n"), "{text}");
+        assert!(text.contains("c_seconds_count 2\n"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -38,57 +38,12 @@ impl App {
             &*self.broker_state.read().expect("state lock"),
             BrokerState::Connected
         );
-        let m = &self.metrics;
-        let text = Exposition::default()
-            .counter_vec(
-                "mailroom_ingest_requests_total",
-                "HTTP requests by route and status.",
-                &m.requests,
-            )
-            .counter_vec(
-                "mailroom_events_accepted_total",
-                "Events accepted (written to the outbox), by kind.",
-                &m.accepted,
-            )
-            .counter_vec(
-                "mailroom_email_requests_total",
-                "Reset and resend requests by kind and outcome (queued, suppressed, unknown_address, already_verified).",
-                &m.requests_by_outcome,
-            )
-            .counter_vec(
-                "mailroom_logins_total",
-                "Login checks by outcome: ok, invalid, locked (429), busy (503).",
-                &m.logins,
-            )
-            .counter_vec(
-                "mailroom_ses_events_total",
-                "SES feedback events recorded from SNS, by type (bounce, complaint, delivery, …).",
-                &m.ses_events,
-            )
-            .counter_vec(
-                "mailroom_password_hashes_total",
-                "argon2 password hashes by outcome: done, or refused because every slot and the queue were taken (503).",
-                &m.password_hashes,
-            )
-            .counter(
-                "mailroom_jobs_published_total",
-                "Jobs published to RabbitMQ and confirmed.",
-                &m.published,
-            )
-            .gauge(
-                "mailroom_outbox_backlog",
-                "Outbox rows not yet confirmed by RabbitMQ (-1: database unavailable).",
-                backlog,
-            )
-            .gauge(
-                "mailroom_broker_connected",
-                "1 when the relay is connected to RabbitMQ.",
-                i64::from(connected),
-            )
-            .finish();
+        self.metrics.outbox_backlog.set(backlog);
+        self.metrics.broker_connected.set(i64::from(connected));
+        let text = self.metrics.render();
         Response::builder()
             .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+            .header(header::CONTENT_TYPE, mailroom::metrics::CONTENT_TYPE)
             .body(Full::new(Bytes::from(text)))
             .expect("valid response")
     }

@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use mailroom::domain::{EmailAddress, Locale, Password, Token, UserName};
 use mailroom::job::{Job, JobKind};
-use mailroom::metrics::Exposition;
+use mailroom::metrics::KindLabel;
 use mailroom::store::{self, NewUser, Verification};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -24,7 +24,7 @@ use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 use crate::relay::BrokerState;
-use crate::{App, VerifyLinkMode, json_response};
+use crate::{App, Metrics, VerifyLinkMode, json_response};
 
 mod health;
 mod logins;
@@ -55,7 +55,13 @@ impl App {
                 ApiError::Unavailable("the request took too long; try again".into()).into_response()
             }
         };
-        self.metrics.requests.inc(&[route, resp.status().as_str()]);
+        self.metrics
+            .requests
+            .get_or_create(&crate::RequestLabels {
+                route,
+                status: resp.status().as_u16(),
+            })
+            .inc();
         resp
     }
 
@@ -243,11 +249,11 @@ impl App {
     async fn hash_password(&self, password: Password) -> Result<String, ApiError> {
         match self.hashes.run(move || password.hash()).await {
             Ok(h) => {
-                self.metrics.password_hashes.inc(&["done"]);
+                Metrics::count(&self.metrics.password_hashes, "done");
                 Ok(h)
             }
             Err(crate::hashing::HashError::Busy(_)) => {
-                self.metrics.password_hashes.inc(&["refused"]);
+                Metrics::count(&self.metrics.password_hashes, "refused");
                 Err(ApiError::Busy)
             }
             Err(e) => Err(e.into()),

@@ -22,10 +22,19 @@ impl App {
         if job.is_some() {
             self.relay_wake.notify_one();
         }
-        self.metrics.accepted.inc(&[kind.as_str()]);
+        self.metrics
+            .accepted
+            .get_or_create(&KindLabel {
+                kind: kind.as_str(),
+            })
+            .inc();
         self.metrics
             .requests_by_outcome
-            .inc(&[kind.as_str(), outcome.as_str()]);
+            .get_or_create(&crate::KindOutcomeLabels {
+                kind: kind.as_str(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
         tracing::info!(
             kind = kind.as_str(),
             outcome = outcome.as_str(),

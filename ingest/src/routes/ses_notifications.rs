@@ -62,7 +62,12 @@ impl App {
                 // Counted after the commit, and only what is new (SNS redelivers).
                 if outcome.recorded > 0 {
                     for e in &events {
-                        self.metrics.ses_events.inc(&[e.kind.as_str()]);
+                        self.metrics
+                            .ses_events
+                            .get_or_create(&crate::TypeLabel {
+                                r#type: e.kind.as_str().to_owned(),
+                            })
+                            .inc();
                     }
                 }
                 if !outcome.suppressed.is_empty() {

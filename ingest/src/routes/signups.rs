@@ -42,7 +42,12 @@ impl App {
         // Committed: the job is safe in the outbox whatever happens next. Wake the relay so it
         // goes out now rather than at the next poll.
         self.relay_wake.notify_one();
-        self.metrics.accepted.inc(&[JobKind::Verification.as_str()]);
+        self.metrics
+            .accepted
+            .get_or_create(&KindLabel {
+                kind: JobKind::Verification.as_str(),
+            })
+            .inc();
         // Debug, not info: one line per signup costs more than the rest of the request at load.
         tracing::debug!(user_id = %job.user_id, job_id = %job.job_id, "signup accepted");
         Ok(json_response(
