@@ -2,8 +2,8 @@
 //! cannot give: a fixed answer time, GetAccount with a chosen `MaxSendRate`, and a count of the
 //! sends per wall-clock second and of the most calls ever in flight at once.
 //!
-//! It answers `SendEmail` (`POST /v2/email/outbound-emails`) with a fresh `MessageId` after
-//! `latency`, and `GetAccount` (`GET /v2/email/account`) when a rate is set (404 otherwise, like
+//! It answers `SendEmail` (`POST /v2/email/outbound-emails`, and Postmark's `POST /email` for
+//! the zero2prod reference of BENCHMARKS.md) with a fresh `MessageId` after `latency`, and `GetAccount` (`GET /v2/email/account`) when a rate is set (404 otherwise, like
 //! moto). It checks nothing: senders, bodies and signatures are not looked at. What it saw is
 //! at `GET /stats` (JSON) and [`SesStandIn::stats`]; `POST /reset` clears it.
 //!
@@ -178,7 +178,9 @@ async fn answer(
     // Read the whole request, as SES would, before answering.
     let _ = req.into_body().collect().await;
     match (method, path.as_str()) {
-        (Method::POST, "/v2/email/outbound-emails") => {
+        // SES v2 SendEmail; and Postmark's send (`POST /email`), which the zero2prod reference
+        // app calls, so both can be measured against the same stand-in.
+        (Method::POST, "/v2/email/outbound-emails" | "/email") => {
             // Counted when it arrives, as SES counts a send against the rate.
             let second = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
