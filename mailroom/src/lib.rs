@@ -14,14 +14,17 @@
 //! - [`broker`]: the RabbitMQ topology (exchange, work, retry and dead queues) and confirmed
 //!   publishing.
 //! - [`store`]: every SQL statement, and the migrations.
+//! - [`batch`]: runs the requests of concurrent callers as one statement (signups, the
+//!   dispatcher's claims and records).
 //! - [`dead`]: listing and replaying dead letters (the CLI and the dashboard share it).
 //! - [`ses`]: the SES v2 client, the send call, error classes and the identity commands.
 //! - [`templates`]: handlebars templates for emails and for the pages ingest serves.
-//! - [`metrics`]: counters and histograms in the Prometheus text format.
+//! - [`metrics`]: the shared label sets and rendering of the prometheus-client registries.
 //! - [`clock`]: the time source, controllable in tests so that expiry can be exercised.
 //! - [`telemetry`]: tracing setup shared by the binaries.
 //! - `testkit` (feature `testkit`): throwaway databases and queue prefixes for tests.
 
+pub mod batch;
 pub mod broker;
 pub mod clock;
 pub mod config;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use mailroom::testkit::{SesStandIn, StandInConfig};
+use mailroom::testkit::{self, SesStandIn, StandInConfig};
 
 use crate::delivery::all_sent;
 use crate::helpers::{Settings, TestApp};
@@ -85,4 +85,98 @@ async fn a_backlog_sent_with_many_in_flight_gives_every_job_its_own_link_once() 
     .await
     .unwrap();
     assert_eq!(mismatched, 0);
+}
+
+/// Signups that arrive together are written by one statement; each still gets its own answer:
+/// of several signups for one address (or one name) at once, exactly one is accepted and the
+/// others get 409 naming the field, and nothing of theirs is written.
+#[tokio::test]
+async fn signups_written_together_each_get_their_own_answer() {
+    let app = TestApp::ingest_only().await;
+    let taken_name = app.unique_name();
+    let taken_email = app.unique_email();
+    assert_eq!(
+        app.sign_up(&taken_name, &taken_email).await.status(),
+        202,
+        "the first signup"
+    );
+    let shared_email = app.unique_email();
+    let shared_name = app.unique_name();
+    let mut requests = Vec::new();
+    // 10 for one new address, 10 for one new name, 5 with a taken name, 5 with a taken address,
+    // 20 that conflict with nothing: all at once.
+    for _ in 0..10 {
+        requests.push(("email", app.unique_name(), shared_email.clone()));
+        requests.push(("name", shared_name.clone(), app.unique_email()));
+    }
+    for _ in 0..5 {
+        requests.push(("taken name", taken_name.clone(), app.unique_email()));
+        requests.push(("taken email", app.unique_name(), taken_email.clone()));
+    }
+    for _ in 0..20 {
+        requests.push(("fresh", app.unique_name(), app.unique_email()));
+    }
+    let answers = futures_util::future::join_all(requests.iter().map(|(what, name, email)| {
+        let app = &app;
+        async move {
+            // No password: 50 argon2 hashes at once would be refused (HASH_QUEUE) before
+            // they reached the statement under test.
+            let r = app
+                .post(
+                    "/v1/signups",
+                    &serde_json::json!({"name": name, "email": email}),
+                )
+                .await;
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap();
+            (*what, status, body)
+        }
+    }))
+    .await;
+    let count = |what: &str, status: u16| {
+        answers
+            .iter()
+            .filter(|(w, s, _)| *w == what && *s == status)
+            .count()
+    };
+    assert_eq!(count("email", 202), 1, "{answers:?}");
+    assert_eq!(count("email", 409), 9, "{answers:?}");
+    assert_eq!(count("name", 202), 1, "{answers:?}");
+    assert_eq!(count("name", 409), 9, "{answers:?}");
+    assert_eq!(count("taken name", 409), 5, "{answers:?}");
+    assert_eq!(count("taken email", 409), 5, "{answers:?}");
+    assert_eq!(count("fresh", 202), 20, "{answers:?}");
+    // Each 409 names the field that was taken.
+    for (what, status, body) in &answers {
+        if *status == 409 {
+            let field = if what.contains("name") {
+                "name"
+            } else {
+                "email"
+            };
+            assert!(
+                body["error"]["fields"].get(field).is_some(),
+                "{what}: {body}"
+            );
+        }
+    }
+    // Written: the first user, one for the shared address, one for the shared name, 20 fresh;
+    // each with exactly one job, which the relay takes to the work queue.
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(users, 23);
+    let queue = format!("{}.emails", app.queues.prefix);
+    testkit::eventually(
+        "23 jobs in the work queue",
+        Duration::from_secs(20),
+        || async { (app.queue_len(&queue).await == 23).then_some(()) },
+    )
+    .await;
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(pending, 0, "every job was relayed, none twice");
 }

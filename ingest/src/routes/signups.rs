@@ -3,6 +3,8 @@
 //! transaction. Never waits for RabbitMQ or SES.
 
 use super::*;
+use mailroom::store::CreateUserError;
+use mailroom::store::batch::SignupOutcome;
 
 impl App {
     pub(super) async fn signup(&self, body: Map<String, Value>) -> Result<Resp, ApiError> {
@@ -38,7 +40,14 @@ impl App {
             hashed_password,
             locale,
         };
-        store::create_user_with_job(&self.pool, &user, &job).await?;
+        // Batched with the signups arriving at the same time (mailroom::batch): still one
+        // statement per user and job, so both or neither are written.
+        match self.signups.call((user, job.clone())).await {
+            Ok(SignupOutcome::Created) => {}
+            Ok(SignupOutcome::NameTaken) => return Err(CreateUserError::NameTaken.into()),
+            Ok(SignupOutcome::EmailTaken) => return Err(CreateUserError::EmailTaken.into()),
+            Err(e) => return Err(CreateUserError::Db(e).into()),
+        }
         // Committed: the job is safe in the outbox whatever happens next. Wake the relay so it
         // goes out now rather than at the next poll.
         self.relay_wake.notify_one();

@@ -280,3 +280,99 @@ pub async fn record_sent(pool: &PgPool, sent: &[SentRecord]) -> Result<(), sqlx:
     .await?;
     Ok(())
 }
+
+/// What became of one signup of [`create_users_with_jobs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignupOutcome {
+    Created,
+    NameTaken,
+    EmailTaken,
+}
+
+/// Writes many signups, each user with the outbox row of its verification job, as
+/// [`super::create_user_with_job`] does for one: one statement, so each user that is written
+/// has its job, and a user whose name or address is taken (by an existing user, a concurrent
+/// signup, or an earlier one in the same batch) is written with neither. The answer says which,
+/// per signup, in order.
+///
+/// `ON CONFLICT DO NOTHING` skips a taken row instead of failing the whole statement; which
+/// constraint it hit is read afterwards, from the rows as committed (the statement's own
+/// snapshot cannot see a concurrent signup or an earlier row of the same batch). Like the
+/// unique checks themselves, a taken name is reported before a taken address.
+pub async fn create_users_with_jobs(
+    pool: &PgPool,
+    signups: &[(super::NewUser, Job)],
+) -> Result<Vec<SignupOutcome>, sqlx::Error> {
+    let ids: Vec<Uuid> = signups.iter().map(|(_, j)| j.user_id).collect();
+    let names: Vec<&str> = signups.iter().map(|(u, _)| u.name.as_str()).collect();
+    let emails: Vec<&str> = signups.iter().map(|(u, _)| u.email.as_str()).collect();
+    let hashes: Vec<Option<&str>> = signups
+        .iter()
+        .map(|(u, _)| u.hashed_password.as_deref())
+        .collect();
+    let locales: Vec<&str> = signups.iter().map(|(u, _)| u.locale.as_str()).collect();
+    let at: Vec<DateTime<Utc>> = signups.iter().map(|(_, j)| j.requested_at).collect();
+    let jobs: Vec<Uuid> = signups.iter().map(|(_, j)| j.job_id).collect();
+    let keys: Vec<&str> = signups.iter().map(|(_, j)| j.kind.routing_key()).collect();
+    let payloads: Vec<sqlx::types::Json<&Job>> =
+        signups.iter().map(|(_, j)| sqlx::types::Json(j)).collect();
+    let created: Vec<Uuid> = sqlx::query_scalar(
+        "WITH input AS (
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::timestamptz[], $7::uuid[], $8::text[], $9::jsonb[])
+                      WITH ORDINALITY
+                      AS i(id, name, email, hashed_password, locale, created_at, job_id,
+                           routing_key, payload, n)
+         ),
+         new_users AS (
+             INSERT INTO users (id, name, email, hashed_password, locale, created_at)
+             SELECT id, name, email, hashed_password, locale, created_at FROM input ORDER BY n
+             ON CONFLICT DO NOTHING
+             RETURNING id
+         ),
+         jobs AS (
+             INSERT INTO outbox (job_id, routing_key, payload, created_at)
+             SELECT i.job_id, i.routing_key, i.payload, i.created_at
+               FROM input i JOIN new_users u ON u.id = i.id ORDER BY i.n
+         )
+         SELECT id FROM new_users",
+    )
+    .bind(&ids)
+    .bind(&names)
+    .bind(&emails)
+    .bind(&hashes)
+    .bind(&locales)
+    .bind(&at)
+    .bind(&jobs)
+    .bind(&keys)
+    .bind(&payloads)
+    .fetch_all(pool)
+    .await?;
+    let mut out: Vec<SignupOutcome> = ids
+        .iter()
+        .map(|id| {
+            if created.contains(id) {
+                SignupOutcome::Created
+            } else {
+                SignupOutcome::EmailTaken
+            }
+        })
+        .collect();
+    let skipped: Vec<usize> = (0..ids.len())
+        .filter(|i| out[*i] != SignupOutcome::Created)
+        .collect();
+    if !skipped.is_empty() {
+        let taken: Vec<&str> = skipped.iter().map(|i| names[*i]).collect();
+        let names_taken: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM users WHERE name = ANY($1)")
+                .bind(&taken)
+                .fetch_all(pool)
+                .await?;
+        for i in skipped {
+            if names_taken.iter().any(|n| n == names[i]) {
+                out[i] = SignupOutcome::NameTaken;
+            }
+        }
+    }
+    Ok(out)
+}
