@@ -14,12 +14,14 @@ use mailroom::store::batch::{self as sql, ClaimedJob, NewLinkToken, SentRecord};
 use sqlx::PgPool;
 
 /// A claim request: the job and when.
+#[derive(Clone)]
 pub struct ClaimReq {
     pub job: Job,
     pub now: DateTime<Utc>,
 }
 
 /// A link token to store, of one kind.
+#[derive(Clone)]
 pub struct TokenReq {
     pub token: NewLinkToken,
     pub now: DateTime<Utc>,

@@ -28,7 +28,7 @@ pub struct Batcher<Req, Resp> {
 
 impl<Req, Resp> Batcher<Req, Resp>
 where
-    Req: Send + 'static,
+    Req: Clone + Send + 'static,
     Resp: Send + 'static,
 {
     /// Starts the batching task: `run` executes one batch and answers one response per request,
@@ -74,9 +74,23 @@ where
                     }
                 }
                 held = later;
-                let batch = run(reqs);
+                let run = run.clone();
                 tokio::spawn(async move {
-                    answer(batch.await, replies);
+                    // Kept to run one by one if the batch fails (below).
+                    let copies = (reqs.len() > 1).then(|| reqs.clone());
+                    match (run(reqs).await, copies) {
+                        // A statement fails as a whole, and one request may be all that the
+                        // database refuses (a constraint, a trigger): run each alone, so that
+                        // only that one is held and the others go on. Not when the database
+                        // is unreachable: then each would fail the same way.
+                        (Err(e), Some(copies)) if !crate::store::is_unavailable(&e) => {
+                            tracing::warn!(error = %e, batch = copies.len(), "a batched statement failed; running its requests one by one");
+                            for (req, reply) in copies.into_iter().zip(replies) {
+                                answer(run(vec![req]).await, vec![reply]);
+                            }
+                        }
+                        (result, _) => answer(result, replies),
+                    }
                     drop(slot);
                 });
             }
@@ -178,6 +192,37 @@ mod tests {
                 if let Some(prev) = last_of_key.insert(*k, *n) {
                     assert!(prev < *n, "key {k}: {n} ran after {prev}");
                 }
+            }
+        }
+    }
+
+    /// A statement that fails for one request fails only that request: the batch is run again
+    /// one by one, and the others get their answers.
+    #[tokio::test]
+    async fn one_refused_request_fails_alone_and_the_others_of_its_batch_go_on() {
+        let batcher = Arc::new(Batcher::spawn(
+            |r: &u32| *r,
+            1,
+            move |reqs: Vec<u32>| async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if reqs.contains(&13) {
+                    Err(sqlx::Error::Protocol(
+                        "new row violates check constraint".into(),
+                    ))
+                } else {
+                    Ok(reqs)
+                }
+            },
+        ));
+        let mut calls = tokio::task::JoinSet::new();
+        for n in 0..40u32 {
+            let b = batcher.clone();
+            calls.spawn(async move { (n, b.call(n).await) });
+        }
+        while let Some(r) = calls.join_next().await {
+            match r.unwrap() {
+                (13, answer) => assert!(answer.is_err(), "13 must fail"),
+                (n, answer) => assert_eq!(answer.unwrap(), n),
             }
         }
     }

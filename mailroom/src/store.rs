@@ -90,6 +90,7 @@ pub struct User {
     pub verification_token_expiry: Option<DateTime<Utc>>,
 }
 
+#[derive(Clone)]
 pub struct NewUser {
     pub name: UserName,
     pub email: EmailAddress,
