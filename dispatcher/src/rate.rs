@@ -234,7 +234,13 @@ impl SharedRate {
             );
             s.share = share;
             let burst = 1 + (share / HEADROOM * BURST) as u32;
-            s.limiter = Some(Arc::new(crate::worker::paced(share, burst)));
+            let limiter = crate::worker::paced(share, burst);
+            // A new limiter starts with its burst saved up; spent here, so that at the change
+            // it adds no burst to what the old one may have saved.
+            if let Some(n) = std::num::NonZeroU32::new(burst) {
+                let _ = limiter.check_n(n);
+            }
+            s.limiter = Some(Arc::new(limiter));
         }
     }
 }

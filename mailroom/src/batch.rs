@@ -18,12 +18,16 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// The most requests one statement takes.
 pub const MAX_BATCH: usize = 256;
+/// The most requests that may wait for a statement. Beyond it a call fails at once as busy
+/// (ingest answers 503), instead of queueing work that would run long after its caller, which
+/// a database outage would otherwise pile up without bound.
+pub const MAX_WAITING: usize = MAX_BATCH * 4;
 
 type Reply<Resp> = oneshot::Sender<Result<Resp, sqlx::Error>>;
 
 /// Hands requests to the task that batches them.
 pub struct Batcher<Req, Resp> {
-    tx: mpsc::UnboundedSender<(Req, Reply<Resp>)>,
+    tx: mpsc::Sender<(Req, Reply<Resp>)>,
 }
 
 impl<Req, Resp> Batcher<Req, Resp>
@@ -40,7 +44,7 @@ where
         F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<Resp>, sqlx::Error>> + Send + 'static,
     {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(Req, Reply<Resp>)>();
+        let (tx, mut rx) = mpsc::channel::<(Req, Reply<Resp>)>(MAX_WAITING);
         let slots = Arc::new(Semaphore::new(parallel.max(1)));
         let run = Arc::new(run);
         tokio::spawn(async move {
@@ -66,6 +70,11 @@ where
                 let mut replies = Vec::new();
                 let mut later = VecDeque::new();
                 while let Some((req, reply)) = held.pop_front() {
+                    // Its caller gave up (a request timeout, shutdown): it must not be
+                    // written after the caller was told it failed.
+                    if reply.is_closed() {
+                        continue;
+                    }
                     if reqs.len() < MAX_BATCH && keys.insert(key(&req)) {
                         reqs.push(req);
                         replies.push(reply);
@@ -98,12 +107,16 @@ where
         Self { tx }
     }
 
-    /// Runs one request as part of the next batch.
+    /// Runs one request as part of the next batch. With [`MAX_WAITING`] requests already
+    /// waiting, fails at once with `PoolTimedOut` (the database is not keeping up). A request
+    /// whose caller stops waiting before its batch starts is not run.
     pub async fn call(&self, req: Req) -> Result<Resp, sqlx::Error> {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send((req, reply))
-            .map_err(|_| sqlx::Error::PoolClosed)?;
+        match self.tx.try_send((req, reply)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(sqlx::Error::PoolTimedOut),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(sqlx::Error::PoolClosed),
+        }
         answer.await.map_err(|_| sqlx::Error::PoolClosed)?
     }
 }
@@ -225,6 +238,55 @@ mod tests {
                 (n, answer) => assert_eq!(answer.unwrap(), n),
             }
         }
+    }
+
+    /// A caller that gives up before its batch starts is not run; and beyond MAX_WAITING the
+    /// batcher refuses at once instead of queueing without bound.
+    #[tokio::test]
+    async fn abandoned_requests_are_not_run_and_the_queue_is_bounded() {
+        let ran: Arc<Mutex<Vec<u32>>> = Arc::default();
+        let seen = ran.clone();
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let g = gate.clone();
+        let batcher = Arc::new(Batcher::spawn(
+            |r: &u32| *r,
+            1,
+            move |reqs: Vec<u32>| {
+                seen.lock().unwrap().extend(&reqs);
+                let g = g.clone();
+                async move {
+                    g.notified().await;
+                    Ok(reqs)
+                }
+            },
+        ));
+        // The first request holds the only statement slot until the gate opens.
+        let first = tokio::spawn({
+            let b = batcher.clone();
+            async move { b.call(0).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // This caller gives up while waiting behind it.
+        let gave_up = tokio::time::timeout(Duration::from_millis(20), batcher.call(1)).await;
+        assert!(gave_up.is_err());
+        // Fill the queue: the next one is refused at once.
+        let mut waiting = Vec::new();
+        for n in 0..MAX_WAITING as u32 {
+            let b = batcher.clone();
+            waiting.push(tokio::spawn(async move { b.call(100 + n).await }));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let refused = batcher.call(99_999).await.unwrap_err();
+        assert!(matches!(refused, sqlx::Error::PoolTimedOut), "{refused}");
+        for _ in 0..10 {
+            gate.notify_waiters();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(first.await.unwrap().unwrap(), 0);
+        let ran = ran.lock().unwrap().clone();
+        assert!(!ran.contains(&1), "an abandoned request was run");
+        assert!(!ran.contains(&99_999));
+        drop(waiting);
     }
 
     /// A failed statement fails every request in it (each caller holds its job and asks

@@ -46,6 +46,11 @@ impl App {
             Ok(SignupOutcome::Created) => {}
             Ok(SignupOutcome::NameTaken) => return Err(CreateUserError::NameTaken.into()),
             Ok(SignupOutcome::EmailTaken) => return Err(CreateUserError::EmailTaken.into()),
+            Ok(SignupOutcome::NotWritten) => {
+                return Err(ApiError::Unavailable(
+                    "the signup was not stored; try again".into(),
+                ));
+            }
             Err(e) => return Err(CreateUserError::Db(e).into()),
         }
         // Committed: the job is safe in the outbox whatever happens next. Wake the relay so it

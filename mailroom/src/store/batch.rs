@@ -287,6 +287,9 @@ pub enum SignupOutcome {
     Created,
     NameTaken,
     EmailTaken,
+    /// Not written, and which of the two was taken could not be read (the connection failed
+    /// after the insert): the caller may try again and learn it.
+    NotWritten,
 }
 
 /// Writes many signups, each user with the outbox row of its verification job, as
@@ -298,7 +301,9 @@ pub enum SignupOutcome {
 /// `ON CONFLICT DO NOTHING` skips a taken row instead of failing the whole statement; which
 /// constraint it hit is read afterwards, from the rows as committed (the statement's own
 /// snapshot cannot see a concurrent signup or an earlier row of the same batch). Like the
-/// unique checks themselves, a taken name is reported before a taken address.
+/// unique checks themselves, a taken name is reported before a taken address. Once the insert
+/// has committed, nothing fails the signups it wrote: the reading is on the same connection,
+/// and if it fails anyway only the skipped signups are answered [`SignupOutcome::NotWritten`].
 pub async fn create_users_with_jobs(
     pool: &PgPool,
     signups: &[(super::NewUser, Job)],
@@ -316,6 +321,7 @@ pub async fn create_users_with_jobs(
     let keys: Vec<&str> = signups.iter().map(|(_, j)| j.kind.routing_key()).collect();
     let payloads: Vec<sqlx::types::Json<&Job>> =
         signups.iter().map(|(_, j)| sqlx::types::Json(j)).collect();
+    let mut conn = pool.acquire().await?;
     let created: Vec<Uuid> = sqlx::query_scalar(
         "WITH input AS (
              SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
@@ -346,7 +352,7 @@ pub async fn create_users_with_jobs(
     .bind(&jobs)
     .bind(&keys)
     .bind(&payloads)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let mut out: Vec<SignupOutcome> = ids
         .iter()
@@ -363,15 +369,17 @@ pub async fn create_users_with_jobs(
         .collect();
     if !skipped.is_empty() {
         let taken: Vec<&str> = skipped.iter().map(|i| names[*i]).collect();
-        let names_taken: Vec<String> =
+        let names_taken: Result<Vec<String>, _> =
             sqlx::query_scalar("SELECT name FROM users WHERE name = ANY($1)")
                 .bind(&taken)
-                .fetch_all(pool)
-                .await?;
+                .fetch_all(&mut *conn)
+                .await;
         for i in skipped {
-            if names_taken.iter().any(|n| n == names[i]) {
-                out[i] = SignupOutcome::NameTaken;
-            }
+            out[i] = match &names_taken {
+                Ok(n) if n.iter().any(|n| n == names[i]) => SignupOutcome::NameTaken,
+                Ok(_) => SignupOutcome::EmailTaken,
+                Err(_) => SignupOutcome::NotWritten,
+            };
         }
     }
     Ok(out)
