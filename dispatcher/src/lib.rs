@@ -39,6 +39,7 @@ use mailroom::config::{
 };
 use mailroom::metrics::{
     ClassLabel, Counter, Family, FloatGauge, Gauge, Histogram, OutcomeLabel, ReasonLabel, Registry,
+    registered,
 };
 use mailroom::ses::PauseReason;
 use mailroom::store;
@@ -159,86 +160,87 @@ const SEND_OUTCOMES: &[&str] = &[
 impl Default for Metrics {
     fn default() -> Self {
         let mut r = Registry::default();
-        let rate_account = FloatGauge::default();
-        r.register(
+        let rate_account = registered(
+            &mut r,
             "mailroom_send_rate_account",
             "The account's sending rate (MAX_SEND_RATE or SES's MaxSendRate), per second.",
-            rate_account.clone(),
+            FloatGauge::default(),
         );
-        let rate_share = FloatGauge::default();
-        r.register(
+        let rate_share = registered(
+            &mut r,
             "mailroom_send_rate_share",
             "This dispatcher's share of it, per second (0 while joining or cut off from the database).",
-            rate_share.clone(),
+            FloatGauge::default(),
         );
-        let dispatchers_live = Gauge::default();
-        r.register(
+        let dispatchers_live = registered(
+            &mut r,
             "mailroom_dispatchers_live",
             "Live dispatchers sharing the rate, as this one last counted them.",
-            dispatchers_live.clone(),
+            Gauge::default(),
         );
-        let concurrency = Gauge::default();
-        r.register(
+        let concurrency = registered(
+            &mut r,
             "mailroom_send_concurrency",
             "Sends allowed in flight now (SEND_CONCURRENCY, or sized from the rate and the time of a send).",
-            concurrency.clone(),
+            Gauge::default(),
         );
         let sends = Family::<OutcomeLabel, Counter>::default();
         for outcome in SEND_OUTCOMES {
             let _ = sends.get_or_create(&OutcomeLabel { outcome });
         }
-        r.register(
+        let sends = registered(
+            &mut r,
             "mailroom_sends",
             "Jobs handled, by outcome (sent, skipped, duplicate, busy, suppressed, retry, dead, account_stop).",
-            sends.clone(),
+            sends,
         );
-        let errors = Family::default();
-        r.register(
+        let errors = registered(
+            &mut r,
             "mailroom_send_errors",
             "Failed SES calls by error class.",
-            errors.clone(),
+            Family::default(),
         );
-        let dead = Family::default();
-        r.register(
+        let dead = registered(
+            &mut r,
             "mailroom_dead_letters",
             "Jobs moved to the dead-letter queue, by error class.",
-            dead.clone(),
+            Family::default(),
         );
-        let retries = Counter::default();
-        r.register(
+        let retries = registered(
+            &mut r,
             "mailroom_retries",
             "Jobs moved to a retry delay queue.",
-            retries.clone(),
+            Counter::default(),
         );
-        let limiter_waits = Counter::default();
-        r.register(
+        let limiter_waits = registered(
+            &mut r,
             "mailroom_rate_limiter_waits",
             "Sends that had to wait for the rate limiter.",
-            limiter_waits.clone(),
+            Counter::default(),
         );
-        let pauses = Counter::default();
-        r.register(
+        let pauses = registered(
+            &mut r,
             "mailroom_account_pauses",
             "Times consumption paused for an account stop.",
-            pauses.clone(),
+            Counter::default(),
         );
-        let webhooks = Family::default();
-        r.register(
+        let webhooks = registered(
+            &mut r,
             "mailroom_webhook_deliveries",
             "Webhook delivery attempts, by outcome (delivered, failed).",
-            webhooks.clone(),
+            Family::default(),
         );
-        let latency = mailroom::metrics::latency_histogram();
-        r.register(
+        let latency = registered(
+            &mut r,
             "mailroom_send_latency_seconds",
             "Duration of successful SES SendEmail calls.",
-            latency.clone(),
+            mailroom::metrics::latency_histogram(),
         );
-        let paused = Family::<ReasonLabel, Gauge>::default();
-        r.register(
+        let paused = registered(
+            &mut r,
             "mailroom_dispatcher_paused",
             "1 while consumption is paused, by reason (account, quota, credentials, configuration).",
-            paused.clone(),
+            Family::<ReasonLabel, Gauge>::default(),
         );
         Self {
             sends,
@@ -262,7 +264,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one job of this outcome.
     pub fn count(&self, outcome: &'static str) {
-        self.sends.get_or_create(&OutcomeLabel { outcome }).inc();
+        mailroom::metrics::count(&self.sends, outcome);
     }
 
     /// The metrics as OpenMetrics text, with the states read now.

@@ -11,7 +11,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use mailroom::clock::Clock;
 use mailroom::domain::{Locale, Token};
 use mailroom::job::{Job, JobKind, MalformedJob};
-use mailroom::metrics::{ClassLabel, OutcomeLabel};
+use mailroom::metrics::ClassLabel;
 use mailroom::ses::{self, ErrorClass, OutgoingEmail, PauseReason};
 use mailroom::store::batch::{NewLinkToken, SentRecord};
 use mailroom::store::{self, SendStatus};
@@ -495,12 +495,7 @@ impl Worker {
                             )
                         })
                         .await?;
-                        self.metrics
-                            .webhooks
-                            .get_or_create(&OutcomeLabel {
-                                outcome: "delivered",
-                            })
-                            .inc();
+                        mailroom::metrics::count(&self.metrics.webhooks, "delivered");
                         tracing::info!(job_id = %job.job_id, event = %d.event_type, webhook_id = %d.event_id, url = %d.url, status, "webhook delivered");
                         return Ok(Outcome::Sent {
                             message_id: format!("HTTP {status}"),
@@ -532,10 +527,7 @@ impl Worker {
                 }
             }
         };
-        self.metrics
-            .webhooks
-            .get_or_create(&OutcomeLabel { outcome: "failed" })
-            .inc();
+        mailroom::metrics::count(&self.metrics.webhooks, "failed");
         tracing::warn!(job_id = %job.job_id, webhook_id = %d.event_id, url = %d.url, error = %error, "webhook delivery failed");
         let now = self.clock.now();
         self.retry_db(|| {

@@ -32,7 +32,7 @@ use mailroom::broker::Topology;
 use mailroom::clock::Clock;
 use mailroom::config::{BrokerArgs, DatabaseArgs, LogArgs, Secret, parse_duration, redact_url};
 use mailroom::job::Job;
-use mailroom::metrics::{Counter, Family, Gauge, KindLabel, OutcomeLabel, Registry};
+use mailroom::metrics::{Counter, Family, Gauge, KindLabel, OutcomeLabel, Registry, registered};
 use mailroom::store::batch::SignupOutcome;
 use mailroom::store::{self, NewUser};
 use mailroom::templates::Templates;
@@ -203,59 +203,59 @@ pub struct TypeLabel {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::default();
-        let requests = Family::default();
-        registry.register(
+        let requests = registered(
+            &mut registry,
             "mailroom_ingest_requests",
             "HTTP requests by route and status.",
-            requests.clone(),
+            Family::default(),
         );
-        let accepted = Family::default();
-        registry.register(
+        let accepted = registered(
+            &mut registry,
             "mailroom_events_accepted",
             "Events accepted (written to the outbox), by kind.",
-            accepted.clone(),
+            Family::default(),
         );
-        let requests_by_outcome = Family::default();
-        registry.register(
+        let requests_by_outcome = registered(
+            &mut registry,
             "mailroom_email_requests",
             "Reset and resend requests by kind and outcome (queued, suppressed, unknown_address, already_verified).",
-            requests_by_outcome.clone(),
+            Family::default(),
         );
-        let logins = Family::default();
-        registry.register(
+        let logins = registered(
+            &mut registry,
             "mailroom_logins",
             "Login checks by outcome: ok, invalid, locked (429), busy (503).",
-            logins.clone(),
+            Family::default(),
         );
-        let ses_events = Family::default();
-        registry.register(
+        let ses_events = registered(
+            &mut registry,
             "mailroom_ses_events",
             "SES feedback events recorded from SNS, by type (bounce, complaint, delivery, …).",
-            ses_events.clone(),
+            Family::default(),
         );
-        let password_hashes = Family::default();
-        registry.register(
+        let password_hashes = registered(
+            &mut registry,
             "mailroom_password_hashes",
             "argon2 password hashes by outcome: done, or refused because every slot and the queue were taken (503).",
-            password_hashes.clone(),
+            Family::default(),
         );
-        let published = Counter::default();
-        registry.register(
+        let published = registered(
+            &mut registry,
             "mailroom_jobs_published",
             "Jobs published to RabbitMQ and confirmed.",
-            published.clone(),
+            Counter::default(),
         );
-        let outbox_backlog = Gauge::default();
-        registry.register(
+        let outbox_backlog = registered(
+            &mut registry,
             "mailroom_outbox_backlog",
             "Outbox rows not yet confirmed by RabbitMQ (-1: database unavailable).",
-            outbox_backlog.clone(),
+            Gauge::default(),
         );
-        let broker_connected = Gauge::default();
-        registry.register(
+        let broker_connected = registered(
+            &mut registry,
             "mailroom_broker_connected",
             "1 when the relay is connected to RabbitMQ.",
-            broker_connected.clone(),
+            Gauge::default(),
         );
         Self {
             requests,
@@ -273,11 +273,6 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts one `{outcome}` of a family keyed by outcome.
-    pub fn count(family: &Family<OutcomeLabel, Counter>, outcome: &'static str) {
-        family.get_or_create(&OutcomeLabel { outcome }).inc();
-    }
-
     /// The registry as OpenMetrics text.
     pub fn render(&self) -> String {
         mailroom::metrics::render(&self.registry)

@@ -47,6 +47,20 @@ pub fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS.iter().copied())
 }
 
+/// Registers `metric` in `registry` and gives it back: the handle its binary keeps.
+pub fn registered<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// Counts one event in a family keyed by outcome.
+pub fn count(family: &Family<OutcomeLabel, Counter>, outcome: &'static str) {
+    family.get_or_create(&OutcomeLabel { outcome }).inc();
+}
+
 /// What `/metrics` answers with: OpenMetrics text (Prometheus reads it).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 

@@ -176,67 +176,6 @@ pub async fn find_user_by_email(
     .await
 }
 
-pub async fn find_user(pool: &PgPool, id: Uuid) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(pool)
-    .await
-}
-
-/// Stores the hash of a link token minted for `job` and makes that job the user's current one of
-/// its kind. Earlier tokens of the *same* job keep working (a retried send may have reached the
-/// person twice); tokens of earlier jobs stop working. Returns false when nothing may be sent:
-/// the user is gone, a newer request of the same kind superseded this job, or (verification)
-/// the address is verified already.
-pub async fn set_link_token(
-    pool: &PgPool,
-    kind: TokenKind,
-    job: &Job,
-    hash: &TokenHash,
-    expires_at: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    // The columns differ by kind; everything else (the order check, the token row) is shared.
-    let sql = match kind {
-        TokenKind::Verification => {
-            "WITH cur AS (
-                UPDATE users SET verification_token = $3, verification_token_expiry = $4,
-                                 verification_job_id = $2, verification_job_at = $5
-                 WHERE id = $1 AND NOT email_verified
-                   AND (verification_job_at IS NULL OR verification_job_at <= $5)
-                RETURNING id)
-             INSERT INTO link_tokens (token_hash, user_id, kind, job_id, expires_at, created_at)
-             SELECT $3, id, $7, $2, $4, $6 FROM cur"
-        }
-        TokenKind::Reset => {
-            "WITH cur AS (
-                UPDATE users SET reset_token = $3, reset_token_expiry = $4,
-                                 reset_job_id = $2, reset_job_at = $5
-                 WHERE id = $1 AND (reset_job_at IS NULL OR reset_job_at <= $5)
-                   -- A job whose link was used is done: a retry of it (its first send timed
-                   -- out but arrived) must not mail a fresh, working link afterwards.
-                   AND NOT EXISTS (SELECT 1 FROM link_tokens
-                                    WHERE user_id = $1 AND job_id = $2 AND used_at IS NOT NULL)
-                RETURNING id)
-             INSERT INTO link_tokens (token_hash, user_id, kind, job_id, expires_at, created_at)
-             SELECT $3, id, $7, $2, $4, $6 FROM cur"
-        }
-    };
-    let r = sqlx::query(sql)
-        .bind(job.user_id)
-        .bind(job.job_id)
-        .bind(hash.as_str())
-        .bind(expires_at)
-        .bind(job.requested_at)
-        .bind(now)
-        .bind(kind.as_str())
-        .execute(pool)
-        .await?;
-    Ok(r.rows_affected() == 1)
-}
-
 /// What happened to a token presented for verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verification {
@@ -415,7 +354,7 @@ impl SendStatus {
     }
 }
 
-/// What [`begin_attempt`] found.
+/// What [`batch::claim_jobs`] found for a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
     /// The attempt is ours: the job's status before it (None for a job never seen), and the
@@ -428,58 +367,6 @@ pub enum Claim {
     Finished(SendStatus),
     /// Another consumer claimed it within the lease and may be sending it right now.
     Busy,
-}
-
-/// Claims an attempt at `job`: records that it starts now, unless the job is finished or another
-/// consumer claimed it less than `lease` ago (a second copy of a job, e.g. redelivered while the
-/// first consumer is still waiting for SES). Called before anything is sent. A claim older
-/// than the lease is taken over: its consumer died or hung, and the broker redelivered.
-pub async fn begin_attempt(
-    pool: &PgPool,
-    job: &Job,
-    now: DateTime<Utc>,
-    lease: Duration,
-) -> Result<Claim, sqlx::Error> {
-    let stale_before = now - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::zero());
-    // The CTE reads the row as it was before this statement, so the old status comes back
-    // together with the upsert in one round trip. A finished or freshly claimed job is left
-    // as it is.
-    let row: Option<(Option<String>, i32)> = sqlx::query_as(
-        "WITH prev AS (SELECT status FROM sends WHERE job_id = $1)
-         INSERT INTO sends (job_id, kind, user_id, status, attempts, requested_at,
-                            first_attempt_at, updated_at)
-         VALUES ($1, $2, $3, 'sending', 1, $4, $5, $5)
-         ON CONFLICT (job_id) DO UPDATE
-            SET status = 'sending', attempts = sends.attempts + 1, updated_at = $5
-          WHERE sends.status NOT IN ('sent', 'skipped', 'suppressed')
-            AND NOT (sends.status = 'sending' AND sends.updated_at > $6)
-         RETURNING (SELECT status FROM prev), sends.attempts",
-    )
-    .bind(job.job_id)
-    .bind(job.kind.as_str())
-    .bind(job.user_id)
-    .bind(job.requested_at)
-    .bind(now)
-    .bind(stale_before)
-    .fetch_optional(pool)
-    .await?;
-    match row {
-        Some((prev, attempt)) => Ok(Claim::Claimed {
-            previous: prev.as_deref().and_then(SendStatus::parse),
-            attempt,
-        }),
-        // The conflict branch's WHERE refused: finished, or claimed by someone else.
-        None => {
-            let (status,): (String,) = sqlx::query_as("SELECT status FROM sends WHERE job_id = $1")
-                .bind(job.job_id)
-                .fetch_one(pool)
-                .await?;
-            Ok(match SendStatus::parse(&status) {
-                Some(s) if s.is_final() => Claim::Finished(s),
-                _ => Claim::Busy,
-            })
-        }
-    }
 }
 
 /// Renews our claim on a job just before the SES call, so that the lease covers the call
@@ -517,29 +404,6 @@ pub async fn release_claim(
     .bind(job_id)
     .bind(why)
     .bind(now)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-pub async fn record_sent(
-    pool: &PgPool,
-    job_id: Uuid,
-    recipient: &str,
-    ses_message_id: &str,
-    now: DateTime<Utc>,
-    latency_ms: i32,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE sends SET status = 'sent', recipient = $2, ses_message_id = $3, sent_at = $4,
-                updated_at = $4, latency_ms = $5, error_class = NULL, last_error = NULL
-          WHERE job_id = $1",
-    )
-    .bind(job_id)
-    .bind(recipient)
-    .bind(ses_message_id)
-    .bind(now)
-    .bind(latency_ms)
     .execute(pool)
     .await?;
     Ok(())

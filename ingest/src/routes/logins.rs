@@ -28,7 +28,7 @@ impl App {
         {
             store::LoginSlot::Reserved(id) => id,
             store::LoginSlot::Locked(until) => {
-                Metrics::count(&self.metrics.logins, "locked");
+                mailroom::metrics::count(&self.metrics.logins, "locked");
                 // Rounded up: a client that waits exactly this long is let in.
                 let secs = (until - now).num_milliseconds().max(1000) as u64;
                 return Err(ApiError::TooManyAttempts(secs.div_ceil(1000)));
@@ -56,14 +56,14 @@ impl App {
                 // Not checked: not a failure of the person's, so the reservation goes.
                 let _ = store::finish_login(&self.pool, reserved, None).await;
                 if matches!(e, crate::hashing::HashError::Busy(_)) {
-                    Metrics::count(&self.metrics.logins, "busy");
-                    Metrics::count(&self.metrics.password_hashes, "refused");
+                    mailroom::metrics::count(&self.metrics.logins, "busy");
+                    mailroom::metrics::count(&self.metrics.password_hashes, "refused");
                     return Err(ApiError::Busy);
                 }
                 return Err(e.into());
             }
         };
-        Metrics::count(&self.metrics.password_hashes, "done");
+        mailroom::metrics::count(&self.metrics.password_hashes, "done");
         let user = match (user, checked) {
             (Some(u), Verified::Yes | Verified::YesButStale) => u,
             (u, _) => {
@@ -73,7 +73,7 @@ impl App {
                     Some(_) => "wrong_password",
                 };
                 store::finish_login(&self.pool, reserved, Some(reason)).await?;
-                Metrics::count(&self.metrics.logins, "invalid");
+                mailroom::metrics::count(&self.metrics.logins, "invalid");
                 return Err(ApiError::InvalidCredentials);
             }
         };
@@ -95,7 +95,7 @@ impl App {
                 Err(e) => tracing::debug!(error = %e, "re-hash skipped; next login tries again"),
             }
         }
-        Metrics::count(&self.metrics.logins, "ok");
+        mailroom::metrics::count(&self.metrics.logins, "ok");
         Ok(json_response(
             StatusCode::OK,
             &json!({"user_id": user.id, "email": user.email, "email_verified": user.email_verified}),

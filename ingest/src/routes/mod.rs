@@ -24,7 +24,7 @@ use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 use crate::relay::BrokerState;
-use crate::{App, Metrics, VerifyLinkMode, json_response};
+use crate::{App, VerifyLinkMode, json_response};
 
 mod health;
 mod logins;
@@ -249,11 +249,11 @@ impl App {
     async fn hash_password(&self, password: Password) -> Result<String, ApiError> {
         match self.hashes.run(move || password.hash()).await {
             Ok(h) => {
-                Metrics::count(&self.metrics.password_hashes, "done");
+                mailroom::metrics::count(&self.metrics.password_hashes, "done");
                 Ok(h)
             }
             Err(crate::hashing::HashError::Busy(_)) => {
-                Metrics::count(&self.metrics.password_hashes, "refused");
+                mailroom::metrics::count(&self.metrics.password_hashes, "refused");
                 Err(ApiError::Busy)
             }
             Err(e) => Err(e.into()),

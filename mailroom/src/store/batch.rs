@@ -8,8 +8,8 @@
 //!
 //! Callers must not put the same key twice in one call (the same job in a claim, the same user
 //! in a token batch, the same job in a record): PostgreSQL updates a row once per statement, so
-//! a second element for it would silently see no effect. [`crate::store`]'s single-row
-//! functions keep the exact semantics these follow.
+//! a second element for it would silently see no effect. A batch of one is the single-job case;
+//! there is no separate single-row version to keep in step.
 
 use std::time::Duration;
 
@@ -47,10 +47,11 @@ struct ClaimRow {
     sup_created_at: Option<DateTime<Utc>>,
 }
 
-/// Claims an attempt at each job, as [`super::begin_attempt`] does for one: a job never seen
-/// or no longer claimed is ours (its attempt counted); a finished job is `Finished`; a job
+/// Claims an attempt at each job, before anything is sent: a job never seen or no longer
+/// claimed is ours (its attempt counted); a finished job is `Finished` (a redelivery); a job
 /// another consumer claimed less than its lease ago (`email_lease`, or `webhook_lease` for
-/// webhook jobs) is `Busy`. For each claimed email, the user and its suppression entry come
+/// webhook jobs) is `Busy` (a second copy, e.g. redelivered while the first consumer still
+/// waits for SES). A claim older than its lease is taken over: its consumer died or hung. For each claimed email, the user and its suppression entry come
 /// back in the same statement. Job ids must be distinct.
 pub async fn claim_jobs(
     pool: &PgPool,
@@ -174,8 +175,11 @@ pub struct NewLinkToken {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Stores many link tokens of one kind, as [`super::set_link_token`] does for one; true for each
-/// token that was stored (false: nothing may be sent for that job). Users must be distinct.
+/// Stores the hashes of link tokens of one kind, each making its job the user's current one of
+/// that kind. Earlier tokens of the *same* job keep working (a retried send may have reached
+/// the person twice); tokens of earlier jobs stop working. True for each token stored; false
+/// when nothing may be sent for that job: the user is gone, a newer request of the same kind
+/// superseded it, or (verification) the address is verified already. Users must be distinct.
 pub async fn set_link_tokens(
     pool: &PgPool,
     kind: TokenKind,
@@ -255,8 +259,8 @@ pub struct SentRecord {
     pub latency_ms: i32,
 }
 
-/// Records many successful sends in one statement, as [`super::record_sent`] does for one.
-/// Job ids must be distinct.
+/// Records successful sends: once a row says `sent`, a redelivery of its job is not sent
+/// again. Job ids must be distinct.
 pub async fn record_sent(pool: &PgPool, sent: &[SentRecord]) -> Result<(), sqlx::Error> {
     let jobs: Vec<Uuid> = sent.iter().map(|s| s.job_id).collect();
     let recipients: Vec<&str> = sent.iter().map(|s| s.recipient.as_str()).collect();
