@@ -15,7 +15,10 @@
 //!   [`LIVE_FOR`];
 //! - **failing closed**: a dispatcher that could not renew its row for [`STALE_AFTER`] sends
 //!   nothing until it can. [`STALE_AFTER`] is shorter than [`LIVE_FOR`], so it has stopped
-//!   before the others take its share over.
+//!   before the others take its share over;
+//! - **coming back**: once it renews again, the others may have counted it gone and raised their
+//!   shares, so it waits [`JOIN_WAIT`] like a joiner before sending, until they have counted it
+//!   again (a PostgreSQL restart made all three of a chaos run's dispatchers do this at once).
 //!
 //! Each share keeps 3 % headroom: a changed share starts a new limiter, and the seam between the
 //! old and the new one may let one extra send through. Of that headroom, 2 % of the share may
@@ -56,6 +59,8 @@ struct State {
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
     /// When the row was last renewed; None before the first renewal after joining.
     renewed: Option<Instant>,
+    /// No send before this: [`JOIN_WAIT`] after a renewal that ended a stale spell.
+    quiet_until: Option<Instant>,
     live: usize,
 }
 
@@ -86,6 +91,7 @@ impl SharedRate {
                 share: rate,
                 limiter: Some(Arc::new(crate::worker::limiter(rate))),
                 renewed: None,
+                quiet_until: None,
                 live: 1,
             }),
             registry: None,
@@ -101,6 +107,7 @@ impl SharedRate {
                 share: 0.0,
                 limiter: None,
                 renewed: None,
+                quiet_until: None,
                 live: 0,
             }),
             registry: Some(Registry {
@@ -129,7 +136,10 @@ impl SharedRate {
     fn may_send(&self, s: &State) -> bool {
         match &self.registry {
             None => true,
-            Some(_) => s.renewed.is_some_and(|t| t.elapsed() < STALE_AFTER),
+            Some(_) => {
+                s.renewed.is_some_and(|t| t.elapsed() < STALE_AFTER)
+                    && s.quiet_until.is_none_or(|q| Instant::now() >= q)
+            }
         }
     }
 
@@ -217,7 +227,14 @@ impl SharedRate {
         .fetch_one(&reg.pool)
         .await?;
         // Counted from before the query: a slow answer must not stretch the stale limit.
-        self.state.lock().expect("rate state").renewed = Some(started);
+        let mut s = self.state.lock().expect("rate state");
+        if s.renewed.is_some_and(|t| t.elapsed() >= STALE_AFTER) {
+            tracing::info!(
+                "renewed the share of the sending rate after a gap; waiting to be counted again before sending"
+            );
+            s.quiet_until = Some(started + JOIN_WAIT);
+        }
+        s.renewed = Some(started);
         Ok(live.max(1) as usize)
     }
 

@@ -344,25 +344,39 @@ impl Worker {
         };
         // Never exceed the sending rate: wait for a cell of this dispatcher's share before every
         // call to SES. No share (joining, or the database unreachable): send nothing until
-        // there is one.
-        let limiter = loop {
-            if let Some(l) = self.rate.limiter() {
-                break l;
+        // there is one. A cell counts only if the share is still the one it came from: a step
+        // that waited on a limiter since replaced (the share changed) or lapsed would send at
+        // the old share beside the steps of the new one, so it waits again.
+        let wait = std::time::Instant::now();
+        let mut counted = false;
+        loop {
+            let Some(limiter) = self.rate.limiter() else {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = self.cancel.cancelled() => return Ok(Outcome::Abandoned),
+                }
+                continue;
+            };
+            if limiter.check().is_ok() {
+                break;
             }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                _ = self.cancel.cancelled() => return Ok(Outcome::Abandoned),
+            if !counted {
+                self.metrics.limiter_waits.inc();
+                counted = true;
             }
-        };
-        if limiter.check().is_err() {
-            self.metrics.limiter_waits.inc();
-            let wait = std::time::Instant::now();
             tokio::select! {
                 _ = limiter.until_ready() => {}
                 _ = self.cancel.cancelled() => return Ok(Outcome::Abandoned),
             }
-            *waited += wait.elapsed();
+            if self
+                .rate
+                .limiter()
+                .is_some_and(|now| Arc::ptr_eq(&now, &limiter))
+            {
+                break;
+            }
         }
+        *waited += wait.elapsed();
         // Renew the claim after the wait, right before the call, when the wait was long: the
         // lease (2 × SES_TIMEOUT) must cover the call itself, however long the limiter held us.
         // A claim younger than a quarter of the lease still covers the call (at most half the
