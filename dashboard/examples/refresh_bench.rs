@@ -43,11 +43,11 @@ async fn main() {
     let db = TestDb::create().await;
     let started = Instant::now();
     sqlx::query(
-        "INSERT INTO users (id, name, email, email_verified, created_at, verification_token,
+        "INSERT INTO users (id, name, email, email_verified, created_at, verification_job_id,
                             verification_token_expiry)
          SELECT gen_random_uuid(), 'user' || g, 'user' || g || '@example.com',
                 (g % 100) >= $2, now() - make_interval(secs => g * 10),
-                md5(g::text) || md5((g + 1)::text), now() - make_interval(secs => g * 10) + interval '1 day'
+                gen_random_uuid(), now() - make_interval(secs => g * 10) + interval '1 day'
            FROM generate_series(1, $1) g",
     )
     .bind(users as i64)

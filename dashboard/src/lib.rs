@@ -38,7 +38,7 @@ use crate::ui::Now;
     about = "Mailroom's terminal dashboard: queues, sends, unverified users, dead letters with replay",
     long_about = "Mailroom's terminal dashboard. Views: 1 Overview (queues, send rate, today's \
                   counts, the SES account), 2 Sends, 3 Users (unverified, with resend), 4 Dead \
-                  letters (with replay). Press ? inside for every key. Data refreshes in the \
+                  letters (with replay), 5 Suppressed (the suppression list). Press ? inside for every key. Data refreshes in the \
                   background; actions ask y/n first and are written to the audit table."
 )]
 pub struct Config {

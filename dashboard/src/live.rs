@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use lapin::Connection;
 use mailroom::broker::{self, Topology};
 use mailroom::dead::{self, ReplayOptions};
 use mailroom::domain::EmailAddress;
 use mailroom::job::JobKind;
-use mailroom::store::{self, AddressLimits};
+use mailroom::store::{self, AddressLimits, read};
 use sqlx::PgPool;
 use tokio::sync::Mutex;
 
@@ -172,53 +172,11 @@ impl LiveSource {
 
     async fn activity(&self) -> Result<Activity, String> {
         let e = |e: sqlx::Error| e.to_string();
-        let recent: Vec<RecentRow> = sqlx::query_as(
-            "SELECT updated_at, kind, recipient, status, latency_ms, last_error, detail
-                   FROM sends ORDER BY updated_at DESC LIMIT 500",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(e)?;
-        let (sent, failed, dead, skipped): (i64, i64, i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE status = 'sent'),
-                    count(*) FILTER (WHERE status IN ('retrying', 'sending') AND error_class IS NOT NULL),
-                    count(*) FILTER (WHERE status = 'dead'),
-                    count(*) FILTER (WHERE status = 'skipped')
-               FROM sends WHERE updated_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(e)?;
-        let minutes: Vec<(i32, i64)> = sqlx::query_as(
-            "SELECT (extract(epoch FROM now() - sent_at) / 60)::int AS ago, count(*)
-               FROM sends WHERE sent_at > now() - interval '1 hour'
-              GROUP BY 1",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(e)?;
+        let recent = read::recent_sends(&self.pool, 500).await.map_err(e)?;
+        let today = read::today_counts(&self.pool).await.map_err(e)?;
+        let minutes = read::sends_per_minute(&self.pool).await.map_err(e)?;
         // Rates as SES computes them: hard bounces and complaints per email sent.
-        let (sent_24h, sent_7d): (i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE sent_at > now() - interval '1 day'), count(*)
-               FROM sends WHERE sent_at > now() - interval '7 days'",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(e)?;
-        let (bounces_24h, complaints_24h, bounces_7d, complaints_7d): (i64, i64, i64, i64) =
-            sqlx::query_as(
-                "SELECT count(*) FILTER (WHERE hard AND occurred_at > now() - interval '1 day'),
-                        count(*) FILTER (WHERE type = 'complaint'
-                                           AND occurred_at > now() - interval '1 day'),
-                        count(*) FILTER (WHERE hard),
-                        count(*) FILTER (WHERE type = 'complaint')
-                   FROM (SELECT type, occurred_at,
-                                type = 'bounce' AND subtype LIKE 'Permanent%' AS hard
-                           FROM ses_events WHERE occurred_at > now() - interval '7 days') e",
-            )
-            .fetch_one(&self.pool)
-            .await
-            .map_err(e)?;
+        let f = read::feedback_counts(&self.pool).await.map_err(e)?;
         let mut per_minute = vec![0u64; 60];
         for (ago, n) in minutes {
             if (0..60).contains(&ago) {
@@ -228,31 +186,29 @@ impl LiveSource {
         Ok(Activity {
             recent: recent
                 .into_iter()
-                .map(
-                    |(at, kind, recipient, status, latency_ms, err, detail)| SendRow {
-                        at,
-                        kind,
-                        recipient: recipient.unwrap_or_else(|| "-".into()),
-                        status,
-                        latency_ms,
-                        error: err.or(detail).unwrap_or_default(),
-                    },
-                )
+                .map(|r| SendRow {
+                    at: r.updated_at,
+                    kind: r.kind,
+                    recipient: r.recipient.unwrap_or_else(|| "-".into()),
+                    status: r.status,
+                    latency_ms: r.latency_ms,
+                    error: r.last_error.or(r.detail).unwrap_or_default(),
+                })
                 .collect(),
             today: Today {
-                sent,
-                failed,
-                dead,
-                skipped,
+                sent: today.sent,
+                failed: today.failed,
+                dead: today.dead,
+                skipped: today.skipped,
             },
             per_minute,
             feedback: Feedback {
-                sent_24h,
-                bounces_24h,
-                complaints_24h,
-                sent_7d,
-                bounces_7d,
-                complaints_7d,
+                sent_24h: f.sent_24h,
+                bounces_24h: f.bounces_24h,
+                complaints_24h: f.complaints_24h,
+                sent_7d: f.sent_7d,
+                bounces_7d: f.bounces_7d,
+                complaints_7d: f.complaints_7d,
             },
             paused: self.paused().await,
         })
@@ -276,34 +232,20 @@ impl LiveSource {
 
     async fn users(&self) -> Result<Users, String> {
         let e = |e: sqlx::Error| e.to_string();
-        // Counting is bounded: past COUNT_CAP an exact figure costs a scan of every unverified
-        // row on each refresh (130 ms at 500,000), and "10000+" tells the operator enough.
-        let counted: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM users WHERE NOT email_verified LIMIT $1) s",
-        )
-        .bind(COUNT_CAP + 1)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(e)?;
-        let rows: Vec<(String, String, DateTime<Utc>, Option<bool>)> = sqlx::query_as(
-            "SELECT name, email, created_at,
-                    CASE WHEN verification_token IS NULL THEN NULL
-                         ELSE verification_token_expiry IS NULL OR verification_token_expiry < now() END
-               FROM users WHERE NOT email_verified ORDER BY created_at LIMIT 500",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(e)?;
+        let counted = read::count_unverified(&self.pool, COUNT_CAP)
+            .await
+            .map_err(e)?;
+        let rows = read::oldest_unverified(&self.pool, 500).await.map_err(e)?;
         Ok(Users {
             total: counted.min(COUNT_CAP),
             more: counted > COUNT_CAP,
             oldest: rows
                 .into_iter()
-                .map(|(name, email, created_at, link_expired)| UserRow {
-                    name,
-                    email,
-                    created_at,
-                    link_expired,
+                .map(|u| UserRow {
+                    name: u.name,
+                    email: u.email,
+                    created_at: u.created_at,
+                    link_expired: u.link_expired,
                 })
                 .collect(),
         })
@@ -312,17 +254,6 @@ impl LiveSource {
 
 /// Unverified users are counted up to this many.
 const COUNT_CAP: i64 = 10_000;
-
-/// updated_at, kind, recipient, status, latency_ms, last_error, detail
-type RecentRow = (
-    DateTime<Utc>,
-    String,
-    Option<String>,
-    String,
-    Option<i32>,
-    Option<String>,
-    Option<String>,
-);
 
 fn url_without_credentials(raw: &str) -> String {
     match url::Url::parse(raw) {
@@ -360,7 +291,7 @@ impl DataSource for LiveSource {
             Source::Users => self.users().await.map(Update::Users),
             // From the send log, not the queue: listing the queue means holding its messages
             // unacknowledged, and a replay running meanwhile would skip every one held.
-            Source::Dead => store::dead_letters(&self.pool, 500)
+            Source::Dead => mailroom::dead::from_send_log(&self.pool, 500)
                 .await
                 .map(Update::Dead)
                 .map_err(|e| e.to_string()),

@@ -68,6 +68,7 @@ async fn main() {
             sns_topic_arns: Vec::new(),
             sns_cert_url_prefixes: Vec::new(),
             soft_bounce_limit: 3,
+            soft_bounce_window: std::time::Duration::from_secs(7 * 86_400),
             login_failure_limit: 5,
             login_failure_window: Duration::from_secs(15 * 60),
             webhooks: Default::default(),

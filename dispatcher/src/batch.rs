@@ -1,7 +1,7 @@
 //! The dispatcher's batched statements: the claim (with the user and any suppression entry),
 //! the link tokens and the records of sends, for all the steps in flight (see
 //! [`mailroom::batch`] for how batches form). What the statements do is
-//! [`mailroom::store::batch`]'s; what a step does with the answers is [`crate::worker`]'s.
+//! [`mailroom::store`]'s (its `claim_jobs`, `set_link_tokens` and `record_sent`); what a step does with the answers is [`crate::worker`]'s.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use mailroom::batch::Batcher;
 use mailroom::job::Job;
-use mailroom::store::TokenKind;
-use mailroom::store::batch::{self as sql, ClaimedJob, NewLinkToken, SentRecord};
+use mailroom::store::{self as sql, ClaimedJob, NewLinkToken, SentRecord, TokenKind};
 use sqlx::PgPool;
 
 /// A claim request: the job and when.

@@ -228,7 +228,7 @@ pub async fn account(
             let _ = writeln!(
                 out,
                 "configuration set: {name} is MISSING: SES refuses sends that name it. Create it \
-                 (README: Bounces and complaints) or unset SES_CONFIGURATION_SET."
+                 (docs/api.md: Bounces and complaints) or unset SES_CONFIGURATION_SET."
             );
         }
     }

@@ -17,7 +17,9 @@
 pub mod batch;
 pub mod consumer;
 pub mod identities;
+pub mod pacing;
 pub mod rate;
+pub mod service_time;
 pub mod webhooks;
 
 /// Dead letters live in the shared library: the dashboard replays through the same functions.
@@ -404,7 +406,7 @@ pub async fn run(
             config.ses.ses_timeout * 2,
             webhooks.timeout * 2,
         ),
-        service_time: worker::ServiceTime::default(),
+        service_time: service_time::ServiceTime::default(),
         webhooks: Arc::new(webhooks),
         rate: shared_rate,
         metrics,

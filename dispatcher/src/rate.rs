@@ -22,13 +22,14 @@
 //!
 //! Each share keeps 3 % headroom: a changed share starts a new limiter, and the seam between the
 //! old and the new one may let one extra send through. Of that headroom, 2 % of the share may
-//! be saved up as a burst (see [`crate::worker::paced`]), so that sends delayed by a timer catch
+//! be saved up as a burst (see [`crate::pacing::paced`]), so that sends delayed by a timer catch
 //! up instead of leaving the rate unused: any second sees at most 99 % of the share.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use governor::DefaultDirectRateLimiter;
+use mailroom::store::dispatchers;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -71,16 +72,7 @@ struct Registry {
 }
 
 /// What `dispatcher status` shows of one dispatcher.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Member {
-    pub id: Uuid,
-    pub host: String,
-    pub pid: i32,
-    pub started_at: chrono::DateTime<chrono::Utc>,
-    pub heartbeat_age_ms: i64,
-    pub share: f64,
-    pub live: bool,
-}
+pub use mailroom::store::dispatchers::Member;
 
 impl SharedRate {
     /// A rate of this process alone.
@@ -89,7 +81,7 @@ impl SharedRate {
             account_rate: rate,
             state: Mutex::new(State {
                 share: rate,
-                limiter: Some(Arc::new(crate::worker::limiter(rate))),
+                limiter: Some(Arc::new(crate::pacing::limiter(rate))),
                 renewed: None,
                 quiet_until: None,
                 live: 1,
@@ -174,12 +166,7 @@ impl SharedRate {
             }
         }
         // Rows of dispatchers that died long ago only clutter `dispatcher status`.
-        let _ = sqlx::query(
-            "DELETE FROM dispatchers WHERE queue_prefix = $1 AND heartbeat_at < now() - interval '1 hour'",
-        )
-        .bind(&reg.prefix)
-        .execute(&reg.pool)
-        .await;
+        let _ = dispatchers::forget_long_gone(&reg.pool, &reg.prefix).await;
         tokio::select! {
             _ = tokio::time::sleep(JOIN_WAIT) => {}
             _ = cancel.cancelled() => {}
@@ -196,10 +183,7 @@ impl SharedRate {
                 _ = cancel.cancelled() => {}
             }
         }
-        let _ = sqlx::query("DELETE FROM dispatchers WHERE id = $1")
-            .bind(reg.id)
-            .execute(&reg.pool)
-            .await;
+        let _ = dispatchers::leave(&reg.pool, reg.id).await;
     }
 
     /// Renews this dispatcher's row and counts the live ones, in one statement, by the
@@ -207,25 +191,14 @@ impl SharedRate {
     async fn renew(&self, reg: &Registry) -> Result<usize, sqlx::Error> {
         let share = self.state.lock().expect("rate state").share;
         let started = Instant::now();
-        let live: i64 = sqlx::query_scalar(
-            "WITH me AS (
-                 INSERT INTO dispatchers (id, queue_prefix, host, pid, started_at, heartbeat_at, share)
-                 VALUES ($1, $2, $3, $4, now(), now(), $5)
-                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), share = $5
-                 RETURNING id
-             )
-             SELECT 1 + count(*) FROM dispatchers
-              WHERE queue_prefix = $2 AND id <> $1
-                AND heartbeat_at > now() - make_interval(secs => $6)",
-        )
-        .bind(reg.id)
-        .bind(&reg.prefix)
-        .bind(hostname())
-        .bind(std::process::id() as i32)
-        .bind(share)
-        .bind(LIVE_FOR.as_secs_f64())
-        .fetch_one(&reg.pool)
-        .await?;
+        let host = hostname();
+        let me = dispatchers::Registration {
+            id: reg.id,
+            prefix: &reg.prefix,
+            host: &host,
+            pid: std::process::id() as i32,
+        };
+        let live = dispatchers::renew(&reg.pool, &me, share, LIVE_FOR).await?;
         // Counted from before the query: a slow answer must not stretch the stale limit.
         let mut s = self.state.lock().expect("rate state");
         if s.renewed.is_some_and(|t| t.elapsed() >= STALE_AFTER) {
@@ -251,7 +224,7 @@ impl SharedRate {
             );
             s.share = share;
             let burst = 1 + (share / HEADROOM * BURST) as u32;
-            let limiter = crate::worker::paced(share, burst);
+            let limiter = crate::pacing::paced(share, burst);
             // A new limiter starts with its burst saved up; spent here, so that at the change
             // it adds no burst to what the old one may have saved.
             if let Some(n) = std::num::NonZeroU32::new(burst) {
@@ -273,16 +246,5 @@ fn hostname() -> String {
 
 /// The dispatchers registered for `prefix`, live ones first.
 pub async fn members(pool: &PgPool, prefix: &str) -> Result<Vec<Member>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, host, pid, started_at,
-                (extract(epoch FROM now() - heartbeat_at) * 1000)::int8 AS heartbeat_age_ms,
-                share,
-                heartbeat_at > now() - make_interval(secs => $2) AS live
-           FROM dispatchers WHERE queue_prefix = $1
-          ORDER BY live DESC, started_at",
-    )
-    .bind(prefix)
-    .bind(LIVE_FOR.as_secs_f64())
-    .fetch_all(pool)
-    .await
+    dispatchers::members(pool, prefix, LIVE_FOR).await
 }

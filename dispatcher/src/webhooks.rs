@@ -5,8 +5,8 @@
 use std::io::Write;
 
 use anyhow::Context;
-use mailroom::webhook::{self, EventType, WebhookArgs, Webhooks};
-use serde_json::json;
+use mailroom::events::{self, Ping};
+use mailroom::webhook::{WebhookArgs, Webhooks};
 
 /// Pings every configured endpoint; fails unless each answered 2xx.
 pub async fn ping(args: &WebhookArgs, out: &mut impl Write) -> anyhow::Result<()> {
@@ -18,12 +18,11 @@ pub async fn ping(args: &WebhookArgs, out: &mut impl Write) -> anyhow::Result<()
     let signer = hooks.signer.as_ref().context("WEBHOOK_SECRET is not set")?;
     let http = crate::worker::webhook_client()?;
     let now = chrono::Utc::now();
-    let id = webhook::new_event_id();
-    let body = webhook::body(
-        EventType::Ping,
-        &json!({"message": "a test event from `dispatcher webhooks test`"}),
-        now,
-    );
+    let id = events::new_event_id();
+    let ping = Ping {
+        message: "a test event from `dispatcher webhooks test`".into(),
+    };
+    let body = events::body(&ping, now);
     let mut failed = 0;
     for url in hooks.endpoints.urls() {
         let started = std::time::Instant::now();

@@ -7,17 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use mailroom::clock::Clock;
 use mailroom::domain::{Locale, Token};
 use mailroom::job::{Job, JobKind, MalformedJob};
 use mailroom::metrics::ClassLabel;
 use mailroom::ses::{self, ErrorClass, OutgoingEmail, PauseReason};
-use mailroom::store::batch::{NewLinkToken, SentRecord};
 use mailroom::store::{self, SendStatus};
+use mailroom::store::{NewLinkToken, SentRecord};
 
 use mailroom::templates::{EmailContext, Templates};
-use mailroom::webhook::{self, Webhooks};
+use mailroom::webhook::Webhooks;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -77,40 +76,7 @@ pub struct Worker {
     pub batches: Arc<crate::batch::Batches>,
     /// How long a step holds its slot, not counting the rate limiter: what the consumer sizes
     /// its concurrency from.
-    pub service_time: ServiceTime,
-}
-
-/// A moving average of how long a step takes, apart from waiting for the rate limiter (an
-/// exponentially weighted mean, so it follows SES's latency as it changes). Lock-free: steps
-/// update it concurrently, and a lost update only drops one sample.
-#[derive(Debug, Default)]
-pub struct ServiceTime {
-    micros: std::sync::atomic::AtomicU64,
-}
-
-impl ServiceTime {
-    /// Weight of a new sample: about the last hundred steps count.
-    const ALPHA: f64 = 0.02;
-
-    pub fn observe(&self, d: Duration) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let sample = d.as_micros().min(u64::MAX as u128) as f64;
-        let old = self.micros.load(Relaxed);
-        let new = if old == 0 {
-            sample
-        } else {
-            old as f64 + Self::ALPHA * (sample - old as f64)
-        };
-        self.micros.store(new.max(1.0) as u64, Relaxed);
-    }
-
-    /// None until a step has been measured.
-    pub fn get(&self) -> Option<Duration> {
-        match self.micros.load(std::sync::atomic::Ordering::Relaxed) {
-            0 => None,
-            us => Some(Duration::from_micros(us)),
-        }
-    }
+    pub service_time: crate::service_time::ServiceTime,
 }
 
 /// The client webhook deliveries go through.
@@ -120,33 +86,6 @@ pub fn webhook_client() -> anyhow::Result<reqwest::Client> {
         .user_agent(concat!("Mailroom-Webhooks/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| anyhow::anyhow!("cannot build the webhook HTTP client: {e}"))
-}
-
-/// A rate limiter that lets through at most `per_second` sends in any one-second window:
-/// cells are spaced 1/rate apart with no burst, so no second ever sees more than its share.
-pub fn limiter(per_second: f64) -> DefaultDirectRateLimiter {
-    paced(per_second, 1)
-}
-
-/// Cells spaced 1/rate apart, of which up to `burst` may be saved up. A burst of one loses a
-/// cell whenever no send is ready at its moment, and a waiting send is always a little late
-/// (timers have millisecond resolution, which is the whole spacing at 1,000 a second): the
-/// rate actually reached falls short of the limit. A small burst lets the late sends catch
-/// up. Any one second then sees at most `per_second + burst - 1` sends, which the caller keeps
-/// under the account's rate (see [`crate::rate`]).
-pub fn paced(per_second: f64, burst: u32) -> DefaultDirectRateLimiter {
-    let per_second = if per_second.is_finite() && per_second > 0.0 {
-        per_second
-    } else {
-        1.0
-    };
-    let period = Duration::from_secs_f64(1.0 / per_second);
-    let burst = std::num::NonZeroU32::new(burst.max(1)).expect("at least one");
-    RateLimiter::direct(
-        Quota::with_period(period)
-            .expect("non-zero period")
-            .allow_burst(burst),
-    )
 }
 
 /// A step-local error: the database, which we wait out rather than fail the job for.
@@ -474,7 +413,7 @@ impl Worker {
     /// goes down the retry ladder like a failed send (the receiver may be deploying).
     async fn deliver_webhook(&self, job: &Job) -> DbResult<Outcome> {
         let Some(d) = self
-            .retry_db(|| webhook::delivery(&self.pool, job.job_id))
+            .retry_db(|| store::webhooks::delivery(&self.pool, job.job_id))
             .await?
         else {
             return self.skip(job, "the webhook event no longer exists").await;
@@ -504,7 +443,7 @@ impl Worker {
                         let latency_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
                         let now = self.clock.now();
                         self.retry_db(|| {
-                            webhook::record_delivered(
+                            store::webhooks::record_delivered(
                                 &self.pool, job.job_id, &d.url, status, now, latency_ms,
                             )
                         })
@@ -611,7 +550,7 @@ pub(crate) fn signed_request(
     http: &reqwest::Client,
     url: &str,
     hooks: &Webhooks,
-    signer: &webhook::Signer,
+    signer: &mailroom::webhook::Signer,
     id: &str,
     timestamp: i64,
     body: &str,
@@ -657,18 +596,6 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_paced_limiter_saves_up_at_most_its_burst() {
-        // Fresh, a limiter holds its whole burst and nothing more: at 10 a second (one cell
-        // per 100 ms), three at once and then none.
-        let l = paced(10.0, 3);
-        assert!((0..3).all(|_| l.check().is_ok()));
-        assert!(l.check().is_err());
-        let one = limiter(10.0);
-        assert!(one.check().is_ok());
-        assert!(one.check().is_err());
-    }
 
     #[test]
     fn durations_in_words() {

@@ -33,8 +33,7 @@ use mailroom::clock::Clock;
 use mailroom::config::{BrokerArgs, DatabaseArgs, LogArgs, Secret, parse_duration, redact_url};
 use mailroom::job::Job;
 use mailroom::metrics::{Counter, Family, Gauge, KindLabel, OutcomeLabel, Registry, registered};
-use mailroom::store::batch::SignupOutcome;
-use mailroom::store::{self, NewUser};
+use mailroom::store::{self, NewUser, SignupOutcome};
 use mailroom::templates::Templates;
 use prometheus_client::encoding::EncodeLabelSet;
 use sqlx::PgPool;
@@ -143,9 +142,14 @@ pub struct Config {
     #[arg(long, env = "LOGIN_FAILURE_WINDOW", default_value = "15m", value_parser = parse_duration)]
     pub login_failure_window: Duration,
 
-    /// Transient bounces of one address within 7 days after which it is suppressed.
+    /// Transient bounces of one address within SOFT_BOUNCE_WINDOW after which it is
+    /// suppressed.
     #[arg(long, env = "SOFT_BOUNCE_LIMIT", default_value_t = 3)]
     pub soft_bounce_limit: i64,
+
+    /// How far back transient bounces count towards SOFT_BOUNCE_LIMIT.
+    #[arg(long, env = "SOFT_BOUNCE_WINDOW", default_value = "7d", value_parser = parse_duration)]
+    pub soft_bounce_window: Duration,
 
     #[command(flatten)]
     pub webhooks: mailroom::webhook::WebhookArgs,
@@ -321,7 +325,8 @@ pub struct App {
     pub verify_link_mode: VerifyLinkMode,
     /// SES feedback over SNS; None when `SNS_TOPIC_ARNS` is unset.
     pub sns: Option<sns::Sns>,
-    pub soft_bounce_limit: i64,
+    /// When SES feedback suppresses an address.
+    pub feedback_rules: mailroom::policy::feedback::FeedbackRules,
     pub login_failure_limit: i64,
     pub login_failure_window: Duration,
     /// Where webhook events go; their jobs are enqueued with the change they report.
@@ -400,7 +405,7 @@ pub async fn run(
             SIGNUP_STATEMENTS,
             move |batch: Vec<(NewUser, Job)>| {
                 let pool = pool.clone();
-                async move { store::batch::create_users_with_jobs(&pool, &batch).await }
+                async move { store::create_users_with_jobs(&pool, &batch).await }
             },
         )
     };
@@ -452,7 +457,11 @@ pub async fn run(
                 )
             })
         },
-        soft_bounce_limit: config.soft_bounce_limit.max(1),
+        feedback_rules: mailroom::policy::feedback::FeedbackRules {
+            soft_bounce_limit: config.soft_bounce_limit.max(1),
+            soft_bounce_window: chrono::Duration::from_std(config.soft_bounce_window)
+                .unwrap_or(mailroom::policy::feedback::FeedbackRules::DEFAULT_WINDOW),
+        },
         login_failure_limit: config.login_failure_limit.max(1),
         login_failure_window: config.login_failure_window,
     });

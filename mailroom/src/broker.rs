@@ -61,11 +61,11 @@ pub enum BrokerError {
     )]
     NotSettled(String),
     /// A queue exists with other arguments than this version declares. Retrying cannot help:
-    /// an operator has to drain and delete it (see the README's "Upgrading the queues").
+    /// an operator has to drain and delete it (see docs/operations.md, "Upgrading the queues").
     #[error(
         "queue '{queue}' already exists with different settings ({detail}); this version declares \
-         it as a quorum queue with at-least-once dead-lettering. Drain it and delete it (README: \
-         \"Upgrading the queues\"), or use another QUEUE_PREFIX"
+         it as a quorum queue with at-least-once dead-lettering. Drain it and delete it \
+         (docs/operations.md: \"Upgrading the queues\"), or use another QUEUE_PREFIX"
     )]
     Conflict { queue: String, detail: String },
 }

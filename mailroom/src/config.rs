@@ -1,6 +1,6 @@
-//! The option groups that every binary shares, with the environment variables and defaults of
-//! DESIGN.md. Each binary flattens the groups it needs into its own clap struct, so `--help`
-//! and the README's configuration table describe the same names. Defaults work against the
+//! The option groups that every binary shares, with their environment variables and defaults.
+//! Each binary flattens the groups it needs into its own clap struct, so `--help` and the table
+//! in docs/configuration.md describe the same names (a test compares them). Defaults work against the
 //! services on a development machine. Credentials are [`Secret`]s and never print.
 
 use std::fmt;
@@ -95,7 +95,7 @@ pub struct BrokerArgs {
     )]
     pub amqp_url: Secret,
 
-    /// Names the exchange and queues: <prefix>, <prefix>.emails, <prefix>.retry.<n>, <prefix>.dead.
+    /// Names the exchange and queues: <prefix>, <prefix>.emails, <prefix>.retry.<delay>, <prefix>.dead.
     #[arg(long, env = "QUEUE_PREFIX", default_value = "mailroom", value_parser = parse_prefix)]
     pub queue_prefix: String,
 }

@@ -43,6 +43,37 @@ pub struct DeadLetter {
     pub replays: i64,
 }
 
+impl From<crate::store::DeadSend> for DeadLetter {
+    fn from(r: crate::store::DeadSend) -> Self {
+        Self {
+            job_id: Some(r.job_id.to_string()),
+            kind: (r.kind != "unknown").then_some(r.kind),
+            recipient: r.recipient,
+            attempts: i64::from(r.attempts),
+            error_class: r.error_class.unwrap_or_else(|| "unknown".into()),
+            last_error: r.last_error.unwrap_or_default(),
+            died_at: Some(
+                r.updated_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            ),
+            replays: i64::from(r.replays),
+        }
+    }
+}
+
+/// The newest `limit` dead letters as the send log knows them, oldest first (see
+/// [`crate::store::dead_letters`]): what the dashboard lists without touching the queue.
+pub async fn from_send_log(
+    pool: &sqlx::PgPool,
+    limit: i64,
+) -> Result<Vec<DeadLetter>, sqlx::Error> {
+    Ok(crate::store::dead_letters(pool, limit)
+        .await?
+        .into_iter()
+        .map(DeadLetter::from)
+        .collect())
+}
+
 impl DeadLetter {
     fn from_message(props: &lapin::BasicProperties, data: &[u8]) -> Self {
         let job = Job::from_slice(data).ok();

@@ -13,7 +13,11 @@
 //! - [`job`]: the JSON job that travels through the broker; it never carries a secret.
 //! - [`broker`]: the RabbitMQ topology (exchange, work, retry and dead queues) and confirmed
 //!   publishing.
-//! - [`store`]: every SQL statement, and the migrations.
+//! - [`events`]: the webhook events as types (the public contract) and their endpoints.
+//! - [`policy`]: the decisions (feedback and suppression, per-address limits, login lockout)
+//!   as pure functions, unit-tested without a database.
+//! - [`store`]: every SQL statement of the workspace, one module per table group, and the
+//!   migrations. It carries out what [`policy`] decides.
 //! - [`batch`]: runs the requests of concurrent callers as one statement (signups, the
 //!   dispatcher's claims and records).
 //! - [`dead`]: listing and replaying dead letters (the CLI and the dashboard share it).
@@ -30,8 +34,10 @@ pub mod clock;
 pub mod config;
 pub mod dead;
 pub mod domain;
+pub mod events;
 pub mod job;
 pub mod metrics;
+pub mod policy;
 pub mod ses;
 pub mod store;
 pub mod telemetry;

@@ -489,13 +489,7 @@ pub async fn delete_identity(client: &Client, name: &str) -> Result<(), SesError
     Ok(())
 }
 
-/// One address on SES's account-level suppression list.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SuppressedAddress {
-    pub email: String,
-    /// BOUNCE or COMPLAINT, as SES says.
-    pub reason: String,
-}
+pub use crate::domain::SuppressedAddress;
 
 /// SES's account-level suppression list, every page (`ListSuppressedDestinations`).
 pub async fn suppressed_destinations(client: &Client) -> Result<Vec<SuppressedAddress>, SesError> {

@@ -1,59 +1,17 @@
 //! Webhooks: what Mailroom tells the calling service when something happens to a user, signed
 //! per the Standard Webhooks spec (<https://www.standardwebhooks.com/>).
 //!
-//! This module owns the configuration (endpoints and secrets, checked at start), the event
-//! body, the signature headers, and enqueueing. An event is one row (`webhook_events`: its id
-//! is the `webhook-id` header, the same on every attempt, and its body is stored as sent, so
-//! every attempt carries the same bytes); each endpoint gets a delivery row and a job of kind
-//! [`JobKind::Webhook`] in the outbox, written in the caller's transaction, so the event exists
-//! exactly when the change it reports does. From there a delivery travels like an email: relay,
-//! work queue, dispatcher (which makes the HTTP call), retry ladder, dead letters, replay.
+//! This module owns the configuration (endpoints and secrets, checked at start) and the
+//! signature headers. The events themselves are types in [`crate::events`]; storing one (an
+//! event row, and per endpoint a delivery and its job in the outbox, in the caller's
+//! transaction) is [`crate::store::webhooks`]'s. From there a delivery travels like an email:
+//! relay, work queue, dispatcher (which makes the HTTP call), retry ladder, dead letters,
+//! replay.
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
-use sqlx::{Postgres, Transaction};
-use uuid::Uuid;
-
 use crate::config::{Secret, parse_duration};
-use crate::domain::Locale;
-use crate::job::{Job, JobKind};
-
-/// The events a receiver can get.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventType {
-    /// A person confirmed their address (sent in the transaction that marks it verified).
-    UserVerified,
-    /// A password was changed through a reset link (same transaction as the new hash).
-    PasswordChanged,
-    /// An address joined the suppression list: Mailroom will not email it any more.
-    EmailSuppressed,
-    /// An email job was dead-lettered: the person did not get it.
-    EmailDead,
-    /// `dispatcher webhooks test`: checks the endpoint and its signature check.
-    Ping,
-}
-
-impl EventType {
-    pub const ALL: [EventType; 5] = [
-        EventType::UserVerified,
-        EventType::PasswordChanged,
-        EventType::EmailSuppressed,
-        EventType::EmailDead,
-        EventType::Ping,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::UserVerified => "user.verified",
-            EventType::PasswordChanged => "password.changed",
-            EventType::EmailSuppressed => "email.suppressed",
-            EventType::EmailDead => "email.dead",
-            EventType::Ping => "ping",
-        }
-    }
-}
+pub use crate::events::{Endpoints, EventType, new_event_id};
 
 /// `WEBHOOK_URL`, `WEBHOOK_SECRET` and `WEBHOOK_TIMEOUT`, shared by ingest (which enqueues
 /// events) and the dispatcher (which signs and delivers them).
@@ -83,39 +41,6 @@ impl Default for WebhookArgs {
             webhook_secret: None,
             webhook_timeout: Duration::from_secs(10),
         }
-    }
-}
-
-/// The endpoints, checked: every one is an absolute http or https URL with a host.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Endpoints(Vec<String>);
-
-impl Endpoints {
-    pub fn parse(urls: &[String]) -> Result<Self, String> {
-        let mut out = Vec::new();
-        for raw in urls.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
-            let url = url::Url::parse(raw)
-                .map_err(|e| format!("WEBHOOK_URL {raw:?} is not a URL: {e}"))?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(format!(
-                    "WEBHOOK_URL {raw:?} must be http:// or https://, not {}://",
-                    url.scheme()
-                ));
-            }
-            if url.host_str().is_none_or(str::is_empty) {
-                return Err(format!("WEBHOOK_URL {raw:?} has no host"));
-            }
-            out.push(url.to_string());
-        }
-        Ok(Self(out))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn urls(&self) -> &[String] {
-        &self.0
     }
 }
 
@@ -216,114 +141,6 @@ impl Webhooks {
     }
 }
 
-/// A new event id: `msg_` and 32 hex digits.
-pub fn new_event_id() -> String {
-    format!("msg_{}", Uuid::new_v4().simple())
-}
-
-/// The body: `{"type": …, "timestamp": …, "data": {…}}`.
-pub fn body(kind: EventType, data: &Value, at: DateTime<Utc>) -> String {
-    json!({
-        "type": kind.as_str(),
-        "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "data": data,
-    })
-    .to_string()
-}
-
-/// Records an event and, per endpoint, a delivery and its job in the outbox, all inside the
-/// caller's transaction. Nothing when no endpoint is configured. Returns the event id.
-pub async fn enqueue(
-    tx: &mut Transaction<'_, Postgres>,
-    endpoints: &Endpoints,
-    kind: EventType,
-    user_id: Option<Uuid>,
-    data: Value,
-    now: DateTime<Utc>,
-) -> Result<Option<String>, sqlx::Error> {
-    if endpoints.is_empty() {
-        return Ok(None);
-    }
-    let id = new_event_id();
-    sqlx::query("INSERT INTO webhook_events (id, type, body, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(&id)
-        .bind(kind.as_str())
-        .bind(body(kind, &data, now))
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    for url in endpoints.urls() {
-        // The job names the user (nil when the event has none, e.g. a suppressed address
-        // nobody signed up with); what to send and where is in the delivery row.
-        let job = Job::new(
-            JobKind::Webhook,
-            user_id.unwrap_or(Uuid::nil()),
-            Locale::default_locale(),
-            now,
-        );
-        sqlx::query("INSERT INTO webhook_deliveries (job_id, event_id, url) VALUES ($1, $2, $3)")
-            .bind(job.job_id)
-            .bind(&id)
-            .bind(url)
-            .execute(&mut **tx)
-            .await?;
-        crate::store::enqueue(tx, &job).await?;
-    }
-    Ok(Some(id))
-}
-
-/// One delivery, as the dispatcher needs it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Delivery {
-    pub event_id: String,
-    pub event_type: String,
-    pub url: String,
-    pub body: String,
-}
-
-pub async fn delivery(pool: &sqlx::PgPool, job_id: Uuid) -> Result<Option<Delivery>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT d.event_id, e.type AS event_type, d.url, e.body
-           FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id
-          WHERE d.job_id = $1",
-    )
-    .bind(job_id)
-    .fetch_optional(pool)
-    .await
-}
-
-/// Records a delivered webhook in the send log (the receiver's status in the detail) and on
-/// the delivery.
-pub async fn record_delivered(
-    pool: &sqlx::PgPool,
-    job_id: Uuid,
-    url: &str,
-    status: u16,
-    now: DateTime<Utc>,
-    latency_ms: i32,
-) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "UPDATE sends SET status = 'sent', recipient = $2, detail = $3, updated_at = $4,
-                          latency_ms = $5, error_class = NULL, last_error = NULL
-          WHERE job_id = $1",
-    )
-    .bind(job_id)
-    .bind(url)
-    .bind(format!("HTTP {status}"))
-    .bind(now)
-    .bind(latency_ms)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("UPDATE webhook_deliveries SET status = $2, delivered_at = $3 WHERE job_id = $1")
-        .bind(job_id)
-        .bind(i32::from(status))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,23 +176,6 @@ mod tests {
         assert!(err("whsec_%%%").contains("base64"));
         assert!(err("whsec_c2hvcnQ=").contains("5 bytes"));
 
-        assert!(
-            Endpoints::parse(&["ftp://example.com/hook".into()])
-                .unwrap_err()
-                .contains("http:// or https://")
-        );
-        assert!(
-            Endpoints::parse(&["not a url".into()])
-                .unwrap_err()
-                .contains("not a URL")
-        );
-        let ok = Endpoints::parse(&[
-            "https://example.com/hooks".into(),
-            " http://127.0.0.1:9/x ".into(),
-        ])
-        .unwrap();
-        assert_eq!(ok.urls().len(), 2);
-
         let args = WebhookArgs {
             webhook_urls: vec!["https://example.com/hooks".into()],
             webhook_secret: None,
@@ -386,21 +186,5 @@ mod tests {
                 .unwrap_err()
                 .contains("WEBHOOK_SECRET")
         );
-    }
-
-    #[test]
-    fn the_body_has_type_timestamp_and_data() {
-        let at = DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let b: Value = serde_json::from_str(&body(
-            EventType::UserVerified,
-            &json!({"user_id": "u", "email": "a@example.com"}),
-            at,
-        ))
-        .unwrap();
-        assert_eq!(b["type"], "user.verified");
-        assert_eq!(b["timestamp"], "2026-11-22T10:00:00.000Z");
-        assert_eq!(b["data"]["email"], "a@example.com");
     }
 }

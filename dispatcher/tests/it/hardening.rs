@@ -476,12 +476,11 @@ async fn plant_reset_token(app: &TestApp, user_id: uuid::Uuid) -> Token {
     let token = Token::generate();
     let job = uuid::Uuid::new_v4();
     sqlx::query(
-        "UPDATE users SET reset_job_id = $2, reset_job_at = now(), reset_token = $3,
+        "UPDATE users SET reset_job_id = $2, reset_job_at = now(),
                           reset_token_expiry = now() + interval '1 hour' WHERE id = $1",
     )
     .bind(user_id)
     .bind(job)
-    .bind(token.hash().as_str())
     .execute(&app.db.pool)
     .await
     .unwrap();

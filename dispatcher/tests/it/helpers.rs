@@ -271,6 +271,7 @@ impl TestApp {
             sns_topic_arns: self.sns_topic_arns.clone(),
             sns_cert_url_prefixes: self.sns_cert_url_prefixes.clone(),
             soft_bounce_limit: 3,
+            soft_bounce_window: std::time::Duration::from_secs(7 * 86_400),
             login_failure_limit: 5,
             login_failure_window: Duration::from_secs(15 * 60),
             webhooks: self.webhooks.clone(),

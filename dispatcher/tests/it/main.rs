@@ -1,4 +1,4 @@
-//! Integration tests against real PostgreSQL, RabbitMQ and moto (see README: Tests).
+//! Integration tests against real PostgreSQL, RabbitMQ and moto (see docs/testing.md).
 //! One binary, so the AWS SDK is linked once.
 
 mod accounts;

@@ -78,8 +78,8 @@ async fn a_backlog_sent_with_many_in_flight_gives_every_job_its_own_link_once() 
     // Each user's current token is the one of its job.
     let mismatched: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM users u JOIN link_tokens t ON t.user_id = u.id
-          WHERE u.verification_token IS DISTINCT FROM t.token_hash
-             OR u.verification_job_id IS DISTINCT FROM t.job_id",
+          WHERE u.verification_job_id IS DISTINCT FROM t.job_id
+             OR u.verification_token_expiry IS DISTINCT FROM t.expires_at",
     )
     .fetch_one(&app.db.pool)
     .await

@@ -44,12 +44,15 @@ async fn signup_sends_a_verification_email_whose_link_verifies_the_user() {
     assert!(msg.body.contains(&escaped), "{}", msg.body);
     assert!(!msg.body.contains("<b> &"));
     // Only the hash of the token is stored.
-    let (stored,): (Option<String>,) =
-        sqlx::query_as("SELECT verification_token FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_one(&app.db.pool)
-            .await
-            .unwrap();
+    let (stored,): (Option<String>,) = sqlx::query_as(
+        "SELECT t.token_hash FROM users u
+               JOIN link_tokens t ON t.user_id = u.id AND t.job_id = u.verification_job_id
+              WHERE u.id = $1",
+    )
+    .bind(user_id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
     let stored = stored.expect("a token hash is stored");
     assert_ne!(stored, token);
     assert_eq!(stored, hex::encode(Sha256::digest(token.as_bytes())));

@@ -7,7 +7,7 @@ impl App {
     /// Ready when the database answers. A broker outage is reported but does not make ingest
     /// unready: the outbox holds the jobs until RabbitMQ is back.
     pub(super) async fn readyz(&self) -> Resp {
-        let db = sqlx::query("SELECT 1").execute(&self.pool).await;
+        let db = store::read::ping(&self.pool).await;
         let backlog = store::outbox_backlog(&self.pool).await.ok();
         let broker = match &*self.broker_state.read().expect("state lock") {
             BrokerState::Connecting => json!({"status": "connecting"}),

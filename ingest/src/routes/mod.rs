@@ -1,5 +1,5 @@
 //! Routing: the one table of every path and method ingest serves ([`App::dispatch`], mirroring
-//! [`crate::ROUTES`] and DESIGN.md's API table), and what every handler shares — the API-key
+//! [`crate::ROUTES`] and the API table of docs/api.md), and what every handler shares — the API-key
 //! check, reading bodies within their limits, field parsing that names every bad field at once
 //! ([`Fields`]) and the bounded password hashing. The handlers live in one module per resource:
 //! [`signups`], [`requests`] (resend and reset requests), [`verifications`],

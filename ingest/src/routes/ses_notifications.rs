@@ -54,7 +54,7 @@ impl App {
                 let outcome = store::record_feedback(
                     &self.pool,
                     &events,
-                    self.soft_bounce_limit,
+                    self.feedback_rules,
                     &self.webhooks,
                     self.clock.now(),
                 )

@@ -4,7 +4,7 @@
 
 use super::*;
 use mailroom::store::CreateUserError;
-use mailroom::store::batch::SignupOutcome;
+use mailroom::store::SignupOutcome;
 
 impl App {
     pub(super) async fn signup(&self, body: Map<String, Value>) -> Result<Resp, ApiError> {

@@ -58,7 +58,7 @@ impl TestDb {
         let name = format!("mailroom_test_{}", uuid::Uuid::new_v4().simple());
         let admin = crate::store::connect(&admin_database_url())
             .await
-            .expect("PostgreSQL must be running for the tests (see README)");
+            .expect("PostgreSQL must be running for the tests (see docs/testing.md)");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&admin)
             .await

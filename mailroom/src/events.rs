@@ -1,0 +1,363 @@
+//! The webhook events, as types: the public contract with the calling service.
+//!
+//! Each event is one serde struct whose fields are exactly the `data` of its body, and
+//! [`Event::TYPE`] names it. The store writes what it is given (see
+//! [`crate::store::webhooks`]); nothing else builds an event body, so the OpenAPI schemas and
+//! the event table in `docs/api.md` can be checked against these structs (a test does).
+//!
+//! This module also owns [`Endpoints`] (the checked `WEBHOOK_URL` list), because which
+//! endpoints an event goes to is decided when it is stored. It must never do I/O.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::domain::SuppressionReason;
+
+/// The events a receiver can get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// A person confirmed their address (sent in the transaction that marks it verified).
+    UserVerified,
+    /// A password was changed through a reset link (same transaction as the new hash).
+    PasswordChanged,
+    /// An address joined the suppression list: Mailroom will not email it any more.
+    EmailSuppressed,
+    /// An email job was dead-lettered: the person did not get it.
+    EmailDead,
+    /// `dispatcher webhooks test`: checks the endpoint and its signature check.
+    Ping,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 5] = [
+        EventType::UserVerified,
+        EventType::PasswordChanged,
+        EventType::EmailSuppressed,
+        EventType::EmailDead,
+        EventType::Ping,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::UserVerified => "user.verified",
+            EventType::PasswordChanged => "password.changed",
+            EventType::EmailSuppressed => "email.suppressed",
+            EventType::EmailDead => "email.dead",
+            EventType::Ping => "ping",
+        }
+    }
+}
+
+/// One event's `data`. Implemented by the structs below, one per [`EventType`].
+pub trait Event: Serialize {
+    const TYPE: EventType;
+    /// The user the event is about, if any: its delivery job names them.
+    fn user_id(&self) -> Option<Uuid>;
+}
+
+/// `user.verified`: the address was confirmed.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserVerified {
+    pub user_id: Uuid,
+    pub email: String,
+}
+
+/// `password.changed`: a reset link set a new password.
+#[derive(Debug, Clone, Serialize)]
+pub struct PasswordChanged {
+    pub user_id: Uuid,
+    pub email: String,
+}
+
+/// `email.suppressed`: the address joined the suppression list. `user_id` is None when no
+/// user has the address.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmailSuppressed {
+    pub user_id: Option<Uuid>,
+    pub email: String,
+    pub reason: SuppressionReason,
+}
+
+/// `email.dead`: an email job was dead-lettered; the person did not get it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmailDead {
+    pub user_id: Option<Uuid>,
+    pub email: Option<String>,
+    /// The job's kind (`verification`, `password_reset`, `password_changed`).
+    pub email_kind: String,
+    pub job_id: Uuid,
+    pub error_class: String,
+    pub error: String,
+}
+
+/// `ping`: sent by `dispatcher webhooks test`, never stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ping {
+    pub message: String,
+}
+
+impl Event for UserVerified {
+    const TYPE: EventType = EventType::UserVerified;
+    fn user_id(&self) -> Option<Uuid> {
+        Some(self.user_id)
+    }
+}
+
+impl Event for PasswordChanged {
+    const TYPE: EventType = EventType::PasswordChanged;
+    fn user_id(&self) -> Option<Uuid> {
+        Some(self.user_id)
+    }
+}
+
+impl Event for EmailSuppressed {
+    const TYPE: EventType = EventType::EmailSuppressed;
+    fn user_id(&self) -> Option<Uuid> {
+        self.user_id
+    }
+}
+
+impl Event for EmailDead {
+    const TYPE: EventType = EventType::EmailDead;
+    fn user_id(&self) -> Option<Uuid> {
+        self.user_id
+    }
+}
+
+impl Event for Ping {
+    const TYPE: EventType = EventType::Ping;
+    fn user_id(&self) -> Option<Uuid> {
+        None
+    }
+}
+
+/// The endpoints, checked: every one is an absolute http or https URL with a host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endpoints(Vec<String>);
+
+impl Endpoints {
+    pub fn parse(urls: &[String]) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for raw in urls.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
+            let url = url::Url::parse(raw)
+                .map_err(|e| format!("WEBHOOK_URL {raw:?} is not a URL: {e}"))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(format!(
+                    "WEBHOOK_URL {raw:?} must be http:// or https://, not {}://",
+                    url.scheme()
+                ));
+            }
+            if url.host_str().is_none_or(str::is_empty) {
+                return Err(format!("WEBHOOK_URL {raw:?} has no host"));
+            }
+            out.push(url.to_string());
+        }
+        Ok(Self(out))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn urls(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// A new event id: `msg_` and 32 hex digits.
+pub fn new_event_id() -> String {
+    format!("msg_{}", Uuid::new_v4().simple())
+}
+
+/// The body: `{"type": …, "timestamp": …, "data": {…}}`.
+pub fn body<E: Event>(event: &E, at: DateTime<Utc>) -> String {
+    let data = serde_json::to_value(event).expect("event structs serialise");
+    raw_body(E::TYPE, &data, at)
+}
+
+/// [`body`] from a `data` value already built.
+fn raw_body(kind: EventType, data: &Value, at: DateTime<Utc>) -> String {
+    json!({
+        "type": kind.as_str(),
+        "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "data": data,
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One sample of each event, for the contract tests.
+    pub(crate) fn samples() -> Vec<(EventType, Value)> {
+        let id = Uuid::nil();
+        let v = |e: &dyn erased::Ser| e.value();
+        vec![
+            (
+                EventType::UserVerified,
+                v(&UserVerified {
+                    user_id: id,
+                    email: "a@example.com".into(),
+                }),
+            ),
+            (
+                EventType::PasswordChanged,
+                v(&PasswordChanged {
+                    user_id: id,
+                    email: "a@example.com".into(),
+                }),
+            ),
+            (
+                EventType::EmailSuppressed,
+                v(&EmailSuppressed {
+                    user_id: None,
+                    email: "a@example.com".into(),
+                    reason: SuppressionReason::Bounce,
+                }),
+            ),
+            (
+                EventType::EmailDead,
+                v(&EmailDead {
+                    user_id: Some(id),
+                    email: None,
+                    email_kind: "verification".into(),
+                    job_id: id,
+                    error_class: "permanent".into(),
+                    error: "x".into(),
+                }),
+            ),
+            (
+                EventType::Ping,
+                v(&Ping {
+                    message: "hi".into(),
+                }),
+            ),
+        ]
+    }
+
+    mod erased {
+        pub trait Ser {
+            fn value(&self) -> serde_json::Value;
+        }
+        impl<T: serde::Serialize> Ser for T {
+            fn value(&self) -> serde_json::Value {
+                serde_json::to_value(self).unwrap()
+            }
+        }
+    }
+
+    #[test]
+    fn the_body_has_type_timestamp_and_data() {
+        let at = DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let b: Value = serde_json::from_str(&body(
+            &UserVerified {
+                user_id: Uuid::nil(),
+                email: "a@example.com".into(),
+            },
+            at,
+        ))
+        .unwrap();
+        assert_eq!(b["type"], "user.verified");
+        assert_eq!(b["timestamp"], "2026-11-22T10:00:00.000Z");
+        assert_eq!(b["data"]["email"], "a@example.com");
+    }
+
+    #[test]
+    fn every_event_type_has_one_struct() {
+        let types: Vec<EventType> = samples().into_iter().map(|(t, _)| t).collect();
+        assert_eq!(types, EventType::ALL);
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_the_reason() {
+        assert!(
+            Endpoints::parse(&["ftp://example.com/hook".into()])
+                .unwrap_err()
+                .contains("http:// or https://")
+        );
+        assert!(
+            Endpoints::parse(&["not a url".into()])
+                .unwrap_err()
+                .contains("not a URL")
+        );
+        let ok = Endpoints::parse(&[
+            "https://example.com/hooks".into(),
+            " http://127.0.0.1:9/x ".into(),
+        ])
+        .unwrap();
+        assert_eq!(ok.urls().len(), 2);
+    }
+
+    /// The schema in ingest's OpenAPI document that describes each event's `data`.
+    fn schema_of(t: EventType) -> &'static str {
+        match t {
+            EventType::UserVerified | EventType::PasswordChanged => "WebhookUser",
+            EventType::EmailSuppressed => "WebhookSuppressed",
+            EventType::EmailDead => "WebhookEmailDead",
+            EventType::Ping => "WebhookPing",
+        }
+    }
+
+    fn keys(v: &Value) -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().expect("an object").keys().cloned().collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn the_openapi_schemas_match_the_event_structs() {
+        let doc: Value = serde_json::from_str(include_str!("../../ingest/openapi.json")).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let listed: Vec<&str> = schemas["WebhookEvent"]["properties"]["type"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let ours: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(listed, ours, "WebhookEvent.type lists other events");
+        for (t, sample) in samples() {
+            let schema = &schemas[schema_of(t)];
+            assert_eq!(
+                keys(&schema["properties"]),
+                keys(&sample),
+                "{} fields differ from {}",
+                schema_of(t),
+                t.as_str()
+            );
+            let mut required: Vec<String> = schema["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect();
+            required.sort();
+            assert_eq!(required, keys(&sample), "{} required", schema_of(t));
+        }
+    }
+
+    #[test]
+    fn the_docs_event_table_matches_the_event_structs() {
+        let docs = include_str!("../../docs/api.md");
+        for (t, sample) in samples() {
+            let row = docs
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", t.as_str())))
+                .unwrap_or_else(|| panic!("docs/api.md has no row for {}", t.as_str()));
+            let fields_cell = row.trim_end_matches('|').rsplit('|').next().unwrap();
+            let mut documented: Vec<String> = fields_cell
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect();
+            documented.sort();
+            assert_eq!(documented, keys(&sample), "docs/api.md row of {}", t.as_str());
+        }
+    }
+}

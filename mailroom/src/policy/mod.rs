@@ -1,0 +1,15 @@
+//! Policy: the decisions Mailroom makes, as pure functions of plain inputs.
+//!
+//! Nothing here touches the database, the broker or the clock: the store reads the facts a
+//! decision needs, calls the function here, and carries out what it answers. So every rule can
+//! be unit-tested (table-driven, and with property tests where a rule has an invariant) without
+//! PostgreSQL, and reading this module tells an operator what Mailroom does, without SQL.
+//!
+//! - [`feedback`]: what an SES event does to a send's delivery status and to the suppression
+//!   list (permanent bounces, soft bounces within a window, complaints).
+//! - [`requests`]: whether a reset or resend request for an address is sent, and why not.
+//! - [`logins`]: when an address is locked after failed logins, and until when.
+
+pub mod feedback;
+pub mod logins;
+pub mod requests;

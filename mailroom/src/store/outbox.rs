@@ -1,0 +1,85 @@
+//! The transactional outbox: jobs are written here in the transaction of the change that
+//! causes them, and the relay publishes them to RabbitMQ and deletes them once confirmed.
+
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::job::Job;
+
+/// Adds a job to the outbox inside the caller's transaction.
+pub async fn enqueue(tx: &mut Transaction<'_, Postgres>, job: &Job) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO outbox (job_id, routing_key, payload, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(job.job_id)
+    .bind(job.kind.routing_key())
+    .bind(sqlx::types::Json(job))
+    .bind(job.requested_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub job_id: Uuid,
+    pub routing_key: String,
+    pub payload: sqlx::types::Json<serde_json::Value>,
+}
+
+/// Locks up to `limit` unpublished rows, oldest first. `SKIP LOCKED` lets several ingest
+/// instances relay at once without publishing a row twice: a row another relay holds is
+/// simply not seen until that relay commits.
+pub async fn claim_outbox(
+    tx: &mut Transaction<'_, Postgres>,
+    limit: i64,
+) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, job_id, routing_key, payload FROM outbox
+          WHERE published_at IS NULL
+          ORDER BY id
+          LIMIT $1
+          FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await
+}
+
+/// Removes rows the broker confirmed, in the relay's transaction. Deleting rather than marking
+/// them: an UPDATE writes a new version of the row and of each of its index entries, which
+/// cost a tenth of the signup rate; a delete writes none, and the outbox stays as small as
+/// the backlog. Crash safety is the same: a crash before the commit leaves the rows, and they
+/// are published again (a duplicate the send log absorbs), never lost.
+pub async fn remove_published(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[i64],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn note_publish_failure(
+    pool: &PgPool,
+    ids: &[i64],
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)")
+        .bind(ids)
+        .bind(error)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Rows accepted but not yet confirmed by the broker.
+pub async fn outbox_backlog(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(pool)
+        .await?;
+    Ok(n)
+}

@@ -1,0 +1,85 @@
+//! Per-address requests (`email_requests`): password resets and resends, each recorded with
+//! its outcome. Whether one may be sent is [`crate::policy::requests`]'s decision; this module
+//! reads what it needs, under a per-address lock, and carries the decision out.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::outbox::enqueue;
+use crate::domain::{EmailAddress, Locale};
+use crate::job::{Job, JobKind};
+use crate::policy::requests::{self as policy, AddressLimits, RequestOutcome};
+
+/// Handles a password-reset or resend-verification request for `email`: decides, records and
+/// (when it is to be sent) enqueues the job, all in one transaction. An advisory lock per address
+/// serialises concurrent requests for it, so that the limit holds under bursts.
+pub async fn request_email(
+    pool: &PgPool,
+    email: &EmailAddress,
+    kind: JobKind,
+    limits: AddressLimits,
+    now: DateTime<Utc>,
+) -> Result<(RequestOutcome, Option<Uuid>), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('mailroom-request:' || lower($1)))")
+        .bind(email.as_str())
+        .execute(&mut *tx)
+        .await?;
+    let user: Option<(Uuid, bool, String)> = sqlx::query_as(
+        "SELECT id, email_verified, locale FROM users WHERE lower(email) = lower($1)",
+    )
+    .bind(email.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let listed: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM suppressions WHERE lower(email) = lower($1))",
+    )
+    .bind(email.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
+    let facts = policy::AddressFacts {
+        user_verified: user.as_ref().map(|(_, verified, _)| *verified),
+        suppressed: listed,
+    };
+    let outcome = match policy::precheck(kind, facts) {
+        Some(outcome) => outcome,
+        None => {
+            let (minute, hour): (i64, i64) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE requested_at > $3 - interval '1 minute'),
+                        count(*)
+                   FROM email_requests
+                  WHERE lower(email) = lower($1) AND kind = $2 AND outcome = 'queued'
+                    AND requested_at > $3 - interval '1 hour'",
+            )
+            .bind(email.as_str())
+            .bind(kind.as_str())
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            policy::within_limits(minute, hour, limits)
+        }
+    };
+    let job = match (outcome, user) {
+        (RequestOutcome::Queued, Some((user_id, _, locale))) => {
+            let locale = Locale::parse(&locale).unwrap_or_else(|_| Locale::default_locale());
+            let job = Job::new(kind, user_id, locale, now);
+            enqueue(&mut tx, &job).await?;
+            Some(job.job_id)
+        }
+        _ => None,
+    };
+    sqlx::query(
+        "INSERT INTO email_requests (email, kind, outcome, job_id, requested_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(email.as_str())
+    .bind(kind.as_str())
+    .bind(outcome.as_str())
+    .bind(job)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((outcome, job))
+}

@@ -1,0 +1,276 @@
+//! Link tokens (`link_tokens`) and what consuming them does to a user: verifying an address,
+//! resetting a password. Tokens arrive here only as [`TokenHash`]es: this module never sees a
+//! token. `link_tokens` is the one source of truth for "the current link": a user's
+//! `verification_job_id` / `reset_job_id` name the job whose tokens are current, and the
+//! `*_token_expiry` columns only say that such a link exists and until when (they are cleared
+//! on use, which is how a second use is refused in the same statement).
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::outbox::enqueue;
+use super::webhooks;
+use crate::domain::{Locale, TokenHash};
+use crate::events::{Endpoints, PasswordChanged, UserVerified};
+use crate::job::{Job, JobKind};
+
+/// What happened to a token presented for verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    Verified {
+        user_id: Uuid,
+        email: String,
+    },
+    /// The token matched but its time is up.
+    Expired,
+    /// The token matched a link that was already used.
+    Used,
+    /// No such token (never issued, or replaced by a newer one).
+    Unknown,
+}
+
+/// Consumes a verification token. The single `UPDATE … RETURNING` is the atomic step: of two
+/// concurrent clicks (even on two emails of the same job) exactly one verifies, because the
+/// second re-checks `NOT email_verified` on the row the first updated.
+///
+/// A `user.verified` webhook event is enqueued in the same transaction: the service hears of
+/// exactly the verifications that happened.
+pub async fn consume_verification_token(
+    pool: &PgPool,
+    hash: &TokenHash,
+    hooks: &Endpoints,
+    now: DateTime<Utc>,
+) -> Result<Verification, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(Uuid, String)> = sqlx::query_as(
+        "UPDATE users u
+            SET email_verified = TRUE, verified_at = $2, verification_token_expiry = NULL
+           FROM link_tokens t
+          WHERE t.token_hash = $1 AND t.kind = 'verification' AND t.expires_at > $2
+            AND u.id = t.user_id AND u.verification_job_id = t.job_id AND NOT u.email_verified
+         RETURNING u.id, u.email",
+    )
+    .bind(hash.as_str())
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((user_id, email)) = row {
+        let event = UserVerified {
+            user_id,
+            email: email.clone(),
+        };
+        webhooks::enqueue(&mut tx, hooks, &event, now).await?;
+        tx.commit().await?;
+        return Ok(Verification::Verified { user_id, email });
+    }
+    tx.rollback().await?;
+    Ok(
+        match token_state(pool, TokenKind::Verification, hash, now).await? {
+            TokenState::Unknown => Verification::Unknown,
+            TokenState::Used => Verification::Used,
+            // Valid here means it expired between the UPDATE and this read: same answer.
+            TokenState::Expired | TokenState::Valid => Verification::Expired,
+        },
+    )
+}
+
+/// What happened to a reset token presented with a new password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordReset {
+    Changed { user_id: Uuid, job_id: Uuid },
+    Expired,
+    Used,
+    Unknown,
+}
+
+/// Consumes a reset token and sets the new password hash in one statement, marks every token
+/// of that job used, and enqueues the "your password was changed" notice in the same
+/// transaction. Of two concurrent uses (even of two emails of the same job) exactly one
+/// succeeds: the second re-checks `reset_token_expiry IS NOT NULL` on the row the first
+/// updated, and finds it cleared.
+pub async fn reset_password(
+    pool: &PgPool,
+    hash: &TokenHash,
+    new_password_hash: &str,
+    hooks: &Endpoints,
+    now: DateTime<Utc>,
+) -> Result<PasswordReset, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(Uuid, String, Uuid, String)> = sqlx::query_as(
+        "UPDATE users u SET hashed_password = $2, reset_token_expiry = NULL
+           FROM link_tokens t
+          WHERE t.token_hash = $1 AND t.kind = 'reset' AND t.expires_at > $3
+            AND t.used_at IS NULL
+            AND u.id = t.user_id AND u.reset_job_id = t.job_id
+            AND u.reset_token_expiry IS NOT NULL
+         RETURNING u.id, u.locale, t.job_id, u.email",
+    )
+    .bind(hash.as_str())
+    .bind(new_password_hash)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((user_id, locale, token_job, email)) = row {
+        sqlx::query("UPDATE link_tokens SET used_at = $2 WHERE job_id = $1 AND kind = 'reset'")
+            .bind(token_job)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let locale = Locale::parse(&locale).unwrap_or_else(|_| Locale::default_locale());
+        let job = Job::new(JobKind::PasswordChanged, user_id, locale, now);
+        enqueue(&mut tx, &job).await?;
+        webhooks::enqueue(&mut tx, hooks, &PasswordChanged { user_id, email }, now).await?;
+        tx.commit().await?;
+        return Ok(PasswordReset::Changed {
+            user_id,
+            job_id: job.job_id,
+        });
+    }
+    tx.rollback().await?;
+    Ok(
+        match token_state(pool, TokenKind::Reset, hash, now).await? {
+            // Valid here means it expired between the UPDATE and this read: same answer.
+            TokenState::Valid | TokenState::Expired => PasswordReset::Expired,
+            TokenState::Used => PasswordReset::Used,
+            TokenState::Unknown => PasswordReset::Unknown,
+        },
+    )
+}
+
+/// The state of a token, read without consuming it (the reset page only looks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenState {
+    Valid,
+    Expired,
+    /// Matched a link that was already used (its expiry is cleared on use).
+    Used,
+    /// Never issued, or replaced by a newer one.
+    Unknown,
+}
+
+/// Which token column to look in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Verification,
+    Reset,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Verification => "verification",
+            TokenKind::Reset => "reset",
+        }
+    }
+}
+
+pub async fn token_state(
+    pool: &PgPool,
+    kind: TokenKind,
+    hash: &TokenHash,
+    now: DateTime<Utc>,
+) -> Result<TokenState, sqlx::Error> {
+    // current: the token's job is still the user's newest of its kind. used: a reset token of
+    // that job was used, or the address it verifies is verified.
+    let seen: Option<(DateTime<Utc>, bool, bool)> = sqlx::query_as(
+        "SELECT t.expires_at,
+                t.job_id = CASE t.kind WHEN 'verification' THEN u.verification_job_id
+                                       ELSE u.reset_job_id END,
+                CASE t.kind WHEN 'verification' THEN u.email_verified
+                            ELSE t.used_at IS NOT NULL END
+           FROM link_tokens t JOIN users u ON u.id = t.user_id
+          WHERE t.token_hash = $1 AND t.kind = $2",
+    )
+    .bind(hash.as_str())
+    .bind(kind.as_str())
+    .fetch_optional(pool)
+    .await?;
+    Ok(match seen {
+        None | Some((_, false, _)) => TokenState::Unknown,
+        Some((_, true, true)) => TokenState::Used,
+        Some((t, true, false)) if t <= now => TokenState::Expired,
+        Some(_) => TokenState::Valid,
+    })
+}
+
+/// One link token to store: the job it was minted for, its hash, and when it expires.
+#[derive(Debug, Clone)]
+pub struct NewLinkToken {
+    pub job: Job,
+    pub hash: TokenHash,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Stores the hashes of link tokens of one kind, each making its job the user's current one of
+/// that kind. Earlier tokens of the *same* job keep working (a retried send may have reached
+/// the person twice); tokens of earlier jobs stop working. True for each token stored; false
+/// when nothing may be sent for that job: the user is gone, a newer request of the same kind
+/// superseded it, or (verification) the address is verified already. Users must be distinct.
+pub async fn set_link_tokens(
+    pool: &PgPool,
+    kind: TokenKind,
+    tokens: &[NewLinkToken],
+    now: DateTime<Utc>,
+) -> Result<Vec<bool>, sqlx::Error> {
+    let users: Vec<Uuid> = tokens.iter().map(|t| t.job.user_id).collect();
+    let jobs: Vec<Uuid> = tokens.iter().map(|t| t.job.job_id).collect();
+    let hashes: Vec<&str> = tokens.iter().map(|t| t.hash.as_str()).collect();
+    let expiries: Vec<DateTime<Utc>> = tokens.iter().map(|t| t.expires_at).collect();
+    let requested: Vec<DateTime<Utc>> = tokens.iter().map(|t| t.job.requested_at).collect();
+    // The same conditions as the single-row statement, row by row: the order check, and (reset)
+    // a job whose link was already used mails no fresh one.
+    let sql = match kind {
+        TokenKind::Verification => {
+            "WITH input AS (
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[],
+                                      $5::timestamptz[])
+                          AS i(user_id, job_id, hash, expires_at, requested_at)
+             ),
+             cur AS (
+                 UPDATE users u SET verification_token_expiry = i.expires_at,
+                                    verification_job_id = i.job_id,
+                                    verification_job_at = i.requested_at
+                   FROM input i
+                  WHERE u.id = i.user_id AND NOT u.email_verified
+                    AND (u.verification_job_at IS NULL OR u.verification_job_at <= i.requested_at)
+                 RETURNING u.id, i.job_id, i.hash, i.expires_at
+             )
+             INSERT INTO link_tokens (token_hash, user_id, kind, job_id, expires_at, created_at)
+             SELECT hash, id, $6, job_id, expires_at, $7 FROM cur
+             RETURNING job_id"
+        }
+        TokenKind::Reset => {
+            "WITH input AS (
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[],
+                                      $5::timestamptz[])
+                          AS i(user_id, job_id, hash, expires_at, requested_at)
+             ),
+             cur AS (
+                 UPDATE users u SET reset_token_expiry = i.expires_at,
+                                    reset_job_id = i.job_id, reset_job_at = i.requested_at
+                   FROM input i
+                  WHERE u.id = i.user_id
+                    AND (u.reset_job_at IS NULL OR u.reset_job_at <= i.requested_at)
+                    AND NOT EXISTS (SELECT 1 FROM link_tokens lt
+                                     WHERE lt.user_id = i.user_id AND lt.job_id = i.job_id
+                                       AND lt.used_at IS NOT NULL)
+                 RETURNING u.id, i.job_id, i.hash, i.expires_at
+             )
+             INSERT INTO link_tokens (token_hash, user_id, kind, job_id, expires_at, created_at)
+             SELECT hash, id, $6, job_id, expires_at, $7 FROM cur
+             RETURNING job_id"
+        }
+    };
+    let stored: Vec<Uuid> = sqlx::query_scalar(sql)
+        .bind(&users)
+        .bind(&jobs)
+        .bind(&hashes)
+        .bind(&expiries)
+        .bind(&requested)
+        .bind(kind.as_str())
+        .bind(now)
+        .fetch_all(pool)
+        .await?;
+    Ok(jobs.iter().map(|j| stored.contains(j)).collect())
+}

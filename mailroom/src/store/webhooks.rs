@@ -1,0 +1,105 @@
+//! Webhook events (`webhook_events`) and their deliveries (`webhook_deliveries`). An event is
+//! one row whose id is the `webhook-id` header and whose body is stored as it will be sent, so
+//! every attempt carries the same bytes; each endpoint gets a delivery row and a job in the
+//! outbox, written in the caller's transaction, so the event exists exactly when the change it
+//! reports does.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::outbox;
+use crate::domain::Locale;
+use crate::events::{self, Endpoints, Event};
+use crate::job::{Job, JobKind};
+
+/// Records an event and, per endpoint, a delivery and its job in the outbox, all inside the
+/// caller's transaction. Nothing when no endpoint is configured. Returns the event id.
+pub async fn enqueue<E: Event>(
+    tx: &mut Transaction<'_, Postgres>,
+    endpoints: &Endpoints,
+    event: &E,
+    now: DateTime<Utc>,
+) -> Result<Option<String>, sqlx::Error> {
+    if endpoints.is_empty() {
+        return Ok(None);
+    }
+    let id = events::new_event_id();
+    sqlx::query("INSERT INTO webhook_events (id, type, body, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(&id)
+        .bind(E::TYPE.as_str())
+        .bind(events::body(event, now))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    for url in endpoints.urls() {
+        // The job names the user (nil when the event has none, e.g. a suppressed address
+        // nobody signed up with); what to send and where is in the delivery row.
+        let job = Job::new(
+            JobKind::Webhook,
+            event.user_id().unwrap_or(Uuid::nil()),
+            Locale::default_locale(),
+            now,
+        );
+        sqlx::query("INSERT INTO webhook_deliveries (job_id, event_id, url) VALUES ($1, $2, $3)")
+            .bind(job.job_id)
+            .bind(&id)
+            .bind(url)
+            .execute(&mut **tx)
+            .await?;
+        outbox::enqueue(tx, &job).await?;
+    }
+    Ok(Some(id))
+}
+
+/// One delivery, as the dispatcher needs it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Delivery {
+    pub event_id: String,
+    pub event_type: String,
+    pub url: String,
+    pub body: String,
+}
+
+pub async fn delivery(pool: &PgPool, job_id: Uuid) -> Result<Option<Delivery>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT d.event_id, e.type AS event_type, d.url, e.body
+           FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id
+          WHERE d.job_id = $1",
+    )
+    .bind(job_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Records a delivered webhook in the send log (the receiver's status in the detail) and on
+/// the delivery.
+pub async fn record_delivered(
+    pool: &PgPool,
+    job_id: Uuid,
+    url: &str,
+    status: u16,
+    now: DateTime<Utc>,
+    latency_ms: i32,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE sends SET status = 'sent', recipient = $2, detail = $3, updated_at = $4,
+                          latency_ms = $5, error_class = NULL, last_error = NULL
+          WHERE job_id = $1",
+    )
+    .bind(job_id)
+    .bind(url)
+    .bind(format!("HTTP {status}"))
+    .bind(now)
+    .bind(latency_ms)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE webhook_deliveries SET status = $2, delivered_at = $3 WHERE job_id = $1")
+        .bind(job_id)
+        .bind(i32::from(status))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
