@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use dashboard::data::{DataSource, Source};
 use dashboard::live::LiveSource;
 use mailroom::broker::Topology;
-use mailroom::testkit::{self, TestDb};
+use mailroom_testkit::{self as testkit, TestDb};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)

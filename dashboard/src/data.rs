@@ -9,6 +9,8 @@ use mailroom::dead::{DeadLetter, Filter};
 use mailroom::ses::Account;
 pub use mailroom::store::Suppression;
 
+use crate::text::counted;
+
 /// One queue's depth as the broker reports it. `unacked` is unknown without the management API.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueStat {
@@ -162,11 +164,9 @@ impl Action {
             Action::Replay {
                 filter: Filter::All,
                 count,
-            } => {
-                format!("Replay all {count} dead letters?")
-            }
+            } => format!("Replay all {}?", dead_letters(*count)),
             Action::Replay { count: 1, .. } => "Replay this dead letter?".into(),
-            Action::Replay { count, .. } => format!("Replay {count} dead letters?"),
+            Action::Replay { count, .. } => format!("Replay {}?", dead_letters(*count)),
             Action::ResendVerification { email } => {
                 format!("Send a new verification link to {email}?")
             }
@@ -175,6 +175,10 @@ impl Action {
             }
         }
     }
+}
+
+fn dead_letters(count: usize) -> String {
+    counted(count as i64, "dead letter", "dead letters")
 }
 
 /// Where the dashboard's data comes from and where its actions go.

@@ -3,8 +3,10 @@
 //!
 //! # Layout
 //!
-//! - [`app`]: state and keys (pure; tests feed it key sequences).
-//! - [`ui`]: drawing (tests render it to ratatui's `TestBackend`).
+//! - [`app`]: state, and the one table of keys that drives key handling, the footer and the
+//!   help (pure; tests feed it key sequences).
+//! - [`ui`]: drawing, one module per view (tests render it to ratatui's `TestBackend`).
+//! - [`text`]: wording shared by both (counts with their noun, ages).
 //! - [`data`]: what is shown, and the [`data::DataSource`] seam.
 //! - [`live`]: the live source (PostgreSQL, RabbitMQ, SES, the dispatcher's metrics).
 //!
@@ -14,6 +16,7 @@
 pub mod app;
 pub mod data;
 pub mod live;
+pub mod text;
 pub mod ui;
 
 use std::sync::Arc;

@@ -339,8 +339,10 @@ impl DataSource for LiveSource {
                 )
                 .await;
                 Ok(format!(
-                    "replayed {} of {} dead letters ({} parked)",
-                    report.replayed, report.matched, report.parked
+                    "replayed {} of {} ({} parked)",
+                    report.replayed,
+                    crate::text::counted(report.matched as i64, "dead letter", "dead letters"),
+                    report.parked
                 ))
             }
             Action::Unsuppress { email } => {

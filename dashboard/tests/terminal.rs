@@ -10,7 +10,7 @@ use mailroom::broker::{self, Topology};
 use mailroom::domain::{EmailAddress, Locale, UserName};
 use mailroom::job::{Job, JobKind};
 use mailroom::store::{self, NewUser};
-use mailroom::testkit::{self, TestDb, TestQueues};
+use mailroom_testkit::{self as testkit, TestDb, TestQueues};
 
 struct Tmux(String);
 

@@ -1,4 +1,4 @@
-//! The SES v2 stand-in of `scripts/bench` (see `mailroom::testkit::SesStandIn`): answers
+//! The SES v2 stand-in of `scripts/bench` (see `mailroom_testkit::SesStandIn`): answers
 //! SendEmail after a fixed latency, GetAccount with a chosen MaxSendRate, and counts the sends
 //! of each wall-clock second at `GET /stats`.
 //!
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use mailroom::config::parse_duration;
-use mailroom::testkit::{SesStandIn, StandInConfig};
+use mailroom_testkit::{SesStandIn, StandInConfig};
 
 /// An SES v2 stand-in for benchmarks: no checks, a fixed answer time, per-second counts.
 #[derive(Parser, Debug)]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use mailroom::clock::Clock;
 use mailroom::config::{BrokerArgs, DatabaseArgs, LogArgs, LogFormat, Secret};
-use mailroom::testkit::{self, Moto, TestDb, TestQueues};
+use mailroom_testkit::{self as testkit, Moto, TestDb, TestQueues};
 use tokio_util::sync::CancellationToken;
 
 fn env(name: &str, default: u64) -> u64 {

@@ -1,26 +1,26 @@
 //! The dispatcher: takes jobs from RabbitMQ, mints tokens, renders, sends through SES and
-//! records every outcome; and the operator CLI around it (`identities`, …).
+//! records every outcome; and the operator CLI around it.
 //!
 //! # Layout
 //!
 //! - [`worker`]: one step — one job in, one [`worker::Outcome`] out. No broker calls.
 //! - [`consumer`]: the loop — prefetch, concurrency, settling outcomes (ack, retry queue, dead
 //!   queue), pausing, reconnecting, shutdown.
+//! - [`batch`]: the batched claim, token and record statements of the steps in flight.
+//! - [`pacing`]: the rate limiters that space sends; [`service_time`]: how long a step takes.
 //! - [`dead`] (re-exported from the shared library): listing and replaying dead letters.
-//! - [`identities`]: the SES identity and account commands.
 //! - [`rate`]: the account's SES rate, shared through PostgreSQL by every dispatcher.
-//! - [`webhooks`]: `dispatcher webhooks test` (deliveries themselves are a step of the worker).
+//! - [`cli`]: every `dispatcher` command, one module per command group.
 //!
 //! [`run`] takes the configuration, a clock and a shutdown future, so tests start a dispatcher
 //! in-process with their own queue prefix and database.
 
 pub mod batch;
+pub mod cli;
 pub mod consumer;
-pub mod identities;
 pub mod pacing;
 pub mod rate;
 pub mod service_time;
-pub mod webhooks;
 
 /// Dead letters live in the shared library: the dashboard replays through the same functions.
 pub use mailroom::dead;

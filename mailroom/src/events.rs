@@ -357,7 +357,12 @@ mod tests {
                 .map(str::to_owned)
                 .collect();
             documented.sort();
-            assert_eq!(documented, keys(&sample), "docs/api.md row of {}", t.as_str());
+            assert_eq!(
+                documented,
+                keys(&sample),
+                "docs/api.md row of {}",
+                t.as_str()
+            );
         }
     }
 }

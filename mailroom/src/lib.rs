@@ -26,7 +26,6 @@
 //! - [`metrics`]: the shared label sets and rendering of the prometheus-client registries.
 //! - [`clock`]: the time source, controllable in tests so that expiry can be exercised.
 //! - [`telemetry`]: tracing setup shared by the binaries.
-//! - `testkit` (feature `testkit`): throwaway databases and queue prefixes for tests.
 
 pub mod batch;
 pub mod broker;
@@ -42,8 +41,6 @@ pub mod ses;
 pub mod store;
 pub mod telemetry;
 pub mod templates;
-#[cfg(feature = "testkit")]
-pub mod testkit;
 pub mod webhook;
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C): the shutdown future the binaries pass to their `run`.

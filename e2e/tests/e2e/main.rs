@@ -1,0 +1,23 @@
+//! End-to-end tests against real PostgreSQL, RabbitMQ and moto or the SES stand-in (see
+//! docs/testing.md), grouped by behaviour. One binary, so the AWS SDK is linked once. The API
+//! tests of ingest itself are in ingest/tests/api.
+//!
+//! - [`signup`]: a signup to the email in moto and the link back.
+//! - [`delivery`]: retries, dead letters, replay, pauses.
+//! - [`faults`]: the failures of production, each held without losing mail.
+//! - [`security`]: abuse, link scanners, made-up and superseded tokens.
+//! - [`scale`] and [`shared_rate`]: many jobs in flight, one SES rate across dispatchers.
+//! - [`suppressions`]: the suppression list on every path and its CLI.
+//! - [`webhooks`]: signed events, their retries and the `webhooks test` command.
+//! - [`identities`]: the SES identity and account commands.
+
+mod config;
+mod delivery;
+mod faults;
+mod identities;
+mod scale;
+mod security;
+mod shared_rate;
+mod signup;
+mod suppressions;
+mod webhooks;

@@ -1,0 +1,381 @@
+//! SES feedback through SNS, end to end: notifications signed in the test with a key and a
+//! certificate it generates (openssl), the certificate served from 127.0.0.1, and every path
+//! of the endpoint against real PostgreSQL and RabbitMQ — suppression on bounce and complaint,
+//! soft bounces, delivery outcomes, idempotence, and each way a message can be forged.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use mailroom_testkit::app::{Settings, TestApp};
+
+const TOPIC: &str = "arn:aws:sns:eu-west-1:123456789012:mailroom-ses";
+
+/// A key pair and self-signed certificate, and a tiny HTTP server for the certificate and for
+/// subscription URLs, which counts what was fetched.
+struct Signer {
+    dir: PathBuf,
+    base: String,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Signer {
+    async fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("mailroom-sns-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=sns.test", "-keyout"])
+            .arg(dir.join("key.pem"))
+            .arg("-out")
+            .arg(dir.join("cert.pem"))
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/", listener.local_addr().unwrap());
+        let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let (h, cert) = (hits.clone(), std::fs::read(dir.join("cert.pem")).unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let (h, cert) = (h.clone(), cert.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    *h.lock().unwrap().entry(path.clone()).or_default() += 1;
+                    let body: &[u8] = if path.ends_with(".pem") { &cert } else { b"ok" };
+                    let _ = s
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .await;
+                    let _ = s.write_all(body).await;
+                });
+            }
+        });
+        Self { dir, base, hits }
+    }
+
+    fn cert_url(&self) -> String {
+        format!("{}cert.pem", self.base)
+    }
+
+    fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    /// Signs `text` with SHA1withRSA (version 1) or SHA256withRSA (version 2), base64.
+    fn sign(&self, text: &str, version: &str) -> String {
+        let input = self.dir.join(format!("in-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&input, text).unwrap();
+        let digest = if version == "1" { "-sha1" } else { "-sha256" };
+        let out = Command::new("openssl")
+            .args(["dgst", digest, "-sign"])
+            .arg(self.dir.join("key.pem"))
+            .arg(&input)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(out.stdout)
+    }
+
+    /// A signed Notification envelope carrying `message`.
+    fn notification(&self, message: &Value, version: &str) -> Value {
+        let mut env = json!({
+            "Type": "Notification",
+            "MessageId": uuid::Uuid::new_v4().to_string(),
+            "TopicArn": TOPIC,
+            "Message": message.to_string(),
+            "Timestamp": "2026-11-22T10:00:00.000Z",
+            "SignatureVersion": version,
+            "SigningCertURL": self.cert_url(),
+        });
+        self.resign(&mut env);
+        env
+    }
+
+    /// (Re)computes the signature over SNS's canonical string of `env` as it is now.
+    fn resign(&self, env: &mut Value) {
+        let mut unsigned = env.clone();
+        unsigned["Signature"] = json!("");
+        let parsed: ingest::sns::Envelope = serde_json::from_value(unsigned).unwrap();
+        let text = ingest::sns::canonical(&parsed).unwrap();
+        let version = env["SignatureVersion"].as_str().unwrap().to_owned();
+        env["Signature"] = json!(self.sign(&text, &version));
+    }
+}
+
+impl Drop for Signer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn app_with_feedback(signer: &Signer) -> TestApp {
+    TestApp::start(Settings {
+        sns_topic_arns: vec![TOPIC.into()],
+        sns_cert_url_prefixes: vec![signer.base.clone()],
+        ..Settings::default()
+    })
+    .await
+}
+
+/// POSTs an envelope the way SNS does: text/plain, with its headers.
+async fn deliver(app: &TestApp, env: &Value) -> reqwest::Response {
+    app.http
+        .post(format!("{}/v1/ses/notifications", app.base))
+        .header("content-type", "text/plain; charset=UTF-8")
+        .header(
+            "x-amz-sns-message-type",
+            env["Type"].as_str().unwrap_or_default(),
+        )
+        .header("x-amz-sns-topic-arn", TOPIC)
+        .body(env.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn events(app: &TestApp) -> i64 {
+    app.count("ses_events").await
+}
+
+fn bounce(message_id: &str, recipient: &str, kind: &str) -> Value {
+    json!({
+        "notificationType": "Bounce",
+        "bounce": {
+            "bounceType": kind, "bounceSubType": "General", "feedbackId": "fb-1",
+            "timestamp": chrono::Utc::now().to_rfc3339(),
+            "bouncedRecipients": [{"emailAddress": recipient, "diagnosticCode": "smtp; 550 5.1.1 user unknown"}]
+        },
+        "mail": {"messageId": message_id, "destination": [recipient]}
+    })
+}
+
+#[tokio::test]
+async fn a_hard_bounce_suppresses_the_address_end_to_end() {
+    let signer = Signer::start().await;
+    let app = app_with_feedback(&signer).await;
+    let email = app.unique_email();
+    let (_, job) = app.sign_up_job(&app.unique_name(), &email).await;
+    let sent = app.wait_for_status(job, "sent").await;
+    let ses_id = sent.ses_message_id.unwrap();
+
+    let env = signer.notification(&bounce(&ses_id, &email, "Permanent"), "1");
+    let r = deliver(&app, &env).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    let (kind, subtype, job_of, diag): (String, String, Option<uuid::Uuid>, String) =
+        sqlx::query_as("SELECT type, subtype, job_id, diagnostic FROM ses_events")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (kind.as_str(), subtype.as_str()),
+        ("bounce", "Permanent/General")
+    );
+    assert_eq!(job_of, Some(job));
+    assert!(diag.contains("550"));
+    let delivery: Option<String> =
+        sqlx::query_scalar("SELECT delivery FROM sends WHERE job_id = $1")
+            .bind(job)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(delivery.as_deref(), Some("bounced"));
+    let user = app.user(&email).await;
+    assert_eq!(user["email_status"], "suppressed");
+    assert_eq!(user["suppression"]["reason"], "bounce");
+    // A reset for it now sends nothing.
+    app.post("/v1/password-resets", &json!({"email": email}))
+        .await;
+    let outcome: String = sqlx::query_scalar("SELECT outcome FROM email_requests")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(outcome, "address_suppressed");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("mailroom_ses_events_total{type=\"bounce\"} 1"),
+        "{metrics}"
+    );
+    // The certificate was fetched once, however many messages it signs.
+    let again = signer.notification(&json!({"eventType": "Delivery", "delivery": {"recipients": [email]}, "mail": {"messageId": ses_id}}), "2");
+    assert_eq!(deliver(&app, &again).await.status(), 200);
+    assert_eq!(signer.hits("/cert.pem"), 1);
+    // Delivered after bounced does not hide the bounce.
+    let delivery: Option<String> =
+        sqlx::query_scalar("SELECT delivery FROM sends WHERE job_id = $1")
+            .bind(job)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(delivery.as_deref(), Some("bounced"));
+}
+
+#[tokio::test]
+async fn complaints_suppress_except_not_spam_and_soft_bounces_after_the_limit() {
+    let signer = Signer::start().await;
+    let app = app_with_feedback(&signer).await;
+    let (annoyed, happy, flaky) = (app.unique_email(), app.unique_email(), app.unique_email());
+    for (who, feedback) in [(&annoyed, "abuse"), (&happy, "not-spam")] {
+        let m = json!({
+            "eventType": "Complaint",
+            "complaint": {"complaintFeedbackType": feedback, "complainedRecipients": [{"emailAddress": who}]},
+            "mail": {"messageId": "never-sent-by-us"}
+        });
+        assert_eq!(
+            deliver(&app, &signer.notification(&m, "2")).await.status(),
+            200
+        );
+    }
+    let reason = |email: String| {
+        let pool = app.db.pool.clone();
+        async move {
+            mailroom::store::suppression(&pool, &email)
+                .await
+                .unwrap()
+                .map(|s| s.reason)
+        }
+    };
+    assert_eq!(reason(annoyed.clone()).await.as_deref(), Some("complaint"));
+    assert_eq!(reason(happy.clone()).await, None);
+    // An event for a message Mailroom never sent is recorded, without a job.
+    let unowned: i64 = sqlx::query_scalar("SELECT count(*) FROM ses_events WHERE job_id IS NULL")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(unowned, 2);
+
+    for n in 1..=3 {
+        let env = signer.notification(&bounce(&format!("ses-{n}"), &flaky, "Transient"), "1");
+        assert_eq!(deliver(&app, &env).await.status(), 200);
+        let expected = (n == 3).then(|| "soft_bounce".to_owned());
+        assert_eq!(
+            reason(flaky.clone()).await,
+            expected,
+            "after {n} soft bounces"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_same_notification_twice_is_recorded_once_and_unknown_types_are_kept() {
+    let signer = Signer::start().await;
+    let app = app_with_feedback(&signer).await;
+    let env = signer.notification(&bounce("ses-x", &app.unique_email(), "Permanent"), "2");
+    assert_eq!(deliver(&app, &env).await.status(), 200);
+    assert_eq!(deliver(&app, &env).await.status(), 200);
+    assert_eq!(events(&app).await, 1);
+    let odd = signer.notification(&json!({"eventType": "Subscription", "mail": {}}), "1");
+    assert_eq!(deliver(&app, &odd).await.status(), 200);
+    let kinds: Vec<String> = sqlx::query_scalar("SELECT type FROM ses_events ORDER BY id")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(kinds, vec!["bounce", "subscription"]);
+}
+
+#[tokio::test]
+async fn forged_or_foreign_messages_are_refused_and_record_nothing() {
+    let signer = Signer::start().await;
+    let foreign = Signer::start().await;
+    let app = app_with_feedback(&signer).await;
+    let message = bounce("ses-y", &app.unique_email(), "Permanent");
+
+    // A signature by another key (the foreign signer's), over the right text.
+    let mut forged = signer.notification(&message, "1");
+    let parsed: ingest::sns::Envelope = serde_json::from_value(forged.clone()).unwrap();
+    forged["Signature"] = json!(foreign.sign(&ingest::sns::canonical(&parsed).unwrap(), "1"));
+    // A valid signature, but over other fields: the message was changed after signing.
+    let mut altered = signer.notification(&message, "2");
+    altered["Message"] =
+        json!(bounce("ses-y", "someone-else@example.com", "Permanent").to_string());
+    // A topic not in SNS_TOPIC_ARNS, correctly signed.
+    let mut topic = signer.notification(&message, "1");
+    topic["TopicArn"] = json!("arn:aws:sns:eu-west-1:123456789012:someone-elses");
+    signer.resign(&mut topic);
+    // A certificate on a host that is not allowed: must not even be fetched.
+    let mut host = foreign.notification(&message, "1");
+    host["SigningCertURL"] = json!(foreign.cert_url());
+    foreign.resign(&mut host);
+    // An unsupported signature version, and no signature at all.
+    let mut version = signer.notification(&message, "1");
+    version["SignatureVersion"] = json!("3");
+    let mut unsigned = signer.notification(&message, "1");
+    unsigned["Signature"] = json!("");
+
+    for (what, env) in [
+        ("forged", &forged),
+        ("altered", &altered),
+        ("topic", &topic),
+        ("host", &host),
+        ("version", &version),
+        ("unsigned", &unsigned),
+    ] {
+        let r = deliver(&app, env).await;
+        assert_eq!(r.status(), 403, "{what}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "forbidden", "{what}");
+    }
+    assert_eq!(
+        foreign.hits("/cert.pem"),
+        0,
+        "nothing fetched from a foreign host"
+    );
+    assert_eq!(events(&app).await, 0);
+    assert_eq!(app.count("suppressions").await, 0);
+
+    let r = app
+        .http
+        .post(format!("{}/v1/ses/notifications", app.base))
+        .header("content-type", "text/plain")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn a_subscription_is_confirmed_by_fetching_its_url_and_the_endpoint_is_off_without_topics() {
+    let signer = Signer::start().await;
+    let app = app_with_feedback(&signer).await;
+    let mut env = json!({
+        "Type": "SubscriptionConfirmation",
+        "MessageId": uuid::Uuid::new_v4().to_string(),
+        "TopicArn": TOPIC,
+        "Message": "You have chosen to subscribe to the topic.",
+        "Timestamp": "2026-11-22T10:00:00.000Z",
+        "SignatureVersion": "2",
+        "SigningCertURL": signer.cert_url(),
+        "SubscribeURL": format!("{}confirm?Token=abc", signer.base),
+        "Token": "abc",
+    });
+    signer.resign(&mut env);
+    assert_eq!(deliver(&app, &env).await.status(), 200);
+    assert_eq!(signer.hits("/confirm?Token=abc"), 1);
+
+    let off = TestApp::ingest_only().await;
+    let r = deliver(&off, &env).await;
+    assert_eq!(r.status(), 404);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}

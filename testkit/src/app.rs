@@ -1,0 +1,562 @@
+//! `TestApp`: a real ingest and (optionally) a real dispatcher in-process, each test with its
+//! own database, queue prefix, sender identity and clock. Helper methods are named after what a
+//! user does.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate as testkit;
+use crate::{HttpFaultProxy, Moto, SentMessage, TcpProxy, TestDb, TestQueues};
+use dispatcher::RunConfig;
+use mailroom::clock::Clock;
+use mailroom::config::{BrokerArgs, DatabaseArgs, LogArgs, LogFormat, Secret};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const API_KEY: &str = "test-key-0123456789";
+
+/// How a test wants its services wired.
+#[derive(Clone)]
+pub struct Settings {
+    pub dispatcher: bool,
+    /// Put a fault-injecting proxy between the dispatcher and moto.
+    pub ses_proxy: bool,
+    /// Put a cuttable TCP proxy between both services and RabbitMQ.
+    pub amqp_proxy: bool,
+    /// Put a cuttable TCP proxy between both services and PostgreSQL.
+    pub db_proxy: bool,
+    /// Make the sender a verified identity in moto (otherwise moto rejects every send).
+    pub verify_sender: bool,
+    pub retry_delays: Vec<Duration>,
+    /// SEND_CONCURRENCY; 0 leaves it unset (sized from the rate).
+    pub send_concurrency: usize,
+    pub max_send_rate: Option<f64>,
+    /// The dispatcher's SES timeout (its claim lease is twice this).
+    pub ses_timeout: Duration,
+    pub hash_concurrency: Option<usize>,
+    pub hash_queue: usize,
+    pub verify_link_mode: ingest::VerifyLinkMode,
+    /// SES feedback: the accepted topics and where their certificates may come from.
+    pub sns_topic_arns: Vec<String>,
+    pub sns_cert_url_prefixes: Vec<String>,
+    pub configuration_set: Option<String>,
+    /// WEBHOOK_URL, WEBHOOK_SECRET and WEBHOOK_TIMEOUT of both services.
+    pub webhooks: mailroom::webhook::WebhookArgs,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            dispatcher: true,
+            ses_proxy: false,
+            amqp_proxy: false,
+            db_proxy: false,
+            verify_sender: true,
+            retry_delays: vec![Duration::from_millis(200), Duration::from_millis(400)],
+            send_concurrency: 4,
+            max_send_rate: Some(200.0),
+            ses_timeout: Duration::from_secs(5),
+            hash_concurrency: None,
+            hash_queue: 16,
+            verify_link_mode: ingest::VerifyLinkMode::Open,
+            sns_topic_arns: Vec::new(),
+            sns_cert_url_prefixes: Vec::new(),
+            configuration_set: None,
+            webhooks: Default::default(),
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub clock: Clock,
+    pub moto: Moto,
+    pub sender: String,
+    /// Where the dispatcher sends: moto, or a fault proxy in front of it.
+    pub ses_endpoint: String,
+    pub retry_delays: Vec<Duration>,
+    pub send_concurrency: usize,
+    pub max_send_rate: Option<f64>,
+    pub ses_timeout: Duration,
+    pub hash_concurrency: Option<usize>,
+    pub hash_queue: usize,
+    pub verify_link_mode: ingest::VerifyLinkMode,
+    pub sns_topic_arns: Vec<String>,
+    pub sns_cert_url_prefixes: Vec<String>,
+    /// The dispatcher's SES_CONFIGURATION_SET.
+    pub configuration_set: Option<String>,
+    pub webhooks: mailroom::webhook::WebhookArgs,
+    pub amqp_url: String,
+    pub ses_proxy: Option<HttpFaultProxy>,
+    pub amqp_proxy: Option<TcpProxy>,
+    pub db_proxy: Option<TcpProxy>,
+    /// The database URL the services use (through the proxy when there is one).
+    pub service_db_url: String,
+    ingest: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+    dispatcher: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+    extra: Vec<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+    // Declared last: dropped after the services above stopped using them.
+    pub queues: TestQueues,
+    pub db: TestDb,
+}
+
+/// `TEST_LOG=1`: the in-process services log through the test harness's capture, so a failing
+/// test shows what ingest and the dispatcher said (`RUST_LOG` sets the level, default `info`).
+/// Off by default: a passing suite stays quiet.
+fn show_logs_if_asked() {
+    if std::env::var("TEST_LOG").is_ok_and(|v| !v.is_empty() && v != "0") {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // Once per test binary; later calls find the subscriber set and do nothing.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Stop the in-process services before the queues and the database are removed (the
+        // fields below are dropped after this): a relay still running would declare the
+        // queues again right after their deletion, and they would outlive the test. That
+        // happens on a multi-thread runtime, and whenever a test goes on after one TestApp
+        // (several in a loop).
+        let mut handles = Vec::new();
+        let services = self.ingest.take().into_iter().chain(self.dispatcher.take());
+        for (cancel, handle) in services.chain(self.extra.drain(..)) {
+            cancel.cancel();
+            handle.abort();
+            handles.push(handle);
+        }
+        // On a current-thread runtime an aborted task never runs again; on a multi-thread
+        // one it may be in the middle of a poll: wait for it to end.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while !handles.iter().all(|h| h.is_finished()) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.moto.forget_sender(&self.sender);
+    }
+}
+
+impl TestApp {
+    /// Ingest and a dispatcher, ready to sign people up.
+    pub async fn spawn() -> Self {
+        Self::start(Settings::default()).await
+    }
+
+    /// Ingest only: events are accepted and relayed, nothing is sent.
+    pub async fn ingest_only() -> Self {
+        Self::start(Settings {
+            dispatcher: false,
+            ..Settings::default()
+        })
+        .await
+    }
+
+    pub async fn start(settings: Settings) -> Self {
+        show_logs_if_asked();
+        let db = TestDb::create().await;
+        let moto = Moto::new();
+        let sender = format!("sender-{}@example.com", uuid::Uuid::new_v4().simple());
+        if settings.verify_sender {
+            moto.verify_sender(&sender).await;
+        }
+        let ses_proxy = if settings.ses_proxy {
+            Some(HttpFaultProxy::start(&moto.url).await)
+        } else {
+            None
+        };
+        let amqp_proxy = if settings.amqp_proxy {
+            Some(TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await)
+        } else {
+            None
+        };
+        let db_proxy = if settings.db_proxy {
+            Some(TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await)
+        } else {
+            None
+        };
+        let service_db_url = match &db_proxy {
+            Some(p) => {
+                let mut u = url::Url::parse(&db.url).unwrap();
+                u.set_port(Some(p.addr.port())).unwrap();
+                u.to_string()
+            }
+            None => db.url.clone(),
+        };
+        let amqp_url = match &amqp_proxy {
+            Some(p) => format!("amqp://guest:guest@{}/%2f", p.addr),
+            None => testkit::amqp_url(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut app = Self {
+            base: format!("http://{addr}"),
+            addr,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            clock: Clock::system(),
+            ses_endpoint: ses_proxy.as_ref().map_or(moto.url.clone(), |p| p.url()),
+            moto,
+            sender,
+            retry_delays: settings.retry_delays.clone(),
+            send_concurrency: settings.send_concurrency,
+            max_send_rate: settings.max_send_rate,
+            ses_timeout: settings.ses_timeout,
+            hash_concurrency: settings.hash_concurrency,
+            hash_queue: settings.hash_queue,
+            verify_link_mode: settings.verify_link_mode,
+            sns_topic_arns: settings.sns_topic_arns.clone(),
+            sns_cert_url_prefixes: settings.sns_cert_url_prefixes.clone(),
+            configuration_set: settings.configuration_set.clone(),
+            webhooks: settings.webhooks.clone(),
+            amqp_url,
+            ses_proxy,
+            amqp_proxy,
+            db_proxy,
+            service_db_url,
+            ingest: None,
+            dispatcher: None,
+            extra: Vec::new(),
+            queues: TestQueues::new(),
+            db,
+        };
+        let cancel = CancellationToken::new();
+        let handle = tokio::spawn(ingest::run(
+            listener,
+            app.ingest_config(),
+            app.clock.clone(),
+            cancel.clone().cancelled_owned(),
+        ));
+        app.ingest = Some((cancel, handle));
+        app.wait_ready().await;
+        if settings.dispatcher {
+            app.start_dispatcher().await;
+        }
+        app
+    }
+
+    /// Starts one more ingest on the same database and queues; returns its base URL.
+    pub async fn spawn_extra_ingest(&mut self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let handle = tokio::spawn(ingest::run(
+            listener,
+            self.ingest_config(),
+            self.clock.clone(),
+            cancel.clone().cancelled_owned(),
+        ));
+        self.extra.push((cancel, handle));
+        format!("http://{addr}")
+    }
+
+    /// Starts one more dispatcher on the same database and queues.
+    pub fn spawn_extra_dispatcher(&mut self) {
+        let cancel = CancellationToken::new();
+        let handle = tokio::spawn(dispatcher::run(
+            self.dispatcher_config(),
+            self.clock.clone(),
+            testkit::sdk_config(),
+            cancel.clone().cancelled_owned(),
+        ));
+        self.extra.push((cancel, handle));
+    }
+
+    pub fn ses_proxy(&self) -> &HttpFaultProxy {
+        self.ses_proxy.as_ref().expect("started with ses_proxy")
+    }
+
+    pub fn db_proxy(&self) -> &TcpProxy {
+        self.db_proxy.as_ref().expect("started with db_proxy")
+    }
+
+    pub fn amqp_proxy(&self) -> &TcpProxy {
+        self.amqp_proxy.as_ref().expect("started with amqp_proxy")
+    }
+
+    pub fn ingest_config(&self) -> ingest::Config {
+        ingest::Config {
+            db: DatabaseArgs {
+                database_url: Secret::new(self.service_db_url.clone()),
+                pool_size: 16,
+            },
+            broker: self.broker_args(),
+            log: LogArgs {
+                log_format: LogFormat::Text,
+            },
+            listen: self.addr,
+            api_keys: vec![Secret::new(API_KEY), Secret::new("second-key")],
+            templates_dir: mailroom::templates::DEFAULT_DIR.into(),
+            max_body_bytes: 16 * 1024,
+            request_timeout: Duration::from_secs(10),
+            relay_interval: Duration::from_millis(200),
+            address_limit_per_minute: 1,
+            address_limit_per_hour: 5,
+            shutdown_timeout: Duration::from_secs(2),
+            hash_concurrency: self.hash_concurrency,
+            hash_queue: self.hash_queue,
+            verify_link_mode: self.verify_link_mode,
+            sns_topic_arns: self.sns_topic_arns.clone(),
+            sns_cert_url_prefixes: self.sns_cert_url_prefixes.clone(),
+            soft_bounce_limit: 3,
+            soft_bounce_window: std::time::Duration::from_secs(7 * 86_400),
+            login_failure_limit: 5,
+            login_failure_window: Duration::from_secs(15 * 60),
+            webhooks: self.webhooks.clone(),
+        }
+    }
+
+    pub fn broker_args(&self) -> BrokerArgs {
+        BrokerArgs {
+            amqp_url: Secret::new(self.amqp_url.clone()),
+            queue_prefix: self.queues.prefix.clone(),
+        }
+    }
+
+    pub fn dispatcher_config(&self) -> RunConfig {
+        RunConfig {
+            db: DatabaseArgs {
+                database_url: Secret::new(self.service_db_url.clone()),
+                pool_size: 16,
+            },
+            broker: self.broker_args(),
+            ses: mailroom::config::SesArgs {
+                ses_timeout: self.ses_timeout,
+                ..testkit::ses_args(&self.ses_endpoint)
+            },
+            mail_from: self.sender.clone(),
+            configuration_set: self.configuration_set.clone(),
+            public_url: self.base.clone(),
+            reset_url: None,
+            templates_dir: mailroom::templates::DEFAULT_DIR.into(),
+            verification_ttl: Duration::from_secs(24 * 3600),
+            reset_ttl: Duration::from_secs(3600),
+            retry_delays: self.retry_delays.clone(),
+            max_send_rate: self.max_send_rate,
+            send_concurrency: (self.send_concurrency > 0).then_some(self.send_concurrency),
+            metrics_listen: "off".into(),
+            shutdown_timeout: Duration::from_secs(5),
+            pause_probe_interval: Duration::from_millis(500),
+            webhooks: self.webhooks.clone(),
+        }
+    }
+
+    pub async fn start_dispatcher(&mut self) {
+        assert!(self.dispatcher.is_none(), "dispatcher already running");
+        let cancel = CancellationToken::new();
+        let handle = tokio::spawn(dispatcher::run(
+            self.dispatcher_config(),
+            self.clock.clone(),
+            testkit::sdk_config(),
+            cancel.clone().cancelled_owned(),
+        ));
+        self.dispatcher = Some((cancel, handle));
+    }
+
+    /// Waits for the dispatcher to end by itself and returns what `run` returned.
+    pub async fn join_dispatcher(&mut self) -> anyhow::Result<()> {
+        let (_cancel, handle) = self.dispatcher.take().expect("dispatcher running");
+        handle.await.expect("dispatcher task")
+    }
+
+    /// Stops the dispatcher gracefully and returns what `run` returned.
+    pub async fn stop_dispatcher(&mut self) -> anyhow::Result<()> {
+        let (cancel, handle) = self.dispatcher.take().expect("dispatcher running");
+        cancel.cancel();
+        handle.await.expect("dispatcher task")
+    }
+
+    async fn wait_ready(&self) {
+        let http = self.http.clone();
+        let url = format!("{}/readyz", self.base);
+        testkit::eventually("ingest ready", Duration::from_secs(20), || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let r = http.get(url).send().await.ok()?;
+                (r.status() == 200).then_some(())
+            }
+        })
+        .await;
+    }
+
+    pub fn unique_email(&self) -> String {
+        format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
+    }
+
+    pub fn unique_name(&self) -> String {
+        format!("user-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(API_KEY)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn sign_up(&self, name: &str, email: &str) -> reqwest::Response {
+        self.post(
+            "/v1/signups",
+            &json!({"name": name, "email": email, "password": "correct horse battery"}),
+        )
+        .await
+    }
+
+    /// Signs up and returns the user id, asserting 202.
+    pub async fn sign_up_ok(&self, name: &str, email: &str) -> uuid::Uuid {
+        self.sign_up_job(name, email).await.0
+    }
+
+    /// Signs up (asserting 202) and returns the user id and the job id.
+    pub async fn sign_up_job(&self, name: &str, email: &str) -> (uuid::Uuid, uuid::Uuid) {
+        let r = self.sign_up(name, email).await;
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+        let v: Value = r.json().await.unwrap();
+        (
+            v["user_id"].as_str().unwrap().parse().unwrap(),
+            v["job_id"].as_str().unwrap().parse().unwrap(),
+        )
+    }
+
+    /// Signs `n` new people up; returns (email, job id) of each.
+    pub async fn sign_up_many(&self, n: usize) -> Vec<(String, uuid::Uuid)> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let email = self.unique_email();
+            let (_, job) = self.sign_up_job(&self.unique_name(), &email).await;
+            out.push((email, job));
+        }
+        out
+    }
+
+    pub async fn connect_broker(&self) -> lapin::Connection {
+        mailroom::broker::connect(&testkit::amqp_url(), "test")
+            .await
+            .unwrap()
+    }
+
+    /// Messages ready in one of this test's queues.
+    pub async fn queue_len(&self, queue: &str) -> u32 {
+        let conn = self.connect_broker().await;
+        let ch = conn.create_channel().await.unwrap();
+        let n = mailroom::broker::queue_counts(&ch, queue)
+            .await
+            .map(|c| c.0)
+            .unwrap_or(0);
+        let _ = conn.close(200, "done".into()).await;
+        n
+    }
+
+    pub async fn wait_for_email(&self, to: &str) -> SentMessage {
+        self.moto
+            .wait_for(to, 1, Duration::from_secs(30))
+            .await
+            .remove(0)
+    }
+
+    /// GET one of ingest's paths, without an API key.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.follow(&format!("{}{path}", self.base)).await
+    }
+
+    /// `/readyz`: its status and body.
+    pub async fn readiness(&self) -> (u16, Value) {
+        let r = self.get("/readyz").await;
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    pub async fn follow(&self, link: &str) -> reqwest::Response {
+        self.http.get(link).send().await.unwrap()
+    }
+
+    pub async fn user(&self, email: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}/v1/users", self.base))
+            .query(&[("email", email)])
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        let (n,): (i64,) =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                .fetch_one(&self.db.pool)
+                .await
+                .unwrap();
+        n
+    }
+
+    /// Asks for a reset of `email` (which already got its verification email), takes the link
+    /// from the reset email and sets `password` with it; returns the confirm's answer.
+    pub async fn reset_password_by_email(&self, email: &str, password: &str) -> reqwest::Response {
+        assert_eq!(
+            self.post("/v1/password-resets", &serde_json::json!({"email": email}))
+                .await
+                .status(),
+            202
+        );
+        let link = self
+            .moto
+            .wait_for(email, 2, Duration::from_secs(30))
+            .await
+            .iter()
+            .find_map(|m| m.link("/reset-password"))
+            .expect("a reset email with its link");
+        self.http
+            .post(format!("{}/v1/password-resets/confirm", self.base))
+            .json(&serde_json::json!({"token": token_of(&link), "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the send log row of `job_id` has `status`.
+    pub async fn wait_for_status(
+        &self,
+        job_id: uuid::Uuid,
+        status: &str,
+    ) -> mailroom::store::SendRecord {
+        let pool = self.db.pool.clone();
+        testkit::eventually(
+            &format!("job {job_id} to be {status}"),
+            Duration::from_secs(30),
+            || {
+                let pool = pool.clone();
+                async move {
+                    mailroom::store::find_send(&pool, job_id)
+                        .await
+                        .unwrap()
+                        .filter(|s| s.status == status)
+                }
+            },
+        )
+        .await
+    }
+}
+
+/// The token in a verification or reset link.
+pub fn token_of(link: &str) -> String {
+    link.split("token=")
+        .nth(1)
+        .expect("link has a token")
+        .to_owned()
+}
