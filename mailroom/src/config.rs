@@ -74,7 +74,9 @@ pub struct DatabaseArgs {
         long,
         env = "DATABASE_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/mailroom",
-        hide_default_value = false
+        hide_default_value = false,
+        // The URL may carry a password: --help must not print what the environment set.
+        hide_env_values = true
     )]
     pub database_url: Secret,
 
@@ -91,7 +93,8 @@ pub struct BrokerArgs {
     #[arg(
         long,
         env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
     )]
     pub amqp_url: Secret,
 

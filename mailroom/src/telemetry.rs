@@ -1,4 +1,5 @@
-//! Logging setup shared by the binaries: `RUST_LOG` picks the level (default `info`),
+//! Logging setup shared by the binaries: `RUST_LOG` picks the level (default `info`, with
+//! lapin's own lines off),
 //! `LOG_FORMAT` picks text or JSON. Owns nothing else; secrets are kept out of logs by the
 //! types that hold them ([`crate::config::Secret`], [`crate::domain::Token`]).
 
@@ -13,7 +14,11 @@ pub fn init(format: LogFormat) {
 /// Like [`init`] with another default level; one-shot commands use `warn` so that their own
 /// output is not buried in logs.
 pub fn init_with_default(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // lapin logs every channel or connection the broker closes at ERROR, in its own words,
+    // before our code reports the same event with what it means and what happens next (a
+    // missing queue, a reconnect): its own lines are off unless RUST_LOG asks for them.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},lapin=off")));
     // Colour only on a terminal: a log file (`scripts/up` writes them under .run/) or a log
     // shipper must get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -13,9 +13,25 @@ use serde::Serialize;
 use crate::domain::Locale;
 use crate::job::JobKind;
 
-/// The `templates/` folder of this checkout: the default for `TEMPLATES_DIR`, so the binaries
-/// find their templates from any working directory during development.
-pub const DEFAULT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../templates");
+/// The default of `TEMPLATES_DIR`: `templates` in the working directory, where `scripts/up`
+/// runs the binaries (the Docker image and compose.yaml set `/app/templates`).
+pub const DEFAULT_DIR: &str = "templates";
+
+/// This checkout's `templates/`, known at build time. Only a fallback for the default (see
+/// [`resolve_dir`]), so that a development build finds its templates from any working
+/// directory (the tests run the binaries from their crates' folders); `--help` shows the
+/// default, never this path, and an installed binary does not depend on it.
+const CHECKOUT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../templates");
+
+/// The folder to load: `dir` itself, except that the default, when the working directory has
+/// no `templates/`, falls back to this checkout's.
+pub fn resolve_dir(dir: &Path) -> PathBuf {
+    if dir == Path::new(DEFAULT_DIR) && !dir.is_dir() && Path::new(CHECKOUT_DIR).is_dir() {
+        PathBuf::from(CHECKOUT_DIR)
+    } else {
+        dir.to_path_buf()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -84,7 +100,7 @@ impl Templates {
     /// Loads and compiles every `*.hbs` under `dir`. A template that does not compile is an
     /// error here, at start-up, rather than at the first send.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self, TemplateError> {
-        let dir = dir.as_ref().to_path_buf();
+        let dir = resolve_dir(dir.as_ref());
         let mut html = Handlebars::new();
         html.set_strict_mode(true);
         html.register_escape_fn(escape_html);

@@ -19,7 +19,13 @@ pub use crate::events::{Endpoints, EventType, new_event_id};
 pub struct WebhookArgs {
     /// Where to POST webhook events: one or more http(s) URLs, comma-separated. Unset: no
     /// webhooks.
-    #[arg(long = "webhook-url", env = "WEBHOOK_URL", value_delimiter = ',')]
+    #[arg(
+        long = "webhook-url",
+        env = "WEBHOOK_URL",
+        value_delimiter = ',',
+        // A URL may carry credentials (userinfo, a token in the query).
+        hide_env_values = true
+    )]
     pub webhook_urls: Vec<String>,
 
     /// Signing secrets, `whsec_` + base64 of 24 to 64 random bytes; several, space-separated,
