@@ -4,11 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-use http::{Response, StatusCode, header};
-use http_body_util::Full;
+use http::{StatusCode, header};
 use mailroom::store::CreateUserError;
 use serde_json::json;
+
+use crate::hashing::HashError;
+use crate::response::{Resp, json_response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -31,13 +32,14 @@ pub enum ApiError {
     /// 404: unknown path, user or token.
     #[error("{message}")]
     NotFound { code: &'static str, message: String },
-    /// 405: known path, wrong method.
+    /// 405: known path, wrong method; the methods it takes (the `Allow` header).
     #[error("method not allowed; use {0}")]
-    MethodNotAllowed(&'static str),
-    /// 409: name or email already registered.
+    MethodNotAllowed(String),
+    /// 409: the name or the email address is already registered, or both are: `fields` names
+    /// each one taken (see [`ApiError::taken`]).
     #[error("{message}")]
     Conflict {
-        field: &'static str,
+        fields: BTreeMap<String, String>,
         message: String,
     },
     /// 410: the token expired or was already used.
@@ -68,6 +70,25 @@ impl ApiError {
         let mut m = BTreeMap::new();
         m.insert(field.to_owned(), message.into());
         ApiError::Invalid(m)
+    }
+
+    /// 409 naming what is taken of a signup's name and email address (at least one of them).
+    pub fn taken(name: bool, email: bool) -> Self {
+        const NAME: &str = "that name is taken";
+        const EMAIL: &str = "that email address is already registered";
+        let mut fields = BTreeMap::new();
+        if name {
+            fields.insert("name".to_owned(), NAME.to_owned());
+        }
+        if email {
+            fields.insert("email".to_owned(), EMAIL.to_owned());
+        }
+        let message = match (name, email) {
+            (true, true) => format!("{NAME} and {EMAIL}"),
+            (true, false) => NAME.to_owned(),
+            _ => EMAIL.to_owned(),
+        };
+        ApiError::Conflict { fields, message }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -108,7 +129,7 @@ impl ApiError {
         }
     }
 
-    pub fn into_response(self) -> Response<Full<Bytes>> {
+    pub fn into_response(self) -> Resp {
         let status = self.status();
         let message = match &self {
             ApiError::Internal(e) => {
@@ -119,12 +140,12 @@ impl ApiError {
         };
         let fields = match &self {
             ApiError::Invalid(f) => json!(f),
-            ApiError::Conflict { field, message } => json!({ *field: message }),
+            ApiError::Conflict { fields, .. } => json!(fields),
             _ => json!({}),
         };
         let body =
             json!({ "error": { "code": self.code(), "message": message, "fields": fields } });
-        let mut resp = crate::json_response(status, &body);
+        let mut resp = json_response(status, &body);
         if let ApiError::Unauthorized = self {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
@@ -140,18 +161,18 @@ impl ApiError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, "1".parse().expect("static"));
         }
-        if let ApiError::MethodNotAllowed(allow) = self {
+        if let ApiError::MethodNotAllowed(allow) = &self {
             resp.headers_mut()
-                .insert(header::ALLOW, allow.parse().expect("static"));
+                .insert(header::ALLOW, allow.parse().expect("method names"));
         }
         resp
     }
 }
 
-impl From<crate::hashing::HashError> for ApiError {
-    fn from(e: crate::hashing::HashError) -> Self {
+impl From<HashError> for ApiError {
+    fn from(e: HashError) -> Self {
         match e {
-            crate::hashing::HashError::Busy(_) => ApiError::Busy,
+            HashError::Busy(_) => ApiError::Busy,
             e => ApiError::Internal(e.into()),
         }
     }
@@ -173,15 +194,41 @@ impl From<sqlx::Error> for ApiError {
 impl From<CreateUserError> for ApiError {
     fn from(e: CreateUserError) -> Self {
         match e {
-            CreateUserError::NameTaken => ApiError::Conflict {
-                field: "name",
-                message: "that name is taken".into(),
-            },
-            CreateUserError::EmailTaken => ApiError::Conflict {
-                field: "email",
-                message: "that email address is already registered".into(),
-            },
+            CreateUserError::NameTaken => ApiError::taken(true, false),
+            CreateUserError::EmailTaken => ApiError::taken(false, true),
             CreateUserError::Db(e) => e.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields_of(e: ApiError) -> Vec<String> {
+        let body = http_body_util::BodyExt::collect(e.into_response().into_body());
+        let bytes = futures_util::FutureExt::now_or_never(body)
+            .expect("a full body is ready")
+            .expect("infallible")
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v["error"]["fields"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn a_conflict_names_every_field_taken() {
+        assert_eq!(fields_of(ApiError::taken(true, false)), ["name"]);
+        assert_eq!(fields_of(ApiError::taken(false, true)), ["email"]);
+        assert_eq!(fields_of(ApiError::taken(true, true)), ["email", "name"]);
+        assert_eq!(
+            ApiError::taken(true, true).to_string(),
+            "that name is taken and that email address is already registered"
+        );
+        assert_eq!(ApiError::taken(true, true).status(), StatusCode::CONFLICT);
     }
 }

@@ -21,28 +21,8 @@ pub fn events(sns_message_id: &str, message: &str, now: DateTime<Utc>) -> Vec<Ne
     let kind = type_name(raw_type);
     let mail = &v["mail"];
     let ses_message_id = mail["messageId"].as_str().map(str::to_owned);
-    // Each type keeps its details under its own key.
-    let detail = match raw_type {
-        "Bounce" => &v["bounce"],
-        "Complaint" => &v["complaint"],
-        "Delivery" => &v["delivery"],
-        "Send" => &v["send"],
-        "Reject" => &v["reject"],
-        "DeliveryDelay" => &v["deliveryDelay"],
-        "RenderingFailure" => &v["failure"],
-        _ => &Value::Null,
-    };
-    let subtype = match raw_type {
-        "Bounce" => Some(format!(
-            "{}/{}",
-            detail["bounceType"].as_str().unwrap_or("Undetermined"),
-            detail["bounceSubType"].as_str().unwrap_or("Undetermined")
-        )),
-        "Complaint" => detail["complaintFeedbackType"].as_str().map(str::to_owned),
-        "DeliveryDelay" => detail["delayType"].as_str().map(str::to_owned),
-        "Reject" => detail["reason"].as_str().map(str::to_owned),
-        _ => None,
-    };
+    let detail = detail(&v, raw_type);
+    let subtype = subtype(raw_type, detail);
     let occurred_at = detail["timestamp"]
         .as_str()
         .or_else(|| mail["timestamp"].as_str())
@@ -54,6 +34,58 @@ pub fn events(sns_message_id: &str, message: &str, now: DateTime<Utc>) -> Vec<Ne
         .or_else(|| detail["reason"].as_str())
         .or_else(|| detail["errorMessage"].as_str())
         .map(str::to_owned);
+    let recipients = recipients(raw_type, detail, mail);
+    let event = |recipient: Option<String>, diagnostic: Option<String>| NewSesEvent {
+        sns_message_id: sns_message_id.to_owned(),
+        kind: kind.clone(),
+        subtype: subtype.clone(),
+        recipient,
+        ses_message_id: ses_message_id.clone(),
+        diagnostic: diagnostic.or_else(|| shared_diagnostic.clone()),
+        feedback_id: feedback_id.clone(),
+        occurred_at,
+    };
+    if recipients.is_empty() {
+        return vec![event(None, None)];
+    }
+    recipients
+        .into_iter()
+        .map(|(r, d)| event(Some(normalise(&r)), d))
+        .collect()
+}
+
+/// Each type keeps its details under its own key.
+fn detail<'a>(v: &'a Value, raw_type: &str) -> &'a Value {
+    match raw_type {
+        "Bounce" => &v["bounce"],
+        "Complaint" => &v["complaint"],
+        "Delivery" => &v["delivery"],
+        "Send" => &v["send"],
+        "Reject" => &v["reject"],
+        "DeliveryDelay" => &v["deliveryDelay"],
+        "RenderingFailure" => &v["failure"],
+        _ => &Value::Null,
+    }
+}
+
+/// The kind of bounce (`Permanent/General`), complaint, delay or rejection.
+fn subtype(raw_type: &str, detail: &Value) -> Option<String> {
+    match raw_type {
+        "Bounce" => Some(format!(
+            "{}/{}",
+            detail["bounceType"].as_str().unwrap_or("Undetermined"),
+            detail["bounceSubType"].as_str().unwrap_or("Undetermined")
+        )),
+        "Complaint" => detail["complaintFeedbackType"].as_str().map(str::to_owned),
+        "DeliveryDelay" => detail["delayType"].as_str().map(str::to_owned),
+        "Reject" => detail["reason"].as_str().map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// The recipients the event is about, each with its own diagnostic: those the type lists, or
+/// else the message's destination.
+fn recipients(raw_type: &str, detail: &Value, mail: &Value) -> Vec<(String, Option<String>)> {
     // (recipient, its own diagnostic) for each recipient the event is about.
     let listed = |key: &str| -> Vec<(String, Option<String>)> {
         detail[key]
@@ -84,23 +116,7 @@ pub fn events(sns_message_id: &str, message: &str, now: DateTime<Utc>) -> Vec<Ne
             .filter_map(|d| d.as_str().map(|s| (s.to_owned(), None)))
             .collect();
     }
-    let event = |recipient: Option<String>, diagnostic: Option<String>| NewSesEvent {
-        sns_message_id: sns_message_id.to_owned(),
-        kind: kind.clone(),
-        subtype: subtype.clone(),
-        recipient,
-        ses_message_id: ses_message_id.clone(),
-        diagnostic: diagnostic.or_else(|| shared_diagnostic.clone()),
-        feedback_id: feedback_id.clone(),
-        occurred_at,
-    };
-    if recipients.is_empty() {
-        return vec![event(None, None)];
-    }
     recipients
-        .into_iter()
-        .map(|(r, d)| event(Some(normalise(&r)), d))
-        .collect()
 }
 
 /// `Bounce` → `bounce`, `DeliveryDelay` → `delivery_delay`, `RenderingFailure` →

@@ -16,6 +16,7 @@
 //! requests: 366 MB peak and 340 MB held afterwards, growing with each flood; with the
 //! threshold pinned by [`return_large_blocks_to_the_os`], 67 MB peak and 28 MB afterwards.
 
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -69,9 +70,9 @@ impl Drop for Admission {
 }
 
 impl HashPool {
-    /// `concurrency` hashes at once (at least 1), `queue` more waiting.
-    pub fn new(concurrency: usize, queue: usize) -> Self {
-        let concurrency = concurrency.max(1);
+    /// `concurrency` hashes at once, `queue` more waiting.
+    pub fn new(concurrency: NonZeroUsize, queue: usize) -> Self {
+        let concurrency = concurrency.get();
         let (tx, rx) = mpsc::channel::<Work>();
         let rx = Arc::new(Mutex::new(rx));
         for n in 0..concurrency {
@@ -162,7 +163,7 @@ mod tests {
 
     #[tokio::test]
     async fn beyond_the_queue_callers_are_refused_at_once() {
-        let pool = Arc::new(HashPool::new(1, 1));
+        let pool = Arc::new(HashPool::new(NonZeroUsize::MIN, 1));
         let slow = || {
             std::thread::sleep(Duration::from_millis(300));
             Ok::<_, String>(())
@@ -180,7 +181,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_caller_that_gives_up_while_waiting_frees_its_place() {
-        let pool = Arc::new(HashPool::new(1, 1));
+        let pool = Arc::new(HashPool::new(NonZeroUsize::MIN, 1));
         let ran = Arc::new(AtomicUsize::new(0));
         let p1 = pool.clone();
         let first = tokio::spawn(async move {

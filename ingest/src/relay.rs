@@ -16,10 +16,34 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
+
 /// Rows per transaction: their publishes are pipelined and their confirms awaited together.
 const BATCH: i64 = 200;
 /// How long the relay lets rows gather after a batch that found some (see `run`).
 const GATHER: Duration = Duration::from_millis(5);
+/// The pause after a first failure; it doubles with each failure in a row, up to
+/// [`LONGEST_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const LONGEST_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Sleeps `d` unless cancelled first; false when cancelled.
+async fn sleep_unless_cancelled(d: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = cancel.cancelled() => false,
+    }
+}
+
+/// Waits out `backoff`, then doubles it (up to [`LONGEST_BACKOFF`]); false when cancelled
+/// meanwhile.
+async fn back_off(backoff: &mut Duration, cancel: &CancellationToken) -> bool {
+    if !sleep_unless_cancelled(*backoff, cancel).await {
+        return false;
+    }
+    *backoff = (*backoff * 2).min(LONGEST_BACKOFF);
+    true
+}
 
 /// What /readyz reports about the broker.
 #[derive(Debug, Clone)]
@@ -39,7 +63,7 @@ pub struct Relay {
     pub interval: Duration,
     pub state: Arc<RwLock<BrokerState>>,
     pub clock: Clock,
-    pub metrics: Arc<crate::Metrics>,
+    pub metrics: Arc<Metrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,11 +77,8 @@ enum RelayError {
 impl Relay {
     pub async fn run(self, cancel: CancellationToken) {
         let mut link: Option<(Connection, Channel)> = None;
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            if cancel.is_cancelled() {
-                break;
-            }
+        let mut backoff = FIRST_BACKOFF;
+        while !cancel.is_cancelled() {
             if link.is_none() {
                 match self.connect().await {
                     Ok(l) => {
@@ -69,19 +90,10 @@ impl Relay {
                         link = Some(l);
                     }
                     Err(e) => {
-                        if e.is_fatal() {
-                            // A queue declared with other settings: retrying cannot fix it,
-                            // but accepted events are safe in the outbox; say so loudly.
-                            tracing::error!(error = %e, retry_in = ?backoff, "relay cannot declare the queues; jobs stay in the outbox");
-                        } else {
-                            tracing::warn!(error = %e, retry_in = ?backoff, "relay cannot reach RabbitMQ; jobs stay in the outbox");
+                        self.cannot_connect(&e, backoff);
+                        if !back_off(&mut backoff, &cancel).await {
+                            break;
                         }
-                        self.set_state(BrokerState::Down(e.to_string()));
-                        tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {}
-                            _ = cancel.cancelled() => break,
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
                         continue;
                     }
                 }
@@ -90,21 +102,18 @@ impl Relay {
             match self.relay_batch(ch).await {
                 // A full batch means more may be waiting: go again without sleeping.
                 Ok(n) if n as i64 == BATCH => {
-                    backoff = Duration::from_millis(200);
+                    backoff = FIRST_BACKOFF;
                     continue;
                 }
                 Ok(n) => {
-                    backoff = Duration::from_millis(200);
+                    backoff = FIRST_BACKOFF;
                     // Under load every signup wakes the relay, and a relay that ran at once
                     // would move a few rows per transaction: a commit, a claim and a delete
                     // for each handful. Waiting a moment after a batch that found rows lets
                     // the next one gather what arrives meanwhile. An idle relay (no rows)
                     // does not wait, so a lone signup is published at once.
-                    if n > 0 {
-                        tokio::select! {
-                            _ = tokio::time::sleep(GATHER) => {}
-                            _ = cancel.cancelled() => break,
-                        }
+                    if n > 0 && !sleep_unless_cancelled(GATHER, &cancel).await {
+                        break;
                     }
                 }
                 Err(RelayError::Broker(e)) => {
@@ -113,20 +122,16 @@ impl Relay {
                     if let Some((conn, _)) = link.take() {
                         let _ = conn.close(200, "publishing failed".into()).await;
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = cancel.cancelled() => break,
+                    if !back_off(&mut backoff, &cancel).await {
+                        break;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                     continue;
                 }
                 Err(RelayError::Db(e)) => {
                     tracing::warn!(error = %e, "relay cannot read the outbox");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = cancel.cancelled() => break,
+                    if !back_off(&mut backoff, &cancel).await {
+                        break;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                     continue;
                 }
             }
@@ -139,6 +144,18 @@ impl Relay {
         if let Some((conn, _)) = link {
             let _ = conn.close(200, "ingest shutting down".into()).await;
         }
+    }
+
+    /// Says why the broker cannot be reached, and records it for /readyz.
+    fn cannot_connect(&self, e: &BrokerError, retry_in: Duration) {
+        if e.is_fatal() {
+            // A queue declared with other settings: retrying cannot fix it, but accepted
+            // events are safe in the outbox; say so loudly.
+            tracing::error!(error = %e, ?retry_in, "relay cannot declare the queues; jobs stay in the outbox");
+        } else {
+            tracing::warn!(error = %e, ?retry_in, "relay cannot reach RabbitMQ; jobs stay in the outbox");
+        }
+        self.set_state(BrokerState::Down(e.to_string()));
     }
 
     async fn connect(&self) -> Result<(Connection, Channel), BrokerError> {

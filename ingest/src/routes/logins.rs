@@ -1,104 +1,140 @@
 //! `POST /v1/logins`: checks a password for the calling service. Every failure answers
 //! alike after the same argon2 work; a locked address answers 429 before any hashing.
 
-use super::*;
+use chrono::{DateTime, Utc};
+use http::StatusCode;
+use http::request::Parts;
+use hyper::body::Incoming;
+use mailroom::domain::{EmailAddress, Password, Verified};
+use mailroom::store::{self, LoginSlot, LoginUser};
+use serde_json::json;
 
-impl App {
-    /// Checks a login for the calling service. Every failure (unknown address, no password,
-    /// wrong password) gets the same 401 body after the same argon2 work, and counts towards the
-    /// address's lockout; a locked address gets 429 before any hashing.
-    pub(super) async fn login(&self, body: Map<String, Value>) -> Result<Resp, ApiError> {
-        use mailroom::domain::Verified;
-        let mut f = Fields::new(body, &["email", "password"]);
-        let email = f.required("email", EmailAddress::parse);
-        // Over 128 characters: 422 here, never hashed.
-        let password = f.required("password", Password::parse_presented);
-        f.finish()?;
-        let (email, password) = (email.expect("checked"), password.expect("checked"));
-        let now = self.clock.now();
-        // Reserve the attempt before hashing: concurrent guesses cannot all pass the check.
-        let reserved = match store::begin_login(
-            &self.pool,
-            &email,
-            self.login_failure_limit,
-            self.login_failure_window,
-            now,
-        )
-        .await?
-        {
-            store::LoginSlot::Reserved(id) => id,
-            store::LoginSlot::Locked(until) => {
-                mailroom::metrics::count(&self.metrics.logins, "locked");
-                // Rounded up: a client that waits exactly this long is let in.
-                let secs = (until - now).num_milliseconds().max(1000) as u64;
-                return Err(ApiError::TooManyAttempts(secs.div_ceil(1000)));
-            }
-        };
-        let user = store::login_user(&self.pool, &email).await?;
-        let phc = user.as_ref().and_then(|u| u.hashed_password.clone());
-        let presented = password.clone();
-        let checked = self
-            .hashes
-            .run(move || {
-                Ok::<_, std::convert::Infallible>(match &phc {
-                    Some(h) => presented.check(h),
-                    // The same work as a real check: timing must not tell a missing user.
-                    None => {
-                        presented.check_against_nothing();
-                        Verified::No
-                    }
-                })
-            })
-            .await;
-        let checked = match checked {
-            Ok(v) => v,
-            Err(e) => {
-                // Not checked: not a failure of the person's, so the reservation goes.
-                let _ = store::finish_login(&self.pool, reserved, None).await;
-                if matches!(e, crate::hashing::HashError::Busy(_)) {
-                    mailroom::metrics::count(&self.metrics.logins, "busy");
-                    mailroom::metrics::count(&self.metrics.password_hashes, "refused");
-                    return Err(ApiError::Busy);
-                }
-                return Err(e.into());
-            }
-        };
-        mailroom::metrics::count(&self.metrics.password_hashes, "done");
-        let user = match (user, checked) {
-            (Some(u), Verified::Yes | Verified::YesButStale) => u,
-            (u, _) => {
-                let reason = match &u {
-                    None => "unknown_address",
-                    Some(u) if u.hashed_password.is_none() => "no_password",
-                    Some(_) => "wrong_password",
-                };
-                store::finish_login(&self.pool, reserved, Some(reason)).await?;
-                mailroom::metrics::count(&self.metrics.logins, "invalid");
-                return Err(ApiError::InvalidCredentials);
-            }
-        };
-        store::finish_login(&self.pool, reserved, None).await?;
-        if checked == Verified::YesButStale
-            && let Some(old) = &user.hashed_password
-        {
-            // Best effort: the login succeeds whether or not the upgrade can run now.
-            match self.hash_password(password).await {
-                Ok(new) => match store::upgrade_password_hash(&self.pool, user.id, old, &new).await
-                {
-                    Ok(true) => {
-                        tracing::info!(user_id = %user.id, "password re-hashed with today's parameters")
-                    }
-                    Ok(false) => {}
-                    // The login is right either way; the next one tries again.
-                    Err(e) => tracing::warn!(error = %e, "could not store the re-hash"),
-                },
-                Err(e) => tracing::debug!(error = %e, "re-hash skipped; next login tries again"),
-            }
+use crate::error::ApiError;
+use crate::fields::Fields;
+use crate::hashing::HashError;
+use crate::request::read_json;
+use crate::response::{Resp, json_response};
+use crate::state::AppState;
+
+/// Checks a login for the calling service. Every failure (unknown address, no password, wrong
+/// password) gets the same 401 body after the same argon2 work, and counts towards the
+/// address's lockout; a locked address gets 429 before any hashing.
+pub async fn check(state: &AppState, parts: Parts, body: Incoming) -> Result<Resp, ApiError> {
+    let body = read_json(&parts, body, state.settings.http.max_body_bytes).await?;
+    let mut f = Fields::new(body, &["email", "password"]);
+    let email = f.required("email", EmailAddress::parse);
+    // Over 128 characters: 422 here, never hashed.
+    let password = f.required("password", Password::parse_presented);
+    f.finish()?;
+    let (email, password) = (email.expect("checked"), password.expect("checked"));
+    let now = state.clock.now();
+    let reserved = reserve(state, &email, now).await?;
+    let user = store::login_user(&state.pool, &email).await?;
+    let checked = verify(state, reserved, user.as_ref(), password.clone()).await?;
+    let user = match (user, checked) {
+        (Some(u), Verified::Yes | Verified::YesButStale) => u,
+        (u, _) => {
+            let reason = match &u {
+                None => "unknown_address",
+                Some(u) if u.hashed_password.is_none() => "no_password",
+                Some(_) => "wrong_password",
+            };
+            store::finish_login(&state.pool, reserved, Some(reason)).await?;
+            mailroom::metrics::count(&state.metrics.logins, "invalid");
+            return Err(ApiError::InvalidCredentials);
         }
-        mailroom::metrics::count(&self.metrics.logins, "ok");
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({"user_id": user.id, "email": user.email, "email_verified": user.email_verified}),
-        ))
+    };
+    store::finish_login(&state.pool, reserved, None).await?;
+    if checked == Verified::YesButStale {
+        upgrade_hash(state, &user, password).await;
+    }
+    mailroom::metrics::count(&state.metrics.logins, "ok");
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"user_id": user.id, "email": user.email, "email_verified": user.email_verified}),
+    ))
+}
+
+/// Reserves the attempt before hashing, so that concurrent guesses cannot all pass the
+/// check; a locked address is 429 with the seconds until it is let in again.
+async fn reserve(
+    state: &AppState,
+    email: &EmailAddress,
+    now: DateTime<Utc>,
+) -> Result<i64, ApiError> {
+    let rules = state.settings.logins;
+    match store::begin_login(
+        &state.pool,
+        email,
+        rules.failure_limit,
+        rules.failure_window,
+        now,
+    )
+    .await?
+    {
+        LoginSlot::Reserved(id) => Ok(id),
+        LoginSlot::Locked(until) => {
+            mailroom::metrics::count(&state.metrics.logins, "locked");
+            // Rounded up: a client that waits exactly this long is let in.
+            let secs = (until - now).num_milliseconds().max(1000) as u64;
+            Err(ApiError::TooManyAttempts(secs.div_ceil(1000)))
+        }
+    }
+}
+
+/// Checks the password against the user's hash, or does the same work against nothing when
+/// there is none (timing must not tell a missing user). A check that could not run is not a
+/// failure of the person's: its reservation goes.
+async fn verify(
+    state: &AppState,
+    reserved: i64,
+    user: Option<&LoginUser>,
+    presented: Password,
+) -> Result<Verified, ApiError> {
+    let phc = user.and_then(|u| u.hashed_password.clone());
+    let checked = state
+        .hashes
+        .run(move || {
+            Ok::<_, std::convert::Infallible>(match &phc {
+                Some(h) => presented.check(h),
+                None => {
+                    presented.check_against_nothing();
+                    Verified::No
+                }
+            })
+        })
+        .await;
+    match checked {
+        Ok(v) => {
+            mailroom::metrics::count(&state.metrics.password_hashes, "done");
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = store::finish_login(&state.pool, reserved, None).await;
+            if matches!(e, HashError::Busy(_)) {
+                mailroom::metrics::count(&state.metrics.logins, "busy");
+                mailroom::metrics::count(&state.metrics.password_hashes, "refused");
+                return Err(ApiError::Busy);
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Re-hashes a password whose hash was made with older parameters. Best effort: the login
+/// succeeds whether or not the upgrade can run now, and the next one tries again.
+async fn upgrade_hash(state: &AppState, user: &LoginUser, password: Password) {
+    let Some(old) = &user.hashed_password else {
+        return;
+    };
+    match state.hash_password(password).await {
+        Ok(new) => match store::upgrade_password_hash(&state.pool, user.id, old, &new).await {
+            Ok(true) => {
+                tracing::info!(user_id = %user.id, "password re-hashed with today's parameters")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "could not store the re-hash"),
+        },
+        Err(e) => tracing::debug!(error = %e, "re-hash skipped; next login tries again"),
     }
 }

@@ -1,34 +1,29 @@
-//! Routing: the one table of every path and method ingest serves ([`App::dispatch`], mirroring
-//! [`crate::ROUTES`] and the API table of docs/api.md), and what every handler shares — the API-key
-//! check, reading bodies within their limits, field parsing that names every bad field at once
-//! ([`Fields`]) and the bounded password hashing. The handlers live in one module per resource:
-//! [`signups`], [`requests`] (resend and reset requests), [`verifications`],
-//! [`password_resets`], [`logins`], [`users`], [`ses_notifications`], [`health`], and the
-//! HTML [`pages`]. Each turns a request into a response or an [`ApiError`]; parsing into domain
-//! types happens at this edge, and nothing invalid goes further.
+//! Routing: [`ROUTES`], the one table of every method and path ingest serves, who may call it
+//! and its handler. Dispatch reads it, the request metrics are labelled from it, and a test
+//! compares it with the `paths` of openapi.json, so that none of them can drift from the
+//! others. Answers 404 for a path not in the table and 405 (with `Allow`) for a method not in
+//! it; `HEAD` is served by the `GET` route of its path.
+//!
+//! The handlers live in one module per resource, each a function of the [`AppState`] and the
+//! request's parts and body that returns a response or an [`ApiError`]: [`signups`],
+//! [`requests`] (resend and reset requests), [`verifications`], [`password_resets`],
+//! [`logins`], [`users`], [`ses_notifications`], [`health`] and [`openapi`].
 
-use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 
-use bytes::Bytes;
 use http::request::Parts;
-use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http::{Method, Request};
 use hyper::body::Incoming;
-use mailroom::domain::{EmailAddress, Locale, Password, Token, UserName};
-use mailroom::job::{Job, JobKind};
-use mailroom::metrics::KindLabel;
-use mailroom::store::{self, NewUser, Verification};
-use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-use crate::relay::BrokerState;
-use crate::{App, VerifyLinkMode, json_response};
+use crate::metrics::RequestLabels;
+use crate::response::Resp;
+use crate::state::AppState;
 
 mod health;
 mod logins;
-mod pages;
+mod openapi;
 mod password_resets;
 mod requests;
 mod ses_notifications;
@@ -36,373 +31,251 @@ mod signups;
 mod users;
 mod verifications;
 
-use pages::html_response;
+/// What a handler's future gives.
+pub type Handled = Result<Resp, ApiError>;
 
-type Resp = Response<Full<Bytes>>;
+/// A handler's future, borrowing the state.
+pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Handled> + Send + 'a>>;
 
-pub(crate) fn key_digest(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
+/// A handler: the state, the request's parts and its body (unread: the handler reads it
+/// within its limit, or not at all).
+pub type Handler = for<'a> fn(&'a AppState, Parts, Incoming) -> HandlerFuture<'a>;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Services, with one of `INGEST_API_KEYS` (checked before the body is read).
+    ApiKey,
+    /// Anyone: people's browsers, probes, SNS (whose signature its handler checks).
+    Public,
 }
 
-impl App {
-    /// Answers one request. Never panics on input and never answers 500 for bad input.
-    pub async fn handle(&self, req: Request<Incoming>) -> Resp {
-        let route = route_name(req.uri().path());
-        let resp = match tokio::time::timeout(self.request_timeout, self.dispatch(req)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => e.into_response(),
-            Err(_) => {
-                ApiError::Unavailable("the request took too long; try again".into()).into_response()
-            }
-        };
-        self.metrics
-            .requests
-            .get_or_create(&crate::RequestLabels {
-                route,
-                status: resp.status().as_u16(),
-            })
-            .inc();
-        resp
-    }
-
-    async fn dispatch(&self, req: Request<Incoming>) -> Result<Resp, ApiError> {
-        let (parts, body) = req.into_parts();
-        let path = parts.uri.path().to_owned();
-        let m = &parts.method;
-        match path.as_str() {
-            "/v1/signups" => {
-                only(m, Method::POST, "POST")?;
-                self.authorize(&parts)?;
-                let v = self.read_json(&parts, body).await?;
-                self.signup(v).await
-            }
-            "/v1/verifications" => {
-                only(m, Method::POST, "POST")?;
-                let v = self.read_json(&parts, body).await?;
-                self.verify_api(v).await
-            }
-            "/verify-email" => match *m {
-                // HEAD never consumes: link scanners and previews send it, people do not.
-                Method::HEAD => Ok(self.verify_head(&parts).await),
-                Method::GET if self.verify_link_mode == VerifyLinkMode::Click => {
-                    Ok(self.verify_confirm_page(&parts).await)
-                }
-                Method::GET => {
-                    let token = query_param(&parts, "token");
-                    Ok(self.verify_page(token).await)
-                }
-                // The confirm page's button (and any form post with a token).
-                Method::POST => {
-                    let form = if is_form(&parts) {
-                        self.read_form(&parts, body).await?
-                    } else {
-                        Map::new()
-                    };
-                    let token = form.get("token").and_then(Value::as_str).map(str::to_owned);
-                    Ok(self.verify_page(token).await)
-                }
-                _ => Err(ApiError::MethodNotAllowed("GET, POST")),
-            },
-            "/v1/verifications/resend" => {
-                only(m, Method::POST, "POST")?;
-                self.authorize(&parts)?;
-                let v = self.read_json(&parts, body).await?;
-                self.request_email(v, JobKind::Verification).await
-            }
-            "/v1/password-resets" => {
-                only(m, Method::POST, "POST")?;
-                self.authorize(&parts)?;
-                let v = self.read_json(&parts, body).await?;
-                self.request_email(v, JobKind::PasswordReset).await
-            }
-            "/v1/password-resets/confirm" => {
-                only(m, Method::POST, "POST")?;
-                if is_form(&parts) {
-                    let v = self.read_form(&parts, body).await?;
-                    Ok(self.confirm_reset_form(v).await)
-                } else {
-                    let v = self.read_json(&parts, body).await?;
-                    self.confirm_reset_api(v).await
-                }
-            }
-            "/reset-password" => {
-                only_get(m)?;
-                Ok(self.reset_page(&parts).await)
-            }
-            "/openapi.json" => {
-                only_get(m)?;
-                Ok(Response::builder()
-                    .status(StatusCode::OK)
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .body(Full::new(Bytes::from_static(crate::OPENAPI.as_bytes())))
-                    .expect("valid response"))
-            }
-            "/v1/users" => {
-                only_get(m)?;
-                self.authorize(&parts)?;
-                self.get_user(&parts).await
-            }
-            "/v1/logins" => {
-                only(m, Method::POST, "POST")?;
-                self.authorize(&parts)?;
-                let v = self.read_json(&parts, body).await?;
-                self.login(v).await
-            }
-            "/v1/ses/notifications" => {
-                only(m, Method::POST, "POST")?;
-                // Authenticated by SNS's signature, not an API key; SNS sends text/plain, so
-                // the JSON content-type rule of the API does not apply.
-                self.ses_notification(&parts, body).await
-            }
-            "/healthz" => {
-                only_get(m)?;
-                Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
-            }
-            "/readyz" => {
-                only_get(m)?;
-                Ok(self.readyz().await)
-            }
-            "/metrics" => {
-                only_get(m)?;
-                Ok(self.metrics_text().await)
-            }
-            _ => Err(ApiError::NotFound {
-                code: "not_found",
-                message: format!("no such endpoint: {path}"),
-            }),
-        }
-    }
-
-    /// Checks the bearer key. Each presented key is hashed and compared with every configured
-    /// key in constant time, so neither the match position nor the length leaks through timing.
-    fn authorize(&self, parts: &Parts) -> Result<(), ApiError> {
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or(ApiError::Unauthorized)?;
-        let digest = key_digest(presented);
-        let mut ok = subtle::Choice::from(0);
-        for k in &self.api_keys {
-            ok |= k.ct_eq(&digest);
-        }
-        if bool::from(ok) {
-            Ok(())
-        } else {
-            Err(ApiError::Unauthorized)
-        }
-    }
-
-    /// Reads an `application/x-www-form-urlencoded` body (the reset form) into string fields.
-    async fn read_form(
-        &self,
-        parts: &Parts,
-        body: Incoming,
-    ) -> Result<Map<String, Value>, ApiError> {
-        let bytes = self.read_limited(parts, body).await?;
-        Ok(url::form_urlencoded::parse(&bytes)
-            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-            .collect())
-    }
-
-    async fn read_limited(&self, parts: &Parts, body: Incoming) -> Result<Bytes, ApiError> {
-        read_limited(parts, body, self.max_body_bytes).await
-    }
-
-    /// Reads a JSON object body: 415 unless the content type is JSON, 413 over the limit (by
-    /// Content-Length before reading, or while reading), 400 when it does not parse, 422 when
-    /// it is not an object.
-    async fn read_json(
-        &self,
-        parts: &Parts,
-        body: Incoming,
-    ) -> Result<Map<String, Value>, ApiError> {
-        let ct = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let essence = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if essence != "application/json" {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        let bytes = self.read_limited(parts, body).await?;
-        let value: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
-        match value {
-            Value::Object(m) => Ok(m),
-            _ => Err(ApiError::invalid("body", "must be a JSON object")),
-        }
-    }
-
-    /// Hashes through the bounded pool (see [`crate::hashing`]), counting what became of it.
-    async fn hash_password(&self, password: Password) -> Result<String, ApiError> {
-        match self.hashes.run(move || password.hash()).await {
-            Ok(h) => {
-                mailroom::metrics::count(&self.metrics.password_hashes, "done");
-                Ok(h)
-            }
-            Err(crate::hashing::HashError::Busy(_)) => {
-                mailroom::metrics::count(&self.metrics.password_hashes, "refused");
-                Err(ApiError::Busy)
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
+/// One method and path, and what answers it.
+pub struct Route {
+    pub method: Method,
+    /// The exact path (ingest has no path parameters).
+    pub path: &'static str,
+    pub access: Access,
+    handler: Handler,
 }
 
-/// Largest SNS message (SNS's own limit is 256 KiB), plus room for the envelope.
-const SNS_MAX_BYTES: usize = 300 * 1024;
+/// Every route ingest serves; the OpenAPI document lists exactly these (a test checks it).
+pub static ROUTES: &[Route] = &[
+    Route {
+        method: Method::POST,
+        path: "/v1/signups",
+        access: Access::ApiKey,
+        handler: |s, p, b| Box::pin(signups::create(s, p, b)),
+    },
+    Route {
+        method: Method::POST,
+        path: "/v1/verifications",
+        access: Access::Public,
+        handler: |s, p, b| Box::pin(verifications::verify(s, p, b)),
+    },
+    Route {
+        method: Method::POST,
+        path: "/v1/verifications/resend",
+        access: Access::ApiKey,
+        handler: |s, p, b| Box::pin(requests::resend_verification(s, p, b)),
+    },
+    Route {
+        method: Method::POST,
+        path: "/v1/password-resets",
+        access: Access::ApiKey,
+        handler: |s, p, b| Box::pin(requests::request_reset(s, p, b)),
+    },
+    Route {
+        method: Method::POST,
+        path: "/v1/password-resets/confirm",
+        access: Access::Public,
+        handler: |s, p, b| Box::pin(password_resets::confirm(s, p, b)),
+    },
+    Route {
+        method: Method::GET,
+        path: "/verify-email",
+        access: Access::Public,
+        handler: |s, p, _| Box::pin(verifications::open_link(s, p)),
+    },
+    Route {
+        method: Method::POST,
+        path: "/verify-email",
+        access: Access::Public,
+        handler: |s, p, b| Box::pin(verifications::confirm_link(s, p, b)),
+    },
+    Route {
+        method: Method::GET,
+        path: "/reset-password",
+        access: Access::Public,
+        handler: |s, p, _| Box::pin(password_resets::open_link(s, p)),
+    },
+    Route {
+        method: Method::GET,
+        path: "/v1/users",
+        access: Access::ApiKey,
+        handler: |s, p, _| Box::pin(users::find(s, p)),
+    },
+    Route {
+        method: Method::POST,
+        path: "/v1/ses/notifications",
+        access: Access::Public,
+        handler: |s, p, b| Box::pin(ses_notifications::receive(s, p, b)),
+    },
+    Route {
+        method: Method::POST,
+        path: "/v1/logins",
+        access: Access::ApiKey,
+        handler: |s, p, b| Box::pin(logins::check(s, p, b)),
+    },
+    Route {
+        method: Method::GET,
+        path: "/healthz",
+        access: Access::Public,
+        handler: |_, _, _| Box::pin(health::healthz()),
+    },
+    Route {
+        method: Method::GET,
+        path: "/readyz",
+        access: Access::Public,
+        handler: |s, _, _| Box::pin(health::readyz(s)),
+    },
+    Route {
+        method: Method::GET,
+        path: "/metrics",
+        access: Access::Public,
+        handler: |s, _, _| Box::pin(health::metrics(s)),
+    },
+    Route {
+        method: Method::GET,
+        path: "/openapi.json",
+        access: Access::Public,
+        handler: |_, _, _| Box::pin(openapi::document()),
+    },
+];
 
-/// Reads a body of at most `limit` bytes: 413 by Content-Length before reading, or while
-/// reading.
-async fn read_limited(parts: &Parts, body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(ApiError::PayloadTooLarge(limit));
-    }
-    Ok(Limited::new(body, limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<LengthLimitError>().is_some() {
-                ApiError::PayloadTooLarge(limit)
-            } else {
-                ApiError::BadRequest(format!("could not read the body: {e}"))
-            }
-        })?
-        .to_bytes())
-}
-
-fn is_form(parts: &Parts) -> bool {
-    parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+/// Answers one request within `REQUEST_TIMEOUT` and counts it by route and status. Never
+/// panics on input and never answers 500 for bad input.
+pub async fn handle(state: &AppState, req: Request<Incoming>) -> Resp {
+    let route = route_name(req.uri().path());
+    let timeout = state.settings.http.request_timeout;
+    let resp = match tokio::time::timeout(timeout, dispatch(state, req)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => {
+            ApiError::Unavailable("the request took too long; try again".into()).into_response()
+        }
+    };
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            status: resp.status().as_u16(),
         })
+        .inc();
+    resp
 }
 
-fn only(m: &Method, want: Method, allow: &'static str) -> Result<(), ApiError> {
-    if *m == want {
-        Ok(())
+/// Finds the route, checks the API key where the route wants one, and runs its handler.
+async fn dispatch(state: &AppState, req: Request<Incoming>) -> Handled {
+    let (parts, body) = req.into_parts();
+    let route = find(&parts.method, parts.uri.path())?;
+    if route.access == Access::ApiKey {
+        state.settings.api_keys.authorize(&parts)?;
+    }
+    (route.handler)(state, parts, body).await
+}
+
+/// The route of `method` and `path`: 404 when no route has the path, 405 when none of its
+/// routes has the method (`HEAD` is taken by a `GET` route).
+fn find(method: &Method, path: &str) -> Result<&'static Route, ApiError> {
+    let of_path = || ROUTES.iter().filter(move |r| r.path == path);
+    let takes =
+        |r: &&Route| r.method == *method || (*method == Method::HEAD && r.method == Method::GET);
+    if let Some(route) = of_path().find(takes) {
+        return Ok(route);
+    }
+    let allowed: Vec<&str> = of_path().map(|r| r.method.as_str()).collect();
+    if allowed.is_empty() {
+        Err(ApiError::NotFound {
+            code: "not_found",
+            message: format!("no such endpoint: {path}"),
+        })
     } else {
-        Err(ApiError::MethodNotAllowed(allow))
+        Err(ApiError::MethodNotAllowed(allowed.join(", ")))
     }
 }
 
-fn only_get(m: &Method) -> Result<(), ApiError> {
-    if *m == Method::GET || *m == Method::HEAD {
-        Ok(())
-    } else {
-        Err(ApiError::MethodNotAllowed("GET"))
-    }
-}
-
+/// The metrics label of a path: the path itself when it is routed, else `other`.
 fn route_name(path: &str) -> &'static str {
-    crate::ROUTES
+    ROUTES
         .iter()
-        .find(|(_, p)| *p == path)
-        .map_or("other", |(_, p)| p)
+        .find(|r| r.path == path)
+        .map_or("other", |r| r.path)
 }
 
-fn query_param(parts: &Parts, name: &str) -> Option<String> {
-    let q = parts.uri.query()?;
-    url::form_urlencoded::parse(q.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
 
-/// Collects field errors so that one 422 names every bad field at once.
-struct Fields {
-    body: Map<String, Value>,
-    errors: BTreeMap<String, String>,
-}
+    use super::*;
 
-impl Fields {
-    fn new(body: Map<String, Value>, allowed: &[&str]) -> Self {
-        let mut errors = BTreeMap::new();
-        for k in body.keys() {
-            if !allowed.contains(&k.as_str()) {
-                errors.insert(k.clone(), "unknown field".to_owned());
-            }
-        }
-        Self { body, errors }
+    #[test]
+    fn the_table_and_the_openapi_paths_are_the_same() {
+        let doc: serde_json::Value = serde_json::from_str(crate::OPENAPI).unwrap();
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, ops)| {
+                ops.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |m| (m.to_uppercase(), path.clone()))
+            })
+            .collect();
+        let routed: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|r| (r.method.to_string(), r.path.to_owned()))
+            .collect();
+        let undocumented: Vec<_> = routed.difference(&documented).collect();
+        let unrouted: Vec<_> = documented.difference(&routed).collect();
+        assert!(
+            undocumented.is_empty() && unrouted.is_empty(),
+            "routed but not in openapi.json: {undocumented:?}; in openapi.json but not routed: \
+             {unrouted:?}"
+        );
+        assert_eq!(routed.len(), ROUTES.len(), "a method and path routed twice");
     }
 
-    fn string(&mut self, name: &str) -> Option<Option<String>> {
-        match self.body.get(name) {
-            None | Some(Value::Null) => Some(None),
-            Some(Value::String(s)) => Some(Some(s.clone())),
-            Some(_) => {
-                self.errors.insert(name.into(), "must be a string".into());
-                None
-            }
+    #[test]
+    fn unknown_paths_are_404_and_other_methods_405_with_allow() {
+        assert_eq!(
+            find(&Method::POST, "/v1/signups").unwrap().path,
+            "/v1/signups"
+        );
+        assert_eq!(find(&Method::HEAD, "/healthz").unwrap().method, Method::GET);
+        assert_eq!(
+            find(&Method::POST, "/verify-email").unwrap().method,
+            Method::POST
+        );
+        match find(&Method::GET, "/v1/signups") {
+            Err(ApiError::MethodNotAllowed(allow)) => assert_eq!(allow, "POST"),
+            _ => panic!("405"),
         }
-    }
-
-    fn required<T>(
-        &mut self,
-        name: &str,
-        parse: impl FnOnce(&str) -> Result<T, mailroom::domain::Invalid>,
-    ) -> Option<T> {
-        match self.string(name)? {
-            None => {
-                self.errors.insert(name.into(), "is required".into());
-                None
-            }
-            Some(s) => match parse(&s) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    self.errors.insert(name.into(), e.0);
-                    None
-                }
-            },
+        match find(&Method::DELETE, "/verify-email") {
+            Err(ApiError::MethodNotAllowed(allow)) => assert_eq!(allow, "GET, POST"),
+            _ => panic!("405"),
         }
-    }
-
-    /// `Some(None)`: absent; `Some(Some(v))`: present and valid; `None`: invalid.
-    fn optional<T>(
-        &mut self,
-        name: &str,
-        parse: impl FnOnce(&str) -> Result<T, mailroom::domain::Invalid>,
-    ) -> Option<Option<T>> {
-        match self.string(name)? {
-            None => Some(None),
-            Some(s) => match parse(&s) {
-                Ok(v) => Some(Some(v)),
-                Err(e) => {
-                    self.errors.insert(name.into(), e.0);
-                    None
-                }
-            },
+        match find(&Method::HEAD, "/v1/logins") {
+            Err(ApiError::MethodNotAllowed(allow)) => assert_eq!(allow, "POST"),
+            _ => panic!("405"),
         }
-    }
-
-    fn finish(self) -> Result<(), ApiError> {
-        if self.errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::Invalid(self.errors))
-        }
+        assert!(matches!(
+            find(&Method::GET, "/nope"),
+            Err(ApiError::NotFound { .. })
+        ));
+        assert_eq!(route_name("/v1/users"), "/v1/users");
+        assert_eq!(route_name("/v1/users/1"), "other");
     }
 }

@@ -1,216 +1,207 @@
-//! Password resets as the person sees them: the page the reset email links to (which only
-//! looks at the token), its form, and `POST /v1/password-resets/confirm` (JSON or form),
-//! which checks the token before hashing and consumes it atomically.
+//! Password resets as the person sees them: `GET /reset-password`, the page the reset email
+//! links to (which only looks at the token), its form, and `POST /v1/password-resets/confirm`
+//! (JSON, or the form's post, which answers pages), which checks the token before hashing and
+//! consumes it atomically.
 
-use super::*;
+use http::request::Parts;
+use http::{StatusCode, header};
+use hyper::body::Incoming;
+use mailroom::domain::{Password, Token};
+use mailroom::store::{self, PasswordReset, TokenKind, TokenState};
+use serde_json::{Value, json};
 
-impl App {
-    /// Checks the token, hashes the new password and consumes the token. Returns what happened,
-    /// for the JSON and the HTML form alike.
-    pub(super) async fn reset(
-        &self,
-        token: &Token,
-        password: Password,
-    ) -> Result<store::PasswordReset, ApiError> {
-        // The token first: it is one indexed read, and a made-up, used or expired token must
-        // not cost an argon2 hash (anyone can post here, without an API key).
-        match store::token_state(
-            &self.pool,
-            store::TokenKind::Reset,
-            &token.hash(),
-            self.clock.now(),
-        )
-        .await?
-        {
-            store::TokenState::Valid => {}
-            store::TokenState::Expired => return Ok(store::PasswordReset::Expired),
-            store::TokenState::Used => return Ok(store::PasswordReset::Used),
-            store::TokenState::Unknown => return Ok(store::PasswordReset::Unknown),
-        }
-        let hash = self.hash_password(password).await?;
-        // Consuming checks the token again, atomically: it may have been used meanwhile.
-        let r = store::reset_password(
-            &self.pool,
-            &token.hash(),
-            &hash,
-            &self.webhooks,
-            self.clock.now(),
-        )
-        .await?;
-        if let store::PasswordReset::Changed { user_id, .. } = &r {
-            self.relay_wake.notify_one();
-            tracing::info!(%user_id, "password changed");
-        }
-        Ok(r)
-    }
+use crate::error::ApiError;
+use crate::fields::Fields;
+use crate::request::{Body, is_form, query_param, read_form, read_json};
+use crate::response::{Page, Resp, form_page, json_response, page};
+use crate::state::AppState;
 
-    pub(super) async fn confirm_reset_api(
-        &self,
-        body: Map<String, Value>,
-    ) -> Result<Resp, ApiError> {
-        let mut f = Fields::new(body, &["token", "password"]);
-        let token = f.required("token", Token::parse);
-        let password = f.required("password", Password::parse);
-        f.finish()?;
-        match self
-            .reset(&token.expect("checked"), password.expect("checked"))
-            .await?
-        {
-            store::PasswordReset::Changed { user_id, .. } => {
-                Ok(json_response(StatusCode::OK, &json!({"user_id": user_id})))
-            }
-            store::PasswordReset::Expired => Err(ApiError::Gone {
-                code: "token_expired",
-                message: "this reset link has expired; ask for a new one".into(),
-            }),
-            store::PasswordReset::Used => Err(ApiError::Gone {
-                code: "token_used",
-                message: "this reset link was already used".into(),
-            }),
-            store::PasswordReset::Unknown => Err(ApiError::NotFound {
-                code: "token_unknown",
-                message: "no such reset token (a newer link may have replaced it)".into(),
-            }),
-        }
-    }
-
-    /// The reset form's POST: answers pages, never JSON.
-    pub(super) async fn confirm_reset_form(&self, form: Map<String, Value>) -> Resp {
-        let get = |k: &str| form.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-        let Ok(token) = Token::parse(&get("token")) else {
-            return self.page(
-                StatusCode::BAD_REQUEST,
-                "This link is incomplete",
-                "The reset link is missing its token or was cut off.",
-                "Copy the whole link from the email into your browser, or ask for a new email.",
-            );
-        };
-        let password = match Password::parse(&get("password")) {
-            Ok(p) => p,
-            Err(e) => {
-                return self.reset_form(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    &token,
-                    Some(&format!("The password {e}.")),
-                );
-            }
-        };
-        match self.reset(&token, password).await {
-            Ok(store::PasswordReset::Changed { .. }) => self.page(
-                StatusCode::OK,
-                "Your password was changed",
-                "You can now sign in with your new password.",
-                "We also sent you an email about the change.",
-            ),
-            Ok(store::PasswordReset::Used) => self.page(
-                StatusCode::GONE,
-                "This link was already used",
-                "Your password was changed with this link before.",
-                "If you need to change it again, ask for a new reset email.",
-            ),
-            Ok(store::PasswordReset::Expired) => self.page(
-                StatusCode::GONE,
-                "This link has expired",
-                "Reset links work for a limited time.",
-                "Ask for a new reset email.",
-            ),
-            Ok(store::PasswordReset::Unknown) => self.page(
-                StatusCode::NOT_FOUND,
-                "This link is not valid",
-                "We do not know this link. If you asked for several emails, only the newest link works.",
-                "Use the link in the most recent email, or ask for a new one.",
-            ),
-            Err(e) => {
-                let status = e.status();
-                tracing::warn!(error = %e, "reset form failed");
-                let mut resp = self.page(
-                    status,
-                    "Please try again in a moment",
-                    "We could not change your password just now.",
-                    "Go back and submit the form again in a minute; the link still works.",
-                );
-                if matches!(e, ApiError::Busy) {
-                    resp.headers_mut()
-                        .insert(header::RETRY_AFTER, "1".parse().expect("static"));
-                }
-                resp
-            }
-        }
-    }
-
-    /// The page the reset email links to. It only looks at the token, never consumes it:
-    /// mail scanners open links, and a person must still be able to use theirs afterwards.
-    pub(super) async fn reset_page(&self, parts: &Parts) -> Resp {
-        let token = query_param(parts, "token").and_then(|t| Token::parse(&t).ok());
-        let Some(token) = token else {
-            return self.page(
-                StatusCode::BAD_REQUEST,
-                "This link is incomplete",
-                "The reset link is missing its token or was cut off.",
-                "Copy the whole link from the email into your browser, or ask for a new email.",
-            );
-        };
-        match store::token_state(
-            &self.pool,
-            store::TokenKind::Reset,
-            &token.hash(),
-            self.clock.now(),
-        )
-        .await
-        {
-            Ok(store::TokenState::Valid) => self.reset_form(StatusCode::OK, &token, None),
-            Ok(store::TokenState::Used) => self.page(
-                StatusCode::GONE,
-                "This link was already used",
-                "Your password was changed with this link before.",
-                "If you need to change it again, ask for a new reset email.",
-            ),
-            Ok(store::TokenState::Expired) => self.page(
-                StatusCode::GONE,
-                "This link has expired",
-                "Reset links work for a limited time.",
-                "Ask for a new reset email.",
-            ),
-            Ok(store::TokenState::Unknown) => self.page(
-                StatusCode::NOT_FOUND,
-                "This link is not valid",
-                "We do not know this link. If you asked for several emails, only the newest link works.",
-                "Use the link in the most recent email, or ask for a new one.",
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "reset page could not reach the database");
-                self.page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Please try again in a moment",
-                    "We could not check your link just now.",
-                    "Reload this page in a minute; the link still works.",
-                )
-            }
-        }
-    }
-
-    pub(super) fn reset_form(
-        &self,
-        status: StatusCode,
-        token: &Token,
-        error: Option<&str>,
-    ) -> Resp {
-        let html = self
-            .templates
-            .render_page(
-                "reset_form",
-                &json!({
-                    "action": "/v1/password-resets/confirm",
-                    "token": token.expose(),
-                    "min_length": 8,
-                    "max_length": 128,
-                    "error": error.unwrap_or(""),
-                }),
-            )
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "reset form template failed");
-                "<!doctype html><title>Error</title><h1>Error</h1>".into()
-            });
-        html_response(status, html)
+/// `POST /v1/password-resets/confirm`: JSON answers JSON, the reset form's post answers pages.
+pub async fn confirm(state: &AppState, parts: Parts, body: Incoming) -> Result<Resp, ApiError> {
+    let limit = state.settings.http.max_body_bytes;
+    if is_form(&parts) {
+        let form = read_form(&parts, body, limit).await?;
+        Ok(confirm_form(state, form).await)
+    } else {
+        let body = read_json(&parts, body, limit).await?;
+        confirm_json(state, body).await
     }
 }
+
+/// `GET /reset-password`: the page the reset email links to. It only looks at the token, never
+/// consumes it: mail scanners open links, and a person must still be able to use theirs
+/// afterwards.
+pub async fn open_link(state: &AppState, parts: Parts) -> Result<Resp, ApiError> {
+    let token = query_param(&parts, "token").and_then(|t| Token::parse(&t).ok());
+    let Some(token) = token else {
+        return Ok(show(state, StatusCode::BAD_REQUEST, INCOMPLETE));
+    };
+    let now = state.clock.now();
+    Ok(
+        match store::token_state(&state.pool, TokenKind::Reset, &token.hash(), now).await {
+            Ok(TokenState::Valid) => reset_form(state, StatusCode::OK, &token, None),
+            Ok(TokenState::Used) => show(state, StatusCode::GONE, USED),
+            Ok(TokenState::Expired) => show(state, StatusCode::GONE, EXPIRED),
+            Ok(TokenState::Unknown) => show(state, StatusCode::NOT_FOUND, UNKNOWN),
+            Err(e) => {
+                tracing::warn!(error = %e, "reset page could not reach the database");
+                show(state, StatusCode::SERVICE_UNAVAILABLE, TRY_AGAIN)
+            }
+        },
+    )
+}
+
+async fn confirm_json(state: &AppState, body: Body) -> Result<Resp, ApiError> {
+    let mut f = Fields::new(body, &["token", "password"]);
+    let token = f.required("token", Token::parse);
+    let password = f.required("password", Password::parse);
+    f.finish()?;
+    match reset(state, &token.expect("checked"), password.expect("checked")).await? {
+        PasswordReset::Changed { user_id, .. } => {
+            Ok(json_response(StatusCode::OK, &json!({"user_id": user_id})))
+        }
+        PasswordReset::Expired => Err(ApiError::Gone {
+            code: "token_expired",
+            message: "this reset link has expired; ask for a new one".into(),
+        }),
+        PasswordReset::Used => Err(ApiError::Gone {
+            code: "token_used",
+            message: "this reset link was already used".into(),
+        }),
+        PasswordReset::Unknown => Err(ApiError::NotFound {
+            code: "token_unknown",
+            message: "no such reset token (a newer link may have replaced it)".into(),
+        }),
+    }
+}
+
+/// The reset form's post: answers pages, never JSON. A weak password gets the form again,
+/// with what is wrong (422).
+async fn confirm_form(state: &AppState, form: Body) -> Resp {
+    let get = |k: &str| form.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let Ok(token) = Token::parse(&get("token")) else {
+        return show(state, StatusCode::BAD_REQUEST, INCOMPLETE);
+    };
+    let password = match Password::parse(&get("password")) {
+        Ok(p) => p,
+        Err(e) => {
+            let error = format!("The password {e}.");
+            return reset_form(
+                state,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &token,
+                Some(&error),
+            );
+        }
+    };
+    match reset(state, &token, password).await {
+        Ok(PasswordReset::Changed { .. }) => show(state, StatusCode::OK, CHANGED),
+        Ok(PasswordReset::Used) => show(state, StatusCode::GONE, USED),
+        Ok(PasswordReset::Expired) => show(state, StatusCode::GONE, EXPIRED),
+        Ok(PasswordReset::Unknown) => show(state, StatusCode::NOT_FOUND, UNKNOWN),
+        Err(e) => {
+            tracing::warn!(error = %e, "reset form failed");
+            let mut resp = show(state, e.status(), NOT_CHANGED);
+            if matches!(e, ApiError::Busy) {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, "1".parse().expect("static"));
+            }
+            resp
+        }
+    }
+}
+
+/// Checks the token, hashes the new password and consumes the token. Returns what happened,
+/// for the JSON and the HTML form alike.
+async fn reset(
+    state: &AppState,
+    token: &Token,
+    password: Password,
+) -> Result<PasswordReset, ApiError> {
+    // The token first: it is one indexed read, and a made-up, used or expired token must not
+    // cost an argon2 hash (anyone can post here, without an API key).
+    let now = state.clock.now();
+    match store::token_state(&state.pool, TokenKind::Reset, &token.hash(), now).await? {
+        TokenState::Valid => {}
+        TokenState::Expired => return Ok(PasswordReset::Expired),
+        TokenState::Used => return Ok(PasswordReset::Used),
+        TokenState::Unknown => return Ok(PasswordReset::Unknown),
+    }
+    let hash = state.hash_password(password).await?;
+    // Consuming checks the token again, atomically: it may have been used meanwhile.
+    let r = store::reset_password(
+        &state.pool,
+        &token.hash(),
+        &hash,
+        &state.settings.webhooks,
+        state.clock.now(),
+    )
+    .await?;
+    if let PasswordReset::Changed { user_id, .. } = &r {
+        state.relay_wake.notify_one();
+        tracing::info!(%user_id, "password changed");
+    }
+    Ok(r)
+}
+
+/// The form that sets a new password, with what was wrong with the last one, if anything.
+fn reset_form(state: &AppState, status: StatusCode, token: &Token, error: Option<&str>) -> Resp {
+    form_page(
+        &state.templates,
+        status,
+        "reset_form",
+        &json!({
+            "action": "/v1/password-resets/confirm",
+            "token": token.expose(),
+            "min_length": 8,
+            "max_length": 128,
+            "error": error.unwrap_or(""),
+        }),
+    )
+}
+
+fn show(state: &AppState, status: StatusCode, words: Page) -> Resp {
+    page(&state.templates, status, words)
+}
+
+const INCOMPLETE: Page = Page {
+    title: "This link is incomplete",
+    message: "The reset link is missing its token or was cut off.",
+    next_step: "Copy the whole link from the email into your browser, or ask for a new email.",
+};
+
+const CHANGED: Page = Page {
+    title: "Your password was changed",
+    message: "You can now sign in with your new password.",
+    next_step: "We also sent you an email about the change.",
+};
+
+const USED: Page = Page {
+    title: "This link was already used",
+    message: "Your password was changed with this link before.",
+    next_step: "If you need to change it again, ask for a new reset email.",
+};
+
+const EXPIRED: Page = Page {
+    title: "This link has expired",
+    message: "Reset links work for a limited time.",
+    next_step: "Ask for a new reset email.",
+};
+
+const UNKNOWN: Page = Page {
+    title: "This link is not valid",
+    message: "We do not know this link. If you asked for several emails, only the newest link works.",
+    next_step: "Use the link in the most recent email, or ask for a new one.",
+};
+
+const TRY_AGAIN: Page = Page {
+    title: "Please try again in a moment",
+    message: "We could not check your link just now.",
+    next_step: "Reload this page in a minute; the link still works.",
+};
+
+const NOT_CHANGED: Page = Page {
+    title: "Please try again in a moment",
+    message: "We could not change your password just now.",
+    next_step: "Go back and submit the form again in a minute; the link still works.",
+};

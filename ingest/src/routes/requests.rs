@@ -2,48 +2,83 @@
 //! became of the request (known, unknown, verified, over the limit, suppressed), recorded in
 //! `email_requests`. Never reveals whether an address exists.
 
-use super::*;
+use http::StatusCode;
+use http::request::Parts;
+use hyper::body::Incoming;
+use mailroom::domain::EmailAddress;
+use mailroom::job::JobKind;
+use mailroom::metrics::KindLabel;
+use mailroom::store;
+use serde_json::json;
 
-impl App {
-    /// Resend-verification and password-reset requests. The answer is the same 202 whether the
-    /// address is known, unknown, verified or over its limit, so it reveals nothing; what
-    /// really happened is recorded in `email_requests`.
-    pub(super) async fn request_email(
-        &self,
-        body: Map<String, Value>,
-        kind: JobKind,
-    ) -> Result<Resp, ApiError> {
-        let mut f = Fields::new(body, &["email"]);
-        let email = f.required("email", EmailAddress::parse);
-        f.finish()?;
-        let email = email.expect("checked");
-        let (outcome, job) =
-            store::request_email(&self.pool, &email, kind, self.limits, self.clock.now()).await?;
-        if job.is_some() {
-            self.relay_wake.notify_one();
-        }
-        self.metrics
-            .accepted
-            .get_or_create(&KindLabel {
-                kind: kind.as_str(),
-            })
-            .inc();
-        self.metrics
-            .requests_by_outcome
-            .get_or_create(&crate::KindOutcomeLabels {
-                kind: kind.as_str(),
-                outcome: outcome.as_str(),
-            })
-            .inc();
-        tracing::info!(
-            kind = kind.as_str(),
-            outcome = outcome.as_str(),
-            ?job,
-            "email request"
-        );
-        Ok(json_response(
-            StatusCode::ACCEPTED,
-            &json!({"status": "accepted"}),
-        ))
+use crate::error::ApiError;
+use crate::fields::Fields;
+use crate::metrics::KindOutcomeLabels;
+use crate::request::read_json;
+use crate::response::{Resp, json_response};
+use crate::state::AppState;
+
+/// `POST /v1/verifications/resend`.
+pub async fn resend_verification(
+    state: &AppState,
+    parts: Parts,
+    body: Incoming,
+) -> Result<Resp, ApiError> {
+    request_email(state, parts, body, JobKind::Verification).await
+}
+
+/// `POST /v1/password-resets`.
+pub async fn request_reset(
+    state: &AppState,
+    parts: Parts,
+    body: Incoming,
+) -> Result<Resp, ApiError> {
+    request_email(state, parts, body, JobKind::PasswordReset).await
+}
+
+/// Resend-verification and password-reset requests. The answer is the same 202 whether the
+/// address is known, unknown, verified or over its limit, so it reveals nothing; what really
+/// happened is recorded in `email_requests`.
+async fn request_email(
+    state: &AppState,
+    parts: Parts,
+    body: Incoming,
+    kind: JobKind,
+) -> Result<Resp, ApiError> {
+    let body = read_json(&parts, body, state.settings.http.max_body_bytes).await?;
+    let mut f = Fields::new(body, &["email"]);
+    let email = f.required("email", EmailAddress::parse);
+    f.finish()?;
+    let email = email.expect("checked");
+    let limits = state.settings.address_limits;
+    let (outcome, job) =
+        store::request_email(&state.pool, &email, kind, limits, state.clock.now()).await?;
+    if job.is_some() {
+        state.relay_wake.notify_one();
     }
+    state
+        .metrics
+        .accepted
+        .get_or_create(&KindLabel {
+            kind: kind.as_str(),
+        })
+        .inc();
+    state
+        .metrics
+        .requests_by_outcome
+        .get_or_create(&KindOutcomeLabels {
+            kind: kind.as_str(),
+            outcome: outcome.as_str(),
+        })
+        .inc();
+    tracing::info!(
+        kind = kind.as_str(),
+        outcome = outcome.as_str(),
+        ?job,
+        "email request"
+    );
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({"status": "accepted"}),
+    ))
 }

@@ -1,162 +1,190 @@
-//! Verification links: `POST /v1/verifications`, and `/verify-email` — GET verifies
-//! (`VERIFY_LINK_MODE=open`) or shows a confirm button (`click`), POST is that button, HEAD
-//! never consumes.
+//! Verification links: `POST /v1/verifications` (JSON, for services), and `/verify-email` —
+//! GET verifies (`VERIFY_LINK_MODE=open`) or shows a confirm button (`click`), POST is that
+//! button, HEAD never consumes. The pages never answer JSON or a 500.
 
-use super::*;
+use http::StatusCode;
+use http::request::Parts;
+use hyper::body::Incoming;
+use mailroom::domain::Token;
+use mailroom::store::{self, TokenKind, TokenState, Verification};
+use serde_json::{Value, json};
 
-impl App {
-    pub(super) async fn verify_api(&self, body: Map<String, Value>) -> Result<Resp, ApiError> {
-        let mut f = Fields::new(body, &["token"]);
-        let token = f.required("token", Token::parse);
-        f.finish()?;
-        let token = token.expect("checked");
-        match store::consume_verification_token(
-            &self.pool,
-            &token.hash(),
-            &self.webhooks,
-            self.clock.now(),
-        )
-        .await?
-        {
-            Verification::Verified { user_id, email } => {
-                // Its webhook event is in the outbox: let the relay take it now.
-                self.relay_wake.notify_one();
-                tracing::info!(%user_id, "email verified");
-                Ok(json_response(
-                    StatusCode::OK,
-                    &json!({"user_id": user_id, "email": email}),
-                ))
-            }
-            Verification::Expired => Err(ApiError::Gone {
-                code: "token_expired",
-                message: "this verification link has expired; ask for a new one".into(),
-            }),
-            Verification::Used => Err(ApiError::Gone {
-                code: "token_used",
-                message: "this verification link was already used".into(),
-            }),
-            Verification::Unknown => Err(ApiError::NotFound {
-                code: "token_unknown",
-                message: "no such verification token (a newer link may have replaced it)".into(),
-            }),
+use crate::config::VerifyLinkMode;
+use crate::error::ApiError;
+use crate::fields::Fields;
+use crate::request::{Body, is_form, query_param, read_form, read_json};
+use crate::response::{Page, Resp, form_page, html_response, json_response, page};
+use crate::state::AppState;
+
+/// `POST /v1/verifications`: consumes the token, answers JSON.
+pub async fn verify(state: &AppState, parts: Parts, body: Incoming) -> Result<Resp, ApiError> {
+    let body = read_json(&parts, body, state.settings.http.max_body_bytes).await?;
+    let mut f = Fields::new(body, &["token"]);
+    let token = f.required("token", Token::parse);
+    f.finish()?;
+    let token = token.expect("checked");
+    match consume(state, &token).await? {
+        Verification::Verified { user_id, email } => {
+            tracing::info!(%user_id, "email verified");
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"user_id": user_id, "email": email}),
+            ))
         }
-    }
-
-    /// HEAD of a verification link: the status the link would get, without consuming it.
-    pub(super) async fn verify_head(&self, parts: &Parts) -> Resp {
-        let status = match query_param(parts, "token").map(|t| Token::parse(&t)) {
-            None | Some(Err(_)) => StatusCode::BAD_REQUEST,
-            Some(Ok(t)) => match store::token_state(
-                &self.pool,
-                store::TokenKind::Verification,
-                &t.hash(),
-                self.clock.now(),
-            )
-            .await
-            {
-                Ok(store::TokenState::Valid) => StatusCode::OK,
-                Ok(store::TokenState::Used | store::TokenState::Expired) => StatusCode::GONE,
-                Ok(store::TokenState::Unknown) => StatusCode::NOT_FOUND,
-                Err(_) => StatusCode::SERVICE_UNAVAILABLE,
-            },
-        };
-        html_response(status, String::new())
-    }
-
-    /// `VERIFY_LINK_MODE=click`: the link opens a page with a button; only its POST verifies.
-    /// Reading the token here never consumes it.
-    pub(super) async fn verify_confirm_page(&self, parts: &Parts) -> Resp {
-        let Some(token) = query_param(parts, "token").and_then(|t| Token::parse(&t).ok()) else {
-            return self.verify_page(None).await;
-        };
-        match store::token_state(
-            &self.pool,
-            store::TokenKind::Verification,
-            &token.hash(),
-            self.clock.now(),
-        )
-        .await
-        {
-            Ok(store::TokenState::Valid) => {
-                let html = self
-                    .templates
-                    .render_page(
-                        "verify_form",
-                        &json!({"action": "/verify-email", "token": token.expose()}),
-                    )
-                    .unwrap_or_else(|e| {
-                        tracing::error!(error = %e, "verify form template failed");
-                        "<!doctype html><title>Error</title><h1>Error</h1>".into()
-                    });
-                html_response(StatusCode::OK, html)
-            }
-            // Anything else: the same page a click would give, which consumes nothing here.
-            _ => self.verify_page(Some(token.expose().to_owned())).await,
-        }
-    }
-
-    /// The page a person sees after following (or, in click mode, confirming) the link in the
-    /// email. Always a page, never a JSON error or a 500: a database problem gets a "try
-    /// again" page.
-    pub(super) async fn verify_page(&self, token: Option<String>) -> Resp {
-        let outcome = match token.as_deref().map(Token::parse) {
-            None | Some(Err(_)) => Err((
-                StatusCode::BAD_REQUEST,
-                "This link is incomplete",
-                "The verification link is missing its token or was cut off.",
-                "Copy the whole link from the email into your browser, or ask for a new email.",
-            )),
-            Some(Ok(t)) => {
-                match store::consume_verification_token(
-                    &self.pool,
-                    &t.hash(),
-                    &self.webhooks,
-                    self.clock.now(),
-                )
-                .await
-                {
-                    Ok(Verification::Verified { .. }) => {
-                        self.relay_wake.notify_one(); // the user.verified event
-                        Ok((
-                            "Your email address is confirmed",
-                            "Thank you: your address is verified.",
-                            "You can close this page and sign in.",
-                        ))
-                    }
-                    Ok(Verification::Used) => Err((
-                        StatusCode::GONE,
-                        "This link was already used",
-                        "Your address was confirmed with this link before.",
-                        "Nothing else to do: you can sign in.",
-                    )),
-                    Ok(Verification::Expired) => Err((
-                        StatusCode::GONE,
-                        "This link has expired",
-                        "Verification links work for a limited time.",
-                        "Sign in or use the app to ask for a new verification email.",
-                    )),
-                    Ok(Verification::Unknown) => Err((
-                        StatusCode::NOT_FOUND,
-                        "This link is not valid",
-                        "We do not know this link. If you asked for several emails, only the newest link works.",
-                        "Use the link in the most recent email, or ask for a new one.",
-                    )),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "verification page could not reach the database");
-                        Err((
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "Please try again in a moment",
-                            "We could not check your link just now.",
-                            "Reload this page in a minute; the link still works.",
-                        ))
-                    }
-                }
-            }
-        };
-        let (status, (title, message, next)) = match outcome {
-            Ok(t) => (StatusCode::OK, t),
-            Err((s, a, b, c)) => (s, (a, b, c)),
-        };
-        self.page(status, title, message, next)
+        Verification::Expired => Err(ApiError::Gone {
+            code: "token_expired",
+            message: "this verification link has expired; ask for a new one".into(),
+        }),
+        Verification::Used => Err(ApiError::Gone {
+            code: "token_used",
+            message: "this verification link was already used".into(),
+        }),
+        Verification::Unknown => Err(ApiError::NotFound {
+            code: "token_unknown",
+            message: "no such verification token (a newer link may have replaced it)".into(),
+        }),
     }
 }
+
+/// `GET` (and `HEAD`) of the link in the email.
+pub async fn open_link(state: &AppState, parts: Parts) -> Result<Resp, ApiError> {
+    // HEAD never consumes: link scanners and previews send it, people do not.
+    if parts.method == http::Method::HEAD {
+        return Ok(head(state, &parts).await);
+    }
+    let token = query_param(&parts, "token");
+    Ok(match state.settings.verify_link_mode {
+        VerifyLinkMode::Click => confirm_page(state, token).await,
+        VerifyLinkMode::Open => result_page(state, token).await,
+    })
+}
+
+/// `POST /verify-email`: the confirm page's button (and any form post with a token).
+pub async fn confirm_link(
+    state: &AppState,
+    parts: Parts,
+    body: Incoming,
+) -> Result<Resp, ApiError> {
+    let form = if is_form(&parts) {
+        read_form(&parts, body, state.settings.http.max_body_bytes).await?
+    } else {
+        Body::new()
+    };
+    let token = form.get("token").and_then(Value::as_str).map(str::to_owned);
+    Ok(result_page(state, token).await)
+}
+
+/// Consumes a verification token; a verified address has its webhook event in the outbox,
+/// which the relay is woken for.
+async fn consume(state: &AppState, token: &Token) -> Result<Verification, sqlx::Error> {
+    let verification = store::consume_verification_token(
+        &state.pool,
+        &token.hash(),
+        &state.settings.webhooks,
+        state.clock.now(),
+    )
+    .await?;
+    if matches!(verification, Verification::Verified { .. }) {
+        state.relay_wake.notify_one(); // the user.verified event
+    }
+    Ok(verification)
+}
+
+/// What the token is now, without consuming it.
+async fn peek(state: &AppState, token: &Token) -> Result<TokenState, sqlx::Error> {
+    store::token_state(
+        &state.pool,
+        TokenKind::Verification,
+        &token.hash(),
+        state.clock.now(),
+    )
+    .await
+}
+
+/// HEAD of a verification link: the status the link would get, without consuming it.
+async fn head(state: &AppState, parts: &Parts) -> Resp {
+    let status = match query_param(parts, "token").map(|t| Token::parse(&t)) {
+        None | Some(Err(_)) => StatusCode::BAD_REQUEST,
+        Some(Ok(t)) => match peek(state, &t).await {
+            Ok(TokenState::Valid) => StatusCode::OK,
+            Ok(TokenState::Used | TokenState::Expired) => StatusCode::GONE,
+            Ok(TokenState::Unknown) => StatusCode::NOT_FOUND,
+            Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+        },
+    };
+    html_response(status, String::new())
+}
+
+/// `VERIFY_LINK_MODE=click`: the link opens a page with a button; only its POST verifies.
+/// Reading the token here never consumes it.
+async fn confirm_page(state: &AppState, token: Option<String>) -> Resp {
+    let Some(token) = token.and_then(|t| Token::parse(&t).ok()) else {
+        return result_page(state, None).await;
+    };
+    match peek(state, &token).await {
+        Ok(TokenState::Valid) => form_page(
+            &state.templates,
+            StatusCode::OK,
+            "verify_form",
+            &json!({"action": "/verify-email", "token": token.expose()}),
+        ),
+        // Anything else: the same page a click would give, which consumes nothing here.
+        _ => result_page(state, Some(token.expose().to_owned())).await,
+    }
+}
+
+/// The page a person sees after following (or, in click mode, confirming) the link in the
+/// email. Always a page, never a JSON error or a 500: a database problem gets a "try again"
+/// page.
+async fn result_page(state: &AppState, token: Option<String>) -> Resp {
+    let (status, words) = match token.as_deref().map(Token::parse) {
+        None | Some(Err(_)) => (StatusCode::BAD_REQUEST, INCOMPLETE),
+        Some(Ok(t)) => match consume(state, &t).await {
+            Ok(Verification::Verified { .. }) => (StatusCode::OK, VERIFIED),
+            Ok(Verification::Used) => (StatusCode::GONE, USED),
+            Ok(Verification::Expired) => (StatusCode::GONE, EXPIRED),
+            Ok(Verification::Unknown) => (StatusCode::NOT_FOUND, UNKNOWN),
+            Err(e) => {
+                tracing::warn!(error = %e, "verification page could not reach the database");
+                (StatusCode::SERVICE_UNAVAILABLE, TRY_AGAIN)
+            }
+        },
+    };
+    page(&state.templates, status, words)
+}
+
+const INCOMPLETE: Page = Page {
+    title: "This link is incomplete",
+    message: "The verification link is missing its token or was cut off.",
+    next_step: "Copy the whole link from the email into your browser, or ask for a new email.",
+};
+
+const VERIFIED: Page = Page {
+    title: "Your email address is confirmed",
+    message: "Thank you: your address is verified.",
+    next_step: "You can close this page and sign in.",
+};
+
+const USED: Page = Page {
+    title: "This link was already used",
+    message: "Your address was confirmed with this link before.",
+    next_step: "Nothing else to do: you can sign in.",
+};
+
+const EXPIRED: Page = Page {
+    title: "This link has expired",
+    message: "Verification links work for a limited time.",
+    next_step: "Sign in or use the app to ask for a new verification email.",
+};
+
+const UNKNOWN: Page = Page {
+    title: "This link is not valid",
+    message: "We do not know this link. If you asked for several emails, only the newest link works.",
+    next_step: "Use the link in the most recent email, or ask for a new one.",
+};
+
+const TRY_AGAIN: Page = Page {
+    title: "Please try again in a moment",
+    message: "We could not check your link just now.",
+    next_step: "Reload this page in a minute; the link still works.",
+};

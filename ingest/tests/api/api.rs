@@ -157,17 +157,34 @@ async fn bad_inputs_get_precise_errors_and_write_nothing() {
         }
     }
 
-    // 409: a taken name, a taken email in another case.
+    // 409: a taken name, a taken email in another case, both; each names what is taken.
+    let fields_of = |v: &Value| -> Vec<String> {
+        let mut fields: Vec<String> = v["error"]["fields"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        fields.sort();
+        fields
+    };
     let r = app.sign_up(&taken_name, &app.unique_email()).await;
     let (s, v) = error_of(r).await;
     assert_eq!(s, 409);
     assert!(v["error"]["fields"]["name"].is_string());
+    assert_eq!(fields_of(&v), ["name"], "{v}");
+    let r = app.sign_up(&taken_name, &taken_email).await;
+    let (s, v) = error_of(r).await;
+    assert_eq!(s, 409);
+    assert_eq!(v["error"]["code"], "conflict");
+    assert_eq!(fields_of(&v), ["email", "name"], "both are taken: {v}");
     let r = app
         .sign_up(&app.unique_name(), &taken_email.to_uppercase())
         .await;
     let (s, v) = error_of(r).await;
     assert_eq!(s, 409);
     assert!(v["error"]["fields"]["email"].is_string());
+    assert_eq!(fields_of(&v), ["email"], "{v}");
 
     // 404 and 405.
     let r = app.get("/nope").await;

@@ -1,11 +1,9 @@
 //! SES feedback through SNS, end to end: notifications signed in the test with a key and a
-//! certificate it generates (openssl), the certificate served from 127.0.0.1, and every path
+//! certificate it generates (rcgen), the certificate served from 127.0.0.1, and every path
 //! of the endpoint against real PostgreSQL and RabbitMQ — suppression on bounce and complaint,
 //! soft bounces, delivery outcomes, idempotence, and each way a message can be forged.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,37 +14,25 @@ use mailroom_testkit::app::{Settings, TestApp};
 
 const TOPIC: &str = "arn:aws:sns:eu-west-1:123456789012:mailroom-ses";
 
-/// A key pair and self-signed certificate, and a tiny HTTP server for the certificate and for
-/// subscription URLs, which counts what was fetched.
+/// A key pair and self-signed certificate (made with rcgen, no openssl needed), and a tiny
+/// HTTP server for the certificate and for subscription URLs, which counts what was fetched.
 struct Signer {
-    dir: PathBuf,
+    key: rsa::RsaPrivateKey,
     base: String,
     hits: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl Signer {
     async fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("mailroom-sns-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ok = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            ])
-            .args(["-subj", "/CN=sns.test", "-keyout"])
-            .arg(dir.join("key.pem"))
-            .arg("-out")
-            .arg(dir.join("cert.pem"))
-            .output()
-            .expect("openssl is installed");
-        assert!(
-            ok.status.success(),
-            "{}",
-            String::from_utf8_lossy(&ok.stderr)
-        );
+        let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let params = rcgen::CertificateParams::new(vec!["sns.test".to_owned()]).unwrap();
+        let cert = params.self_signed(&key_pair).unwrap().pem().into_bytes();
+        use rsa::pkcs8::DecodePrivateKey;
+        let key = rsa::RsaPrivateKey::from_pkcs8_der(&key_pair.serialize_der()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}/", listener.local_addr().unwrap());
         let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-        let (h, cert) = (hits.clone(), std::fs::read(dir.join("cert.pem")).unwrap());
+        let h = hits.clone();
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 let (h, cert) = (h.clone(), cert.clone());
@@ -70,7 +56,7 @@ impl Signer {
                 });
             }
         });
-        Self { dir, base, hits }
+        Self { key, base, hits }
     }
 
     fn cert_url(&self) -> String {
@@ -83,18 +69,18 @@ impl Signer {
 
     /// Signs `text` with SHA1withRSA (version 1) or SHA256withRSA (version 2), base64.
     fn sign(&self, text: &str, version: &str) -> String {
-        let input = self.dir.join(format!("in-{}", uuid::Uuid::new_v4()));
-        std::fs::write(&input, text).unwrap();
-        let digest = if version == "1" { "-sha1" } else { "-sha256" };
-        let out = Command::new("openssl")
-            .args(["dgst", digest, "-sign"])
-            .arg(self.dir.join("key.pem"))
-            .arg(&input)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        use rsa::signature::{SignatureEncoding, Signer as _};
+        let signature = if version == "1" {
+            rsa::pkcs1v15::SigningKey::<sha1::Sha1>::new(self.key.clone())
+                .sign(text.as_bytes())
+                .to_vec()
+        } else {
+            rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(self.key.clone())
+                .sign(text.as_bytes())
+                .to_vec()
+        };
         use base64::Engine;
-        base64::engine::general_purpose::STANDARD.encode(out.stdout)
+        base64::engine::general_purpose::STANDARD.encode(signature)
     }
 
     /// A signed Notification envelope carrying `message`.
@@ -120,12 +106,6 @@ impl Signer {
         let text = ingest::sns::canonical(&parsed).unwrap();
         let version = env["SignatureVersion"].as_str().unwrap().to_owned();
         env["Signature"] = json!(self.sign(&text, &version));
-    }
-}
-
-impl Drop for Signer {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

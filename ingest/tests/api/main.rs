@@ -6,5 +6,6 @@
 mod accounts;
 mod api;
 mod config;
+mod documents;
 mod feedback;
 mod logins;

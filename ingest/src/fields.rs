@@ -1,0 +1,85 @@
+//! [`Fields`]: parsing a JSON object (or form) into domain types field by field, so that one
+//! 422 names every bad field at once, unknown fields included. Nothing invalid goes past it.
+
+use std::collections::BTreeMap;
+
+use mailroom::domain::Invalid;
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::request::Body;
+
+/// Collects field errors so that one 422 names every bad field at once.
+pub struct Fields {
+    body: Body,
+    errors: BTreeMap<String, String>,
+}
+
+impl Fields {
+    pub fn new(body: Body, allowed: &[&str]) -> Self {
+        let mut errors = BTreeMap::new();
+        for k in body.keys() {
+            if !allowed.contains(&k.as_str()) {
+                errors.insert(k.clone(), "unknown field".to_owned());
+            }
+        }
+        Self { body, errors }
+    }
+
+    fn string(&mut self, name: &str) -> Option<Option<String>> {
+        match self.body.get(name) {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::String(s)) => Some(Some(s.clone())),
+            Some(_) => {
+                self.errors.insert(name.into(), "must be a string".into());
+                None
+            }
+        }
+    }
+
+    pub fn required<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, Invalid>,
+    ) -> Option<T> {
+        match self.string(name)? {
+            None => {
+                self.errors.insert(name.into(), "is required".into());
+                None
+            }
+            Some(s) => match parse(&s) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    self.errors.insert(name.into(), e.0);
+                    None
+                }
+            },
+        }
+    }
+
+    /// `Some(None)`: absent; `Some(Some(v))`: present and valid; `None`: invalid.
+    pub fn optional<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, Invalid>,
+    ) -> Option<Option<T>> {
+        match self.string(name)? {
+            None => Some(None),
+            Some(s) => match parse(&s) {
+                Ok(v) => Some(Some(v)),
+                Err(e) => {
+                    self.errors.insert(name.into(), e.0);
+                    None
+                }
+            },
+        }
+    }
+
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Invalid(self.errors))
+        }
+    }
+}

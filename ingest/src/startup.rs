@@ -1,0 +1,154 @@
+//! Starting and stopping ingest: [`Application::build`] makes the [`AppState`] from the
+//! [`Settings`] and starts the outbox relay; [`Application::run_until_stopped`] serves HTTP
+//! on the listener it was given until the shutdown future resolves, then drains open
+//! connections (up to `SHUTDOWN_TIMEOUT`) and stops the relay. [`run`] does all of it from a
+//! [`Config`].
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use mailroom::broker::Topology;
+use mailroom::clock::Clock;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::relay::Relay;
+use crate::settings::Settings;
+use crate::state::AppState;
+
+/// How long a connection may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs ingest until `shutdown` resolves: checks the configuration (every problem at once),
+/// migrates the database, starts the relay, serves HTTP on `listener`, then drains and stops.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    clock: Clock,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let settings = Settings::try_from(config)?;
+    Application::build(settings, clock, listener)
+        .await?
+        .run_until_stopped(shutdown)
+        .await
+}
+
+/// A built ingest: its state, its listener and its running relay.
+pub struct Application {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    relay: (CancellationToken, JoinHandle<()>),
+}
+
+impl Application {
+    /// Builds the state (database, migrations, templates: see [`AppState::build`]) and starts
+    /// the outbox relay. Serves nothing until [`Application::run_until_stopped`].
+    pub async fn build(
+        settings: Settings,
+        clock: Clock,
+        listener: TcpListener,
+    ) -> anyhow::Result<Self> {
+        let state = Arc::new(AppState::build(settings, clock).await?);
+        let relay = Relay {
+            pool: state.pool.clone(),
+            amqp_url: state.settings.broker.amqp_url.expose().to_owned(),
+            topology: Topology::new(&state.settings.broker.queue_prefix),
+            wake: state.relay_wake.clone(),
+            interval: state.settings.relay_interval,
+            state: state.broker_state.clone(),
+            clock: state.clock.clone(),
+            metrics: state.metrics.clone(),
+        };
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(relay.run(cancel.clone()));
+        Ok(Self {
+            listener,
+            state,
+            relay: (cancel, task),
+        })
+    }
+
+    /// Where it listens (the port the listener was bound to, 0 included).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains open connections (up to
+    /// `SHUTDOWN_TIMEOUT`), stops the relay and closes the pool.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            state,
+            relay: (cancel, relay),
+        } = self;
+        tracing::info!(addr = %listener.local_addr()?, "ingest listening");
+        let graceful = GracefulShutdown::new();
+        serve(listener, &state, &graceful, shutdown).await;
+        tracing::info!("shutting down: draining connections");
+        tokio::select! {
+            _ = graceful.shutdown() => {}
+            _ = tokio::time::sleep(state.settings.http.shutdown_timeout) => {
+                tracing::warn!("connections still open after the shutdown timeout; closing them");
+            }
+        }
+        // The relay stops last: anything accepted before shutdown is already in the outbox, and
+        // whatever it does not publish now the next start (or another instance) will.
+        cancel.cancel();
+        let _ = relay.await;
+        state.pool.close().await;
+        tracing::info!("ingest stopped");
+        Ok(())
+    }
+}
+
+/// Accepts connections until `shutdown` resolves, each served on its own task and watched by
+/// `graceful`; the listener is closed on return.
+async fn serve(
+    listener: TcpListener,
+    state: &Arc<AppState>,
+    graceful: &GracefulShutdown,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Usually "too many open files": back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return,
+        };
+        let state = state.clone();
+        let svc = service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(crate::routes::handle(&state, req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
