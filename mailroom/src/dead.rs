@@ -285,39 +285,17 @@ pub async fn replay(
             progress(&report);
             continue;
         }
-        let mut headers = FieldTable::default();
-        headers.insert(
-            broker::REPLAY_HEADER.into(),
-            AMQPValue::LongLongInt(letter.replays + 1),
-        );
-        let props = broker::job_properties(letter.job_id.as_deref().unwrap_or_default(), headers);
-        // Publish with confirm, then ack: a crash in between leaves the job both replayed and
-        // dead (a duplicate the send log absorbs), never neither.
-        broker::publish_confirmed(
-            &publish,
-            &topo.exchange(),
-            kind.routing_key(),
-            &d.data,
-            props,
-        )
-        .await?;
-        match d.ack(BasicAckOptions::default()).await {
-            Ok(true) => {
-                report.replayed += 1;
-                if let Some(id) = &letter.job_id {
-                    report.replayed_jobs.push((id.clone(), letter.replays + 1));
-                    replayed_now.insert(id.clone(), letter.replays + 1);
-                }
+        if republish(&publish, topo, &d, &letter, kind).await? {
+            report.replayed += 1;
+            if let Some(id) = &letter.job_id {
+                report.replayed_jobs.push((id.clone(), letter.replays + 1));
+                replayed_now.insert(id.clone(), letter.replays + 1);
             }
-            // Ok(false): lapin did not send the ack (the channel is closed); an error: the
-            // broker did not take it. Either way the letter is still in the dead queue, and
-            // the channel is gone: stop here and report what happened.
-            Ok(false) | Err(_) => {
-                report.failed += 1;
-                progress(&report);
-                // The channel is gone: the broker returns what we held by itself.
-                return Ok(report);
-            }
+        } else {
+            report.failed += 1;
+            progress(&report);
+            // The channel is gone: the broker returns what we held by itself.
+            return Ok(report);
         }
         progress(&report);
         if let Some(p) = pace {
@@ -328,4 +306,34 @@ pub async fn replay(
     get.close(200, "replay done".into()).await?;
     publish.close(200, "replay done".into()).await?;
     Ok(report)
+}
+
+/// Publishes one dead letter back to the exchange under its kind's routing key, with its
+/// replay counter raised, then removes it from the dead queue. False when the removal was not
+/// taken: lapin did not send the ack (its channel is closed) or the broker refused it, so the
+/// letter is still dead and the channel is gone.
+async fn republish(
+    publish: &lapin::Channel,
+    topo: &Topology,
+    d: &lapin::message::Delivery,
+    letter: &DeadLetter,
+    kind: crate::job::JobKind,
+) -> Result<bool, BrokerError> {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        broker::REPLAY_HEADER.into(),
+        AMQPValue::LongLongInt(letter.replays + 1),
+    );
+    let props = broker::job_properties(letter.job_id.as_deref().unwrap_or_default(), headers);
+    // Publish with confirm, then ack: a crash in between leaves the job both replayed and dead
+    // (a duplicate the send log absorbs), never neither.
+    broker::publish_confirmed(
+        publish,
+        &topo.exchange(),
+        kind.routing_key(),
+        &d.data,
+        props,
+    )
+    .await?;
+    Ok(matches!(d.ack(BasicAckOptions::default()).await, Ok(true)))
 }

@@ -2,7 +2,7 @@
 //! [`crate::policy::feedback`] decides it does to the send log and the suppression list.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 
 use super::suppressions::suppressed_event;
 use crate::domain::SuppressionReason;
@@ -48,27 +48,7 @@ pub async fn record_feedback(
     let mut tx = pool.begin().await?;
     let mut out = FeedbackOutcome::default();
     for e in events {
-        let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO ses_events (sns_message_id, type, subtype, recipient, ses_message_id,
-                                     job_id, diagnostic, feedback_id, occurred_at, received_at)
-             VALUES ($1, $2, $3, $4, $5,
-                     (SELECT job_id FROM sends WHERE ses_message_id = $5 LIMIT 1),
-                     $6, $7, $8, $9)
-             ON CONFLICT (sns_message_id, COALESCE(recipient, '')) DO NOTHING
-             RETURNING id",
-        )
-        .bind(&e.sns_message_id)
-        .bind(&e.kind)
-        .bind(&e.subtype)
-        .bind(&e.recipient)
-        .bind(&e.ses_message_id)
-        .bind(&e.diagnostic)
-        .bind(&e.feedback_id)
-        .bind(e.occurred_at)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(id) = id else {
+        let Some(id) = store_event(&mut tx, e, now).await? else {
             continue; // delivered before: already acted on
         };
         out.recorded += 1;
@@ -77,26 +57,7 @@ pub async fn record_feedback(
             subtype: e.subtype.as_deref(),
         };
         if let (Some(new), Some(m)) = (policy::delivery(facts), &e.ses_message_id) {
-            // Read under a row lock, so that two notifications about one message (SNS
-            // delivers them concurrently) are applied one after the other.
-            let current: Option<Option<String>> = sqlx::query_scalar(
-                "SELECT delivery FROM sends WHERE ses_message_id = $1 LIMIT 1 FOR UPDATE",
-            )
-            .bind(m)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(current) = current
-                && policy::delivery_replaces(
-                    current.as_deref().and_then(policy::Delivery::parse),
-                    new,
-                )
-            {
-                sqlx::query("UPDATE sends SET delivery = $2 WHERE ses_message_id = $1")
-                    .bind(m)
-                    .bind(new.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            apply_delivery(&mut tx, m, new).await?;
         }
         let Some(recipient) = &e.recipient else {
             continue;
@@ -105,43 +66,127 @@ pub async fn record_feedback(
             policy::Suppression::No => None,
             policy::Suppression::Now(reason) => Some(reason),
             policy::Suppression::IfSoftBouncesReachLimit => {
-                let (recent,): (i64,) = sqlx::query_as(
-                    "SELECT count(*) FROM ses_events
-                      WHERE lower(recipient) = lower($1) AND type = 'bounce'
-                        AND subtype LIKE 'Transient%' AND occurred_at > $2",
-                )
-                .bind(recipient)
-                .bind(e.occurred_at - rules.soft_bounce_window)
-                .fetch_one(&mut *tx)
-                .await?;
+                let recent = recent_soft_bounces(&mut tx, recipient, e, rules).await?;
                 policy::soft_bounces_suppress(recent, rules)
                     .then_some(SuppressionReason::SoftBounce)
             }
         };
-        if let Some(reason) = reason {
-            let detail = e
-                .diagnostic
-                .clone()
-                .or_else(|| e.subtype.clone())
-                .unwrap_or_default();
-            let added = sqlx::query(
-                "INSERT INTO suppressions (email, reason, detail, event_id, created_at)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (lower(email)) DO NOTHING",
-            )
-            .bind(recipient)
-            .bind(reason.as_str())
-            .bind(detail)
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if added.rows_affected() == 1 {
-                suppressed_event(&mut tx, hooks, recipient, reason, now).await?;
-                out.suppressed.push((recipient.clone(), reason));
-            }
+        if let Some(reason) = reason
+            && suppress_for_event(&mut tx, e, recipient, reason, id, hooks, now).await?
+        {
+            out.suppressed.push((recipient.clone(), reason));
         }
     }
     tx.commit().await?;
     Ok(out)
+}
+
+type Tx<'a> = Transaction<'a, Postgres>;
+
+/// Stores one event with the job SES accepted under its message id. None when SNS delivered
+/// it before (the SNS message id and recipient are unique together).
+async fn store_event(
+    tx: &mut Tx<'_>,
+    e: &NewSesEvent,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO ses_events (sns_message_id, type, subtype, recipient, ses_message_id,
+                                 job_id, diagnostic, feedback_id, occurred_at, received_at)
+         VALUES ($1, $2, $3, $4, $5,
+                 (SELECT job_id FROM sends WHERE ses_message_id = $5 LIMIT 1),
+                 $6, $7, $8, $9)
+         ON CONFLICT (sns_message_id, COALESCE(recipient, '')) DO NOTHING
+         RETURNING id",
+    )
+    .bind(&e.sns_message_id)
+    .bind(&e.kind)
+    .bind(&e.subtype)
+    .bind(&e.recipient)
+    .bind(&e.ses_message_id)
+    .bind(&e.diagnostic)
+    .bind(&e.feedback_id)
+    .bind(e.occurred_at)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// Sets the send's `delivery` to `new` where [`policy::delivery_replaces`] says so.
+async fn apply_delivery(
+    tx: &mut Tx<'_>,
+    ses_message_id: &str,
+    new: policy::Delivery,
+) -> Result<(), sqlx::Error> {
+    // Read under a row lock, so that two notifications about one message (SNS delivers them
+    // concurrently) are applied one after the other.
+    let current: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT delivery FROM sends WHERE ses_message_id = $1 LIMIT 1 FOR UPDATE",
+    )
+    .bind(ses_message_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(current) = current
+        && policy::delivery_replaces(current.as_deref().and_then(policy::Delivery::parse), new)
+    {
+        sqlx::query("UPDATE sends SET delivery = $2 WHERE ses_message_id = $1")
+            .bind(ses_message_id)
+            .bind(new.as_str())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Transient bounces of `recipient` within the rules' window before this event (it included).
+async fn recent_soft_bounces(
+    tx: &mut Tx<'_>,
+    recipient: &str,
+    e: &NewSesEvent,
+    rules: FeedbackRules,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM ses_events
+          WHERE lower(recipient) = lower($1) AND type = 'bounce'
+            AND subtype LIKE 'Transient%' AND occurred_at > $2",
+    )
+    .bind(recipient)
+    .bind(e.occurred_at - rules.soft_bounce_window)
+    .fetch_one(&mut **tx)
+    .await
+}
+
+/// Puts `recipient` on the list because of event `id`, with `email.suppressed`. False when it
+/// was listed already (the first reason is kept).
+async fn suppress_for_event(
+    tx: &mut Tx<'_>,
+    e: &NewSesEvent,
+    recipient: &str,
+    reason: SuppressionReason,
+    id: i64,
+    hooks: &Endpoints,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let detail = e
+        .diagnostic
+        .clone()
+        .or_else(|| e.subtype.clone())
+        .unwrap_or_default();
+    let added = sqlx::query(
+        "INSERT INTO suppressions (email, reason, detail, event_id, created_at)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (lower(email)) DO NOTHING",
+    )
+    .bind(recipient)
+    .bind(reason.as_str())
+    .bind(detail)
+    .bind(id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    if added.rows_affected() == 1 {
+        suppressed_event(tx, hooks, recipient, reason, now).await?;
+        return Ok(true);
+    }
+    Ok(false)
 }

@@ -276,6 +276,59 @@ struct ClaimRow {
     sup_created_at: Option<DateTime<Utc>>,
 }
 
+impl ClaimRow {
+    /// The claim, and for a claimed email its user and suppression entry (the LEFT JOINs'
+    /// columns are all there or all null).
+    fn into_claimed(self) -> ClaimedJob {
+        let previous = self.prev_status.as_deref().and_then(SendStatus::parse);
+        let claim = match (self.attempts, previous) {
+            (Some(attempt), previous) => Claim::Claimed { previous, attempt },
+            (None, Some(s)) if s.is_final() => Claim::Finished(s),
+            (None, _) => Claim::Busy,
+        };
+        let user = match (
+            self.user_id,
+            self.name,
+            self.email,
+            self.email_verified,
+            self.locale,
+            self.created_at,
+        ) {
+            (
+                Some(id),
+                Some(name),
+                Some(email),
+                Some(email_verified),
+                Some(locale),
+                Some(created_at),
+            ) => Some(User {
+                id,
+                name,
+                email,
+                email_verified,
+                locale,
+                created_at,
+                verification_token_expiry: self.verification_token_expiry,
+            }),
+            _ => None,
+        };
+        let suppression = match (self.sup_email, self.sup_reason, self.sup_created_at) {
+            (Some(email), Some(reason), Some(created_at)) => Some(Suppression {
+                email,
+                reason,
+                detail: self.sup_detail.unwrap_or_default(),
+                created_at,
+            }),
+            _ => None,
+        };
+        ClaimedJob {
+            claim,
+            user,
+            suppression,
+        }
+    }
+}
+
 /// Claims an attempt at each job, before anything is sent: a job never seen or no longer
 /// claimed is ours (its attempt counted); a finished job is `Finished` (a redelivery); a job
 /// another consumer claimed less than its lease ago (`email_lease`, or `webhook_lease` for
@@ -343,57 +396,7 @@ pub async fn claim_jobs(
             rows.len()
         )));
     }
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let previous = r.prev_status.as_deref().and_then(SendStatus::parse);
-            let claim = match (r.attempts, previous) {
-                (Some(attempt), previous) => Claim::Claimed { previous, attempt },
-                (None, Some(s)) if s.is_final() => Claim::Finished(s),
-                (None, _) => Claim::Busy,
-            };
-            let user = match (
-                r.user_id,
-                r.name,
-                r.email,
-                r.email_verified,
-                r.locale,
-                r.created_at,
-            ) {
-                (
-                    Some(id),
-                    Some(name),
-                    Some(email),
-                    Some(email_verified),
-                    Some(locale),
-                    Some(created_at),
-                ) => Some(User {
-                    id,
-                    name,
-                    email,
-                    email_verified,
-                    locale,
-                    created_at,
-                    verification_token_expiry: r.verification_token_expiry,
-                }),
-                _ => None,
-            };
-            let suppression = match (r.sup_email, r.sup_reason, r.sup_created_at) {
-                (Some(email), Some(reason), Some(created_at)) => Some(Suppression {
-                    email,
-                    reason,
-                    detail: r.sup_detail.unwrap_or_default(),
-                    created_at,
-                }),
-                _ => None,
-            };
-            ClaimedJob {
-                claim,
-                user,
-                suppression,
-            }
-        })
-        .collect())
+    Ok(rows.into_iter().map(ClaimRow::into_claimed).collect())
 }
 
 /// One successful send to record.
