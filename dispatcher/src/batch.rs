@@ -1,7 +1,8 @@
 //! The dispatcher's batched statements: the claim (with the user and any suppression entry),
 //! the link tokens and the records of sends, for all the steps in flight (see
 //! [`mailroom::batch`] for how batches form). What the statements do is
-//! [`mailroom::store`]'s (its `claim_jobs`, `set_link_tokens` and `record_sent`); what a step does with the answers is [`crate::worker`]'s.
+//! [`mailroom::store`]'s (its `claim_jobs`, `set_link_tokens` and `record_sent`); what a step
+//! does with the answers is the worker's, which uses this module (never the other way).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Rate limiters that pace sends: cells spaced 1/rate apart, with at most a small burst saved
-//! up. How the account's rate is divided among dispatchers is [`crate::rate`]'s; this module
-//! only builds the limiter for a given share.
+//! up. How the account's rate is divided among dispatchers is the `rate` module's, which uses
+//! this one; this module only builds the limiter for a given share.
 
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ pub fn limiter(per_second: f64) -> DefaultDirectRateLimiter {
 /// (timers have millisecond resolution, which is the whole spacing at 1,000 a second): the
 /// rate actually reached falls short of the limit. A small burst lets the late sends catch
 /// up. Any one second then sees at most `per_second + burst - 1` sends, which the caller keeps
-/// under the account's rate (see [`crate::rate`]).
+/// under the account's rate (see the `rate` module).
 pub fn paced(per_second: f64, burst: u32) -> DefaultDirectRateLimiter {
     let per_second = if per_second.is_finite() && per_second > 0.0 {
         per_second

@@ -1,5 +1,6 @@
 //! How long a step takes, apart from waiting for the rate limiter: what the automatic
-//! concurrency is sized from (Little's law, see [`crate::consumer::auto_concurrency`]).
+//! concurrency is sized from (Little's law, see the consumer's `auto_concurrency`). The worker
+//! measures it and the consumer reads it; this module knows neither.
 
 use std::time::Duration;
 

@@ -17,7 +17,7 @@ use mailroom::broker::Topology;
 use mailroom::clock::Clock;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::Config;
 use crate::relay::Relay;
@@ -47,6 +47,10 @@ pub struct Application {
     listener: TcpListener,
     state: Arc<AppState>,
     relay: (CancellationToken, JoinHandle<()>),
+    /// Stops the relay when the application is dropped without a graceful stop (never run, or
+    /// its task aborted): a relay left running would go on reconnecting, and declare the
+    /// queues again after whoever owned them removed them.
+    stop_relay: DropGuard,
 }
 
 impl Application {
@@ -73,6 +77,7 @@ impl Application {
         Ok(Self {
             listener,
             state,
+            stop_relay: cancel.clone().drop_guard(),
             relay: (cancel, task),
         })
     }
@@ -92,6 +97,7 @@ impl Application {
             listener,
             state,
             relay: (cancel, relay),
+            stop_relay,
         } = self;
         tracing::info!(addr = %listener.local_addr()?, "ingest listening");
         let graceful = GracefulShutdown::new();
@@ -107,6 +113,7 @@ impl Application {
         // whatever it does not publish now the next start (or another instance) will.
         cancel.cancel();
         let _ = relay.await;
+        drop(stop_relay);
         state.pool.close().await;
         tracing::info!("ingest stopped");
         Ok(())

@@ -9,7 +9,7 @@ use crate as testkit;
 use crate::{HttpFaultProxy, Moto, SentMessage, TcpProxy, TestDb, TestQueues};
 use dispatcher::RunConfig;
 use mailroom::clock::Clock;
-use mailroom::config::{BrokerArgs, DatabaseArgs, LogArgs, LogFormat, Secret};
+use mailroom::config::{BrokerArgs, Secret};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -285,36 +285,26 @@ impl TestApp {
         self.amqp_proxy.as_ref().expect("started with amqp_proxy")
     }
 
+    /// ingest's configuration: clap's own defaults (so that no default is restated here), and
+    /// what the test controls on top.
     pub fn ingest_config(&self) -> ingest::Config {
-        ingest::Config {
-            db: DatabaseArgs {
-                database_url: Secret::new(self.service_db_url.clone()),
-                pool_size: 16,
-            },
-            broker: self.broker_args(),
-            log: LogArgs {
-                log_format: LogFormat::Text,
-            },
-            listen: self.addr,
-            api_keys: vec![Secret::new(API_KEY), Secret::new("second-key")],
-            templates_dir: mailroom::templates::DEFAULT_DIR.into(),
-            max_body_bytes: 16 * 1024,
-            request_timeout: Duration::from_secs(10),
-            relay_interval: Duration::from_millis(200),
-            address_limit_per_minute: 1,
-            address_limit_per_hour: 5,
-            shutdown_timeout: Duration::from_secs(2),
-            hash_concurrency: self.hash_concurrency,
-            hash_queue: self.hash_queue,
-            verify_link_mode: self.verify_link_mode,
-            sns_topic_arns: self.sns_topic_arns.clone(),
-            sns_cert_url_prefixes: self.sns_cert_url_prefixes.clone(),
-            soft_bounce_limit: 3,
-            soft_bounce_window: std::time::Duration::from_secs(7 * 86_400),
-            login_failure_limit: 5,
-            login_failure_window: Duration::from_secs(15 * 60),
-            webhooks: self.webhooks.clone(),
-        }
+        use clap::Parser;
+        let mut config = ingest::Config::try_parse_from(["ingest", "--api-keys", API_KEY])
+            .expect("ingest's defaults parse");
+        config.db.database_url = Secret::new(self.service_db_url.clone());
+        config.broker = self.broker_args();
+        config.listen = self.addr;
+        config.api_keys = vec![Secret::new(API_KEY), Secret::new("second-key")];
+        // Faster than the defaults, so that tests do not wait on them.
+        config.relay_interval = Duration::from_millis(200);
+        config.shutdown_timeout = Duration::from_secs(2);
+        config.hash_concurrency = self.hash_concurrency;
+        config.hash_queue = self.hash_queue;
+        config.verify_link_mode = self.verify_link_mode;
+        config.sns_topic_arns = self.sns_topic_arns.clone();
+        config.sns_cert_url_prefixes = self.sns_cert_url_prefixes.clone();
+        config.webhooks = self.webhooks.clone();
+        config
     }
 
     pub fn broker_args(&self) -> BrokerArgs {
@@ -324,32 +314,36 @@ impl TestApp {
         }
     }
 
+    /// The dispatcher's configuration: clap's own defaults (so that no default is restated
+    /// here), and what the test controls on top.
     pub fn dispatcher_config(&self) -> RunConfig {
-        RunConfig {
-            db: DatabaseArgs {
-                database_url: Secret::new(self.service_db_url.clone()),
-                pool_size: 16,
-            },
-            broker: self.broker_args(),
-            ses: mailroom::config::SesArgs {
-                ses_timeout: self.ses_timeout,
-                ..testkit::ses_args(&self.ses_endpoint)
-            },
-            mail_from: self.sender.clone(),
-            configuration_set: self.configuration_set.clone(),
-            public_url: self.base.clone(),
-            reset_url: None,
-            templates_dir: mailroom::templates::DEFAULT_DIR.into(),
-            verification_ttl: Duration::from_secs(24 * 3600),
-            reset_ttl: Duration::from_secs(3600),
-            retry_delays: self.retry_delays.clone(),
-            max_send_rate: self.max_send_rate,
-            send_concurrency: (self.send_concurrency > 0).then_some(self.send_concurrency),
-            metrics_listen: "off".into(),
-            shutdown_timeout: Duration::from_secs(5),
-            pause_probe_interval: Duration::from_millis(500),
-            webhooks: self.webhooks.clone(),
+        use clap::Parser;
+        /// `RunConfig` is flattened into `dispatcher run`; parsed here on its own.
+        #[derive(clap::Parser)]
+        struct Run {
+            #[command(flatten)]
+            run: RunConfig,
         }
+        let mut config = Run::try_parse_from(["dispatcher", "--mail-from", &self.sender])
+            .expect("the dispatcher's defaults parse")
+            .run;
+        config.db.database_url = Secret::new(self.service_db_url.clone());
+        config.broker = self.broker_args();
+        config.ses = mailroom::config::SesArgs {
+            ses_timeout: self.ses_timeout,
+            ..testkit::ses_args(&self.ses_endpoint)
+        };
+        config.configuration_set = self.configuration_set.clone();
+        config.public_url = self.base.clone();
+        config.retry_delays = self.retry_delays.clone();
+        config.max_send_rate = self.max_send_rate;
+        config.send_concurrency = (self.send_concurrency > 0).then_some(self.send_concurrency);
+        config.metrics_listen = "off".into();
+        // Faster than the defaults, so that tests do not wait on them.
+        config.shutdown_timeout = Duration::from_secs(5);
+        config.pause_probe_interval = Duration::from_millis(500);
+        config.webhooks = self.webhooks.clone();
+        config
     }
 
     pub async fn start_dispatcher(&mut self) {
@@ -368,6 +362,17 @@ impl TestApp {
     pub async fn join_dispatcher(&mut self) -> anyhow::Result<()> {
         let (_cancel, handle) = self.dispatcher.take().expect("dispatcher running");
         handle.await.expect("dispatcher task")
+    }
+
+    /// Stops ingest and the dispatcher gracefully, then removes the queues and the database.
+    /// Dropping a TestApp stops them too, but on a runtime that goes on afterwards (several
+    /// TestApps in one test) only this waits for them to be gone first.
+    pub async fn stop(mut self) {
+        let services = self.ingest.take().into_iter().chain(self.dispatcher.take());
+        for (cancel, handle) in services.chain(self.extra.drain(..)).collect::<Vec<_>>() {
+            cancel.cancel();
+            let _ = handle.await;
+        }
     }
 
     /// Stops the dispatcher gracefully and returns what `run` returned.

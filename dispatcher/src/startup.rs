@@ -1,0 +1,280 @@
+//! Starting and stopping a dispatcher, in two steps (like zero2prod's `Application`):
+//! [`Dispatcher::build`] does everything that can fail at start — the database pool, the
+//! templates, the SES client and rate, the metrics port — and [`Dispatcher::run_until_stopped`]
+//! consumes until shutdown, then stops consuming, lets in-flight sends finish and record, and
+//! leaves the shared rate.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use mailroom::broker::Topology;
+use mailroom::clock::Clock;
+use mailroom::config::{format_duration, redact_url};
+use mailroom::ses::PauseReason;
+use mailroom::store;
+use mailroom::templates::Templates;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::Batches;
+use crate::consumer::{Concurrency, Consumer};
+use crate::metrics::Metrics;
+use crate::rate::SharedRate;
+use crate::service_time::ServiceTime;
+use crate::settings::Settings;
+use crate::worker::{Worker, webhook_client};
+
+/// The rate when neither `MAX_SEND_RATE` nor SES says: SES's default for a new account.
+const DEFAULT_SEND_RATE: f64 = 14.0;
+
+/// A dispatcher ready to run: connected (lazily, for the database), checked, not consuming.
+pub struct Dispatcher {
+    /// The queue prefix, for the start-up line.
+    prefix: String,
+    pool: PgPool,
+    consumer: Consumer,
+    rate: Arc<SharedRate>,
+    metrics: Arc<Metrics>,
+    metrics_listener: Option<TcpListener>,
+    paused: Arc<Mutex<Option<PauseReason>>>,
+    cancel: CancellationToken,
+}
+
+impl Dispatcher {
+    /// Opens the pool, loads and checks the templates, builds the SES client, settles the
+    /// sending rate (asking SES when `MAX_SEND_RATE` is unset), checks the configuration set
+    /// and binds the metrics port.
+    pub async fn build(
+        settings: Settings,
+        clock: Clock,
+        sdk: aws_config::SdkConfig,
+    ) -> anyhow::Result<Self> {
+        let db_url = settings.db.database_url.expose();
+        // Lazy: the dispatcher starts (and waits) even while PostgreSQL is still coming up.
+        let pool = store::connect_lazy_sized(db_url, settings.db.pool_size)
+            .with_context(|| format!("invalid DATABASE_URL {}", redact_url(db_url)))?;
+        let templates =
+            Arc::new(Templates::load(&settings.templates_dir).context("cannot load templates")?);
+        templates.check().context("a template does not render")?;
+        let ses = mailroom::ses::client_from(&sdk, &settings.ses, 1);
+        let rate = match settings.max_send_rate {
+            Some(r) => r,
+            None => account_rate(&ses).await,
+        };
+        if let Some(set) = &settings.configuration_set {
+            check_configuration_set(&ses, set).await;
+        }
+        let metrics_listener = match settings.metrics_listen {
+            Some(addr) => Some(bind_metrics(addr).await?),
+            None => None,
+        };
+        let cancel = CancellationToken::new();
+        // The rate is the account's: shared with every dispatcher of this database and prefix.
+        let rate = Arc::new(SharedRate::shared(
+            pool.clone(),
+            &settings.broker.queue_prefix,
+            rate,
+        ));
+        let metrics = Arc::new(Metrics::default());
+        let paused = Arc::new(Mutex::new(None));
+        let worker = new_worker(
+            &settings,
+            Shared {
+                pool: pool.clone(),
+                ses,
+                templates,
+                clock,
+                rate: rate.clone(),
+                metrics: metrics.clone(),
+                cancel: cancel.clone(),
+            },
+        )?;
+        Ok(Self {
+            consumer: new_consumer(&settings, Arc::new(worker), paused.clone()),
+            prefix: settings.broker.queue_prefix,
+            pool,
+            rate,
+            metrics,
+            metrics_listener,
+            paused,
+            cancel,
+        })
+    }
+
+    /// Where the metrics are served, if they are (the port chosen, for an address with port 0).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// Runs the dispatcher until `shutdown` resolves; then stops consuming, lets in-flight
+    /// sends finish and record (up to `SHUTDOWN_TIMEOUT`), and returns. Returns earlier, with
+    /// the reason, only if consuming cannot go on (what retrying cannot fix).
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            prefix,
+            pool,
+            consumer,
+            rate,
+            metrics,
+            metrics_listener,
+            paused,
+            cancel,
+        } = self;
+        // Stops the consumer, the shared rate and the metrics server if this future is dropped
+        // before its graceful stop (its task aborted): left running, the consumer would go on
+        // reconnecting and declaring queues that their owner has removed.
+        let _stop_all = cancel.clone().drop_guard();
+        let rate_task = tokio::spawn(rate.clone().run(cancel.clone()));
+        if let Some(listener) = metrics_listener {
+            let (m, p, r) = (metrics, paused, rate.clone());
+            tokio::spawn(mailroom::metrics::serve(
+                listener,
+                move || m.render(*p.lock().expect("pause lock"), &r),
+                cancel.clone(),
+            ));
+        }
+        tracing::info!(
+            prefix = %prefix,
+            rate = rate.account_rate(),
+            concurrency = match consumer.concurrency {
+                Concurrency::Fixed(n) => n.to_string(),
+                Concurrency::Auto => "auto".to_owned(),
+            },
+            retry_delays = %consumer.retry_delays.iter().map(|d| format_duration(*d)).collect::<Vec<_>>().join(","),
+            "dispatcher starting"
+        );
+        let mut task = tokio::spawn(consumer.run(cancel.clone()));
+        tokio::select! {
+            _ = shutdown => {
+                tracing::info!("shutting down: finishing in-flight sends");
+                cancel.cancel();
+                let _ = task.await;
+                // Leave the shared rate (deletes this dispatcher's row) before the pool closes.
+                let _ = tokio::time::timeout(Duration::from_secs(2), rate_task).await;
+            }
+            // The consumer only ends by itself for what retrying cannot fix.
+            ended = &mut task => {
+                cancel.cancel();
+                pool.close().await;
+                return match ended {
+                    Ok(Err(e)) => Err(anyhow::Error::new(e).context("the dispatcher cannot consume")),
+                    Ok(Ok(())) => Ok(()),
+                    Err(e) => Err(anyhow::anyhow!("the consumer task failed: {e}")),
+                };
+            }
+        }
+        pool.close().await;
+        tracing::info!("dispatcher stopped");
+        Ok(())
+    }
+}
+
+/// SES's `MaxSendRate`, or [`DEFAULT_SEND_RATE`] when the endpoint does not say.
+async fn account_rate(ses: &aws_sdk_sesv2::Client) -> f64 {
+    match mailroom::ses::get_account(ses).await {
+        Ok(Some(a)) if a.max_send_rate > 0.0 => {
+            tracing::info!(rate = a.max_send_rate, "using SES's MaxSendRate");
+            a.max_send_rate
+        }
+        Ok(_) => {
+            tracing::warn!(
+                "the SES endpoint does not report MaxSendRate; sending at most 14 per second (set MAX_SEND_RATE to choose)"
+            );
+            DEFAULT_SEND_RATE
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read MaxSendRate from SES; sending at most 14 per second");
+            DEFAULT_SEND_RATE
+        }
+    }
+}
+
+/// SES refuses every send that names a missing set (the dispatcher would pause): say so at
+/// start, where the operator is looking.
+async fn check_configuration_set(ses: &aws_sdk_sesv2::Client, set: &str) {
+    match mailroom::ses::configuration_set_exists(ses, set).await {
+        Ok(true) => {}
+        Ok(false) => tracing::error!(
+            configuration_set = set,
+            "SES_CONFIGURATION_SET names a configuration set that does not exist; sends will pause until it does"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not check SES_CONFIGURATION_SET"),
+    }
+}
+
+async fn bind_metrics(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    tracing::info!(%addr, "metrics at http://{addr}/metrics");
+    Ok(listener)
+}
+
+/// What a worker shares with the rest of the dispatcher.
+struct Shared {
+    pool: PgPool,
+    ses: aws_sdk_sesv2::Client,
+    templates: Arc<Templates>,
+    clock: Clock,
+    rate: Arc<SharedRate>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+}
+
+/// The worker every step runs on. Starts the batching tasks on the pool.
+fn new_worker(settings: &Settings, shared: Shared) -> anyhow::Result<Worker> {
+    let claim_lease = settings.ses.ses_timeout * 2;
+    Ok(Worker {
+        http: webhook_client()?,
+        batches: Batches::new(
+            shared.pool.clone(),
+            claim_lease,
+            settings.webhooks.timeout * 2,
+        ),
+        pool: shared.pool,
+        ses: shared.ses,
+        templates: shared.templates,
+        clock: shared.clock,
+        mail_from: settings.mail_from.clone(),
+        configuration_set: settings.configuration_set.clone(),
+        public_url: settings.public_url.clone(),
+        reset_url: settings.reset_url.clone(),
+        verification_ttl: settings.verification_ttl,
+        reset_ttl: settings.reset_ttl,
+        claim_lease,
+        service_time: ServiceTime::default(),
+        webhooks: settings.webhooks.clone(),
+        rate: shared.rate,
+        metrics: shared.metrics,
+        cancel: shared.cancel,
+    })
+}
+
+fn new_consumer(
+    settings: &Settings,
+    worker: Arc<Worker>,
+    paused: Arc<Mutex<Option<PauseReason>>>,
+) -> Consumer {
+    Consumer {
+        worker,
+        amqp_url: settings.broker.amqp_url.expose().to_owned(),
+        topology: Topology::new(&settings.broker.queue_prefix),
+        retry_delays: settings.retry_delays.clone(),
+        concurrency: match settings.send_concurrency {
+            Some(n) => Concurrency::Fixed(n.get()),
+            None => Concurrency::Auto,
+        },
+        pause_probe: settings.pause_probe_interval,
+        shutdown_timeout: settings.shutdown_timeout,
+        paused,
+    }
+}
