@@ -16,6 +16,7 @@
 pub mod app;
 pub mod data;
 pub mod live;
+pub mod settings;
 pub mod text;
 pub mod ui;
 

@@ -8,6 +8,7 @@ use clap::Parser;
 use crossterm::event::EventStream;
 use dashboard::Config;
 use dashboard::live::LiveSource;
+use dashboard::settings::Settings;
 use mailroom::broker::Topology;
 
 fn main() -> std::process::ExitCode {
@@ -31,32 +32,30 @@ async fn run_main() -> std::process::ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let db_url = config.db.database_url.expose();
+    // Checked before the terminal is taken over, so that every problem prints plainly.
+    let settings = Settings::try_from(config)?;
     // Lazy: the dashboard opens even while PostgreSQL is down, and says so in its status line.
-    let pool = mailroom::store::connect_lazy(db_url).context("invalid DATABASE_URL")?;
-    let ses = mailroom::ses::client(&config.ses, 1).await;
-    let off = |s: &str| (s != "off" && !s.is_empty()).then(|| s.to_owned());
+    let pool =
+        mailroom::store::connect_lazy(&settings.database_url).context("invalid DATABASE_URL")?;
+    let ses = mailroom::ses::client(&settings.ses, 1).await;
     let actor = os_user();
     let source = Arc::new(LiveSource::new(
         pool,
-        config.broker.amqp_url.expose().to_owned(),
-        Topology::new(&config.broker.queue_prefix),
-        config.retry_delays.clone(),
+        settings.amqp_url.clone(),
+        Topology::new(&settings.queue_prefix),
+        settings.retry_delays.clone(),
         ses,
-        off(&config.management_url),
-        off(&config.dispatcher_metrics_url),
+        settings.management_url.clone(),
+        settings.dispatcher_metrics_url.clone(),
         actor,
-        mailroom::store::AddressLimits {
-            per_minute: config.address_limit_per_minute,
-            per_hour: config.address_limit_per_hour,
-        },
+        settings.limits,
     ));
     let mut terminal = ratatui::init();
     let result = dashboard::run_app(
         &mut terminal,
         source,
         EventStream::new(),
-        config.refresh_interval,
+        settings.refresh_interval,
     )
     .await;
     ratatui::restore();

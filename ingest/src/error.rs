@@ -65,6 +65,36 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
+/// Why a link's token did not work. Every link endpoint answers these alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkRefused {
+    Expired,
+    Used,
+    /// Never issued, or replaced by a newer link.
+    Unknown,
+}
+
+impl ApiError {
+    /// The answer for a `what` link (`verification`, `reset`) whose token did not work: 410
+    /// when it expired or was used, 404 when it is unknown.
+    pub fn link(what: &str, why: LinkRefused) -> Self {
+        match why {
+            LinkRefused::Expired => ApiError::Gone {
+                code: "token_expired",
+                message: format!("this {what} link has expired; ask for a new one"),
+            },
+            LinkRefused::Used => ApiError::Gone {
+                code: "token_used",
+                message: format!("this {what} link was already used"),
+            },
+            LinkRefused::Unknown => ApiError::NotFound {
+                code: "token_unknown",
+                message: format!("no such {what} token (a newer link may have replaced it)"),
+            },
+        }
+    }
+}
+
 impl ApiError {
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         let mut m = BTreeMap::new();

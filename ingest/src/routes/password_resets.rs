@@ -10,7 +10,7 @@ use mailroom::domain::{Password, Token};
 use mailroom::store::{self, PasswordReset, TokenKind, TokenState};
 use serde_json::{Value, json};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, LinkRefused};
 use crate::fields::Fields;
 use crate::request::{Body, is_form, query_param, read_form, read_json};
 use crate::response::{Page, Resp, form_page, json_response, page};
@@ -60,18 +60,9 @@ async fn confirm_json(state: &AppState, body: Body) -> Result<Resp, ApiError> {
         PasswordReset::Changed { user_id, .. } => {
             Ok(json_response(StatusCode::OK, &json!({"user_id": user_id})))
         }
-        PasswordReset::Expired => Err(ApiError::Gone {
-            code: "token_expired",
-            message: "this reset link has expired; ask for a new one".into(),
-        }),
-        PasswordReset::Used => Err(ApiError::Gone {
-            code: "token_used",
-            message: "this reset link was already used".into(),
-        }),
-        PasswordReset::Unknown => Err(ApiError::NotFound {
-            code: "token_unknown",
-            message: "no such reset token (a newer link may have replaced it)".into(),
-        }),
+        PasswordReset::Expired => Err(ApiError::link("reset", LinkRefused::Expired)),
+        PasswordReset::Used => Err(ApiError::link("reset", LinkRefused::Used)),
+        PasswordReset::Unknown => Err(ApiError::link("reset", LinkRefused::Unknown)),
     }
 }
 

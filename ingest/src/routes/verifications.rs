@@ -10,7 +10,7 @@ use mailroom::store::{self, TokenKind, TokenState, Verification};
 use serde_json::{Value, json};
 
 use crate::config::VerifyLinkMode;
-use crate::error::ApiError;
+use crate::error::{ApiError, LinkRefused};
 use crate::fields::Fields;
 use crate::request::{Body, is_form, query_param, read_form, read_json};
 use crate::response::{Page, Resp, form_page, html_response, json_response, page};
@@ -31,18 +31,9 @@ pub async fn verify(state: &AppState, parts: Parts, body: Incoming) -> Result<Re
                 &json!({"user_id": user_id, "email": email}),
             ))
         }
-        Verification::Expired => Err(ApiError::Gone {
-            code: "token_expired",
-            message: "this verification link has expired; ask for a new one".into(),
-        }),
-        Verification::Used => Err(ApiError::Gone {
-            code: "token_used",
-            message: "this verification link was already used".into(),
-        }),
-        Verification::Unknown => Err(ApiError::NotFound {
-            code: "token_unknown",
-            message: "no such verification token (a newer link may have replaced it)".into(),
-        }),
+        Verification::Expired => Err(ApiError::link("verification", LinkRefused::Expired)),
+        Verification::Used => Err(ApiError::link("verification", LinkRefused::Used)),
+        Verification::Unknown => Err(ApiError::link("verification", LinkRefused::Unknown)),
     }
 }
 
