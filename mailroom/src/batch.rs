@@ -95,6 +95,11 @@ where
                         (Err(e), Some(copies)) if !crate::store::is_unavailable(&e) => {
                             tracing::warn!(error = %e, batch = copies.len(), "a batched statement failed; running its requests one by one");
                             for (req, reply) in copies.into_iter().zip(replies) {
+                                // A caller that gave up meanwhile (a request timeout) must not
+                                // have its statement run behind its back.
+                                if reply.is_closed() {
+                                    continue;
+                                }
                                 answer(run(vec![req]).await, vec![reply]);
                             }
                         }

@@ -491,3 +491,78 @@ async fn connections_ended_by_a_database_restart_answer_503_not_500() {
     );
     assert_eq!(answers.last(), Some(&202), "{answers:?}");
 }
+
+/// Runs `sql` on a connection of its own that may write whatever the database's default
+/// (the test's pool may hold connections that were ended meanwhile).
+async fn as_admin(app: &TestApp, sql: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    sqlx::query("SET default_transaction_read_only = off")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+}
+
+/// Ends every connection of the test database (but the one ending them), so that the next
+/// ones pick up the database's new settings.
+const END_OTHER_CONNECTIONS: &str = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+  WHERE datname = current_database() AND pid <> pg_backend_pid()";
+
+#[tokio::test]
+async fn a_read_only_database_answers_503_with_retry_after_and_writes_nothing() {
+    let app = TestApp::ingest_only().await;
+    app.sign_up_ok(&app.unique_name(), &app.unique_email())
+        .await;
+    // As after a failover to a standby: new sessions cannot write (SQLSTATE 25006).
+    let db = app.db.url.rsplit('/').next().unwrap().to_owned();
+    as_admin(
+        &app,
+        &format!("ALTER DATABASE {db} SET default_transaction_read_only = on"),
+    )
+    .await;
+    as_admin(&app, END_OTHER_CONNECTIONS).await;
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        let r = app.sign_up(&app.unique_name(), &app.unique_email()).await;
+        let status = r.status().as_u16();
+        if status == 503 {
+            assert!(
+                r.headers().get("retry-after").is_some(),
+                "503 without Retry-After"
+            );
+        }
+        answers.push(status);
+    }
+    // The first may meet a connection ended above (also 503); none may be a 500.
+    assert!(answers.iter().all(|s| *s == 503), "{answers:?}");
+    as_admin(
+        &app,
+        &format!("ALTER DATABASE {db} SET default_transaction_read_only = off"),
+    )
+    .await;
+    as_admin(&app, END_OTHER_CONNECTIONS).await;
+    testkit::eventually(
+        "signups to be taken again",
+        Duration::from_secs(20),
+        || async {
+            let r = app.sign_up(&app.unique_name(), &app.unique_email()).await;
+            (r.status() == 202).then_some(())
+        },
+    )
+    .await;
+    // The first user and the one accepted just now: nothing was written while read-only.
+    let n: i64 = {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+        sqlx::query_scalar("SELECT count(*) FROM users")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    };
+    assert_eq!(n, 2, "nothing written while read-only");
+}

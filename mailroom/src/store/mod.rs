@@ -104,10 +104,13 @@ pub fn connect_lazy_sized(url: &str, size: u32) -> Result<PgPool, sqlx::Error> {
         .connect_lazy_with(opts))
 }
 
-/// The database cannot be reached or is going away (connection lost, pool exhausted or
-/// closed, SQLSTATE class 08 connection exception or 57 operator intervention, e.g. `57P01`
-/// when it restarts), as opposed to answering a statement with an error. Callers wait or answer
-/// 503 for these.
+/// The database cannot take the statement now, as opposed to refusing it for what it is:
+/// unreachable or going away (connection lost, pool exhausted or closed; SQLSTATE class 08
+/// connection exception, 57 operator intervention such as `57P01` on a restart), refusing
+/// writes (class 25, e.g. `25006` read-only after a failover), out of resources (class 53:
+/// disk full `53100`, out of memory, too many connections), or a transaction to retry (class
+/// 40: serialization failure, deadlock). Callers wait, or answer 503 with `Retry-After`, for
+/// these; a batch is not re-run one statement at a time for them, since each would fail alike.
 pub fn is_unavailable(e: &sqlx::Error) -> bool {
     matches!(
         e,
@@ -115,8 +118,11 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
     ) || e
         .as_database_error()
         .and_then(|d| d.code())
-        .is_some_and(|c| c.starts_with("57") || c.starts_with("08"))
+        .is_some_and(|c| UNAVAILABLE_CLASSES.iter().any(|class| c.starts_with(class)))
 }
+
+/// The SQLSTATE classes of [`is_unavailable`].
+const UNAVAILABLE_CLASSES: [&str; 5] = ["08", "25", "40", "53", "57"];
 
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
