@@ -29,6 +29,14 @@ pub async fn check(state: &AppState, parts: Parts, body: Incoming) -> Result<Res
     let (email, password) = (email.expect("checked"), password.expect("checked"));
     let now = state.clock.now();
     let reserved = reserve(state, &email, now).await?;
+    // From here until its outcome is written, an attempt that ends any other way (the
+    // request times out, a database error) gives its reservation up instead of leaving it
+    // to count as a failure.
+    let mut reservation = Reservation {
+        pool: state.pool.clone(),
+        id: reserved,
+        outcome_written: false,
+    };
     let user = store::login_user(&state.pool, &email).await?;
     let checked = verify(state, reserved, user.as_ref(), password.clone()).await?;
     let user = match (user, checked) {
@@ -40,11 +48,13 @@ pub async fn check(state: &AppState, parts: Parts, body: Incoming) -> Result<Res
                 Some(_) => "wrong_password",
             };
             store::finish_login(&state.pool, reserved, Some(reason)).await?;
+            reservation.outcome_written = true;
             mailroom::metrics::count(&state.metrics.logins, "invalid");
             return Err(ApiError::InvalidCredentials);
         }
     };
     store::finish_login(&state.pool, reserved, None).await?;
+    reservation.outcome_written = true;
     if checked == Verified::YesButStale {
         upgrade_hash(state, &user, password).await;
     }
@@ -53,6 +63,29 @@ pub async fn check(state: &AppState, parts: Parts, body: Incoming) -> Result<Res
         StatusCode::OK,
         &json!({"user_id": user.id, "email": user.email, "email_verified": user.email_verified}),
     ))
+}
+
+/// An attempt's reserved row until its outcome is written. Dropped before that, it deletes
+/// the row in the background. What it cannot delete (the database is down) stops counting
+/// after `LoginRules::RESERVATION_TTL` anyway.
+struct Reservation {
+    pool: sqlx::PgPool,
+    id: i64,
+    outcome_written: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.outcome_written {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (pool, id) = (self.pool.clone(), self.id);
+            runtime.spawn(async move {
+                let _ = store::finish_login(&pool, id, None).await;
+            });
+        }
+    }
 }
 
 /// Reserves the attempt before hashing, so that concurrent guesses cannot all pass the

@@ -209,3 +209,27 @@ async fn concurrent_guesses_cannot_get_past_the_limit() {
     let locked = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!((checked, locked), (5, 7), "{statuses:?}");
 }
+
+#[tokio::test]
+async fn attempts_abandoned_before_their_outcome_do_not_lock_the_right_password_out() {
+    let app = TestApp::ingest_only().await;
+    let email = app.unique_email();
+    app.sign_up_ok(&app.unique_name(), &email).await;
+    // Eight attempts whose callers gave up minutes ago, inside the lockout window, with their
+    // reservations never finished: what a timeout, a lost connection or a crash between the
+    // reservation and the outcome leaves behind.
+    sqlx::query(
+        "INSERT INTO login_failures (email, reason, failed_at)
+         SELECT $1, 'in_progress', now() - make_interval(mins => 1 + g) FROM generate_series(1, 8) g",
+    )
+    .bind(&email)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(login(&app, &email, PASSWORD).await.status(), 200);
+    // Real failures still lock the address, the right password too.
+    for _ in 0..5 {
+        assert_eq!(login(&app, &email, "not the password").await.status(), 401);
+    }
+    assert_eq!(login(&app, &email, PASSWORD).await.status(), 429);
+}

@@ -39,17 +39,21 @@ pub async fn begin_login(
         .bind(email.as_str())
         .execute(&mut *tx)
         .await?;
-    let newest: Vec<DateTime<Utc>> = sqlx::query_scalar(
-        "SELECT failed_at FROM login_failures
+    let newest: Vec<(DateTime<Utc>, bool)> = sqlx::query_as(
+        "SELECT failed_at, reason = 'in_progress' FROM login_failures
           WHERE lower(email) = lower($1) AND failed_at > $2
           ORDER BY failed_at DESC LIMIT $3",
     )
     .bind(email.as_str())
     .bind(rules.window_start(now))
-    .bind(rules.failures_to_read())
+    .bind(rules.attempts_to_read())
     .fetch_all(&mut *tx)
     .await?;
-    if let Some(until) = policy::locked_until(&newest, rules) {
+    let attempts: Vec<policy::Attempt> = newest
+        .into_iter()
+        .map(|(at, in_progress)| policy::Attempt { at, in_progress })
+        .collect();
+    if let Some(until) = policy::locked_until(&attempts, rules, now) {
         tx.rollback().await?;
         return Ok(LoginSlot::Locked(until));
     }
