@@ -14,6 +14,7 @@ use rsa::pkcs1v15::{Signature, VerifyingKey};
 use rsa::pkcs8::DecodePublicKey;
 use rsa::signature::Verifier;
 use serde::Deserialize;
+use url::Url;
 use x509_cert::Certificate;
 use x509_cert::der::{DecodePem, Encode};
 
@@ -125,20 +126,42 @@ impl Sns {
         Ok(())
     }
 
-    /// The rule for any URL this module fetches: SNS's own host in the topic's region, over
-    /// HTTPS, or a configured prefix.
+    /// The rule for any URL this module fetches: SNS's own host in the topic's region and
+    /// partition (`amazonaws.com`, `amazonaws.com.cn` for `aws-cn`), over HTTPS, or a
+    /// configured prefix. Compared as parsed URLs, never as strings: the scheme, host and port
+    /// must be the prefix's, the path under the prefix's path, and the URL may carry no
+    /// userinfo (`http://127.0.0.1:9000@evil.test/` starts with the string
+    /// `http://127.0.0.1:9000` but is fetched from evil.test).
     pub fn allowed(&self, topic_arn: &str, url: &str) -> Result<(), Refused> {
-        let region = topic_arn.split(':').nth(3).unwrap_or_default();
-        let sns = format!("https://sns.{region}.amazonaws.com/");
-        let ok = (!region.is_empty() && url.starts_with(&sns))
-            || self
-                .prefixes
-                .iter()
-                .any(|p| !p.is_empty() && url.starts_with(p.as_str()));
-        if ok {
+        let refused = || Refused::Host(url.to_owned());
+        let parsed = Url::parse(url).map_err(|_| refused())?;
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(refused());
+        }
+        let mut arn = topic_arn.split(':');
+        let partition = arn.nth(1).unwrap_or_default();
+        let region = arn.nth(1).unwrap_or_default();
+        let domain = if partition == "aws-cn" {
+            "amazonaws.com.cn"
+        } else {
+            "amazonaws.com"
+        };
+        let sns = (!region.is_empty())
+            .then(|| Url::parse(&format!("https://sns.{region}.{domain}/")).ok())
+            .flatten();
+        let configured = self
+            .prefixes
+            .iter()
+            .filter(|p| !p.is_empty())
+            .filter_map(|p| Url::parse(p).ok());
+        if sns
+            .into_iter()
+            .chain(configured)
+            .any(|p| under_prefix(&parsed, &p))
+        {
             Ok(())
         } else {
-            Err(Refused::Host(url.to_owned()))
+            Err(refused())
         }
     }
 
@@ -233,6 +256,22 @@ pub fn canonical(env: &Envelope) -> Result<String, Refused> {
     Ok(out)
 }
 
+/// Whether `url` lies under `prefix`: the same scheme, host and port, and a path that is the
+/// prefix's path or continues it at a segment boundary.
+fn under_prefix(url: &Url, prefix: &Url) -> bool {
+    if url.scheme() != prefix.scheme()
+        || url.host_str() != prefix.host_str()
+        || url.port_or_known_default() != prefix.port_or_known_default()
+    {
+        return false;
+    }
+    let base = prefix.path();
+    match url.path().strip_prefix(base) {
+        Some(rest) => base.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +326,44 @@ mod tests {
         ] {
             assert!(!sns_cert_path(bad), "{bad}");
         }
+        // A prefix without a trailing slash, as an operator may write one.
+        let loose = Sns::new(vec![], vec!["http://127.0.0.1:9000".into()]);
+        assert!(loose.allowed(arn, "http://127.0.0.1:9000/cert.pem").is_ok());
+        for bad in [
+            // The userinfo trick: fetched from evil.test.
+            "http://127.0.0.1:9000@evil.test/cert.pem",
+            "http://127.0.0.1:9000:x@evil.test/cert.pem",
+            // Another port that the string prefix also matches.
+            "http://127.0.0.1:90001/cert.pem",
+            "http://127.0.0.1:90/cert.pem",
+            "http://user@127.0.0.1:9000/cert.pem",
+        ] {
+            assert!(loose.allowed(arn, bad).is_err(), "{bad}");
+        }
+        let paths = Sns::new(vec![], vec!["http://127.0.0.1:9000/certs".into()]);
+        assert!(
+            paths
+                .allowed(arn, "http://127.0.0.1:9000/certs/a.pem")
+                .is_ok()
+        );
+        assert!(
+            paths
+                .allowed(arn, "http://127.0.0.1:9000/certs-evil/a.pem")
+                .is_err()
+        );
+        // The China partition's host.
+        let cn = "arn:aws-cn:sns:cn-north-1:123:ses";
+        assert!(
+            sns.allowed(
+                cn,
+                "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-1.pem"
+            )
+            .is_ok()
+        );
+        assert!(
+            sns.allowed(cn, "https://sns.cn-north-1.amazonaws.com/x.pem")
+                .is_err()
+        );
         for bad in [
             "http://sns.eu-west-1.amazonaws.com/x.pem",
             "https://sns.us-east-1.amazonaws.com/x.pem",

@@ -359,3 +359,42 @@ async fn a_subscription_is_confirmed_by_fetching_its_url_and_the_endpoint_is_off
     assert_eq!(r.status(), 404);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test]
+async fn a_certificate_url_that_only_starts_like_an_allowed_prefix_is_refused_unfetched() {
+    let signer = Signer::start().await;
+    let forger = Signer::start().await;
+    // The allowed prefix written without its trailing slash, as an operator may.
+    let prefix = signer.base.trim_end_matches('/').to_owned();
+    let app = TestApp::start(Settings {
+        sns_topic_arns: vec![TOPIC.into()],
+        sns_cert_url_prefixes: vec![prefix.clone()],
+        ..Settings::default()
+    })
+    .await;
+    let victim = app.unique_email();
+    app.sign_up_ok(&app.unique_name(), &victim).await;
+    // The forger signs a hard bounce of the victim with their own key, and names a URL that
+    // starts with the allowed prefix as a string but, its host being after the userinfo, is
+    // fetched from the forger's server.
+    let forger_host = forger
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let mut env = forger.notification(&bounce("ses-z", &victim, "Permanent"), "1");
+    env["SigningCertURL"] = json!(format!("{prefix}@{forger_host}/cert.pem"));
+    forger.resign(&mut env);
+    let r = deliver(&app, &env).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        forger.hits("/cert.pem"),
+        0,
+        "the forger's certificate was fetched"
+    );
+    assert_eq!(events(&app).await, 0);
+    assert_eq!(
+        app.count("suppressions").await,
+        0,
+        "the victim was suppressed"
+    );
+}
