@@ -57,7 +57,9 @@ pub struct Config {
     #[arg(
         long,
         env = "RABBITMQ_MANAGEMENT_URL",
-        default_value = "http://guest:guest@127.0.0.1:15672"
+        default_value = "http://guest:guest@127.0.0.1:15672",
+        // It carries the management user's password: --help must not print the environment's.
+        hide_env_values = true
     )]
     pub management_url: String,
 

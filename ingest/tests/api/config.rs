@@ -45,3 +45,39 @@ async fn ingest_refuses_to_start_with_every_problem_of_its_configuration() {
     }
     assert!(!text.contains("cannot connect"), "{text}");
 }
+
+/// `ingest --help` with every secret-carrying variable set: none of the values is printed.
+#[test]
+fn help_never_shows_a_secret_from_the_environment() {
+    let out = std::process::Command::new(mailroom_testkit::bin_path("ingest"))
+        .arg("--help")
+        .env(
+            "DATABASE_URL",
+            "postgres://app:pw-db-1234@db.internal/mailroom",
+        )
+        .env("AMQP_URL", "amqp://app:pw-amqp-1234@mq.internal/%2f")
+        .env("INGEST_API_KEYS", "key-1234-secret")
+        .env(
+            "WEBHOOK_URL",
+            "https://hooks:pw-hook-1234@example.com/in?token=tok-1234",
+        )
+        .env(
+            "WEBHOOK_SECRET",
+            "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0",
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for secret in [
+        "pw-db-1234",
+        "pw-amqp-1234",
+        "key-1234",
+        "pw-hook-1234",
+        "tok-1234",
+        "whsec_c2Vj",
+    ] {
+        assert!(!help.contains(secret), "--help shows {secret}:\n{help}");
+    }
+    assert!(help.contains("DATABASE_URL"), "{help}");
+}
