@@ -158,7 +158,7 @@ pub static ROUTES: &[Route] = &[
 pub async fn handle(state: &AppState, req: Request<Incoming>) -> Resp {
     let route = route_name(req.uri().path());
     let timeout = state.settings.http.request_timeout;
-    let resp = match tokio::time::timeout(timeout, dispatch(state, req)).await {
+    let resp = match tokio::time::timeout(timeout, guard_panics(dispatch(state, req))).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => e.into_response(),
         Err(_) => {
@@ -174,6 +174,27 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Resp {
         })
         .inc();
     resp
+}
+
+/// Runs a handler, turning a panic into a 500 with the usual JSON error body: without this,
+/// hyper drops the connection and the caller sees a reset instead of an answer it can retry.
+/// The panic is logged; whatever the handler committed before it stays committed, as with any
+/// 500.
+async fn guard_panics(handler: impl std::future::Future<Output = Handled>) -> Handled {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(handler).catch_unwind().await {
+        Ok(handled) => handled,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            Err(ApiError::Internal(anyhow::anyhow!(
+                "handler panicked: {what}"
+            )))
+        }
+    }
 }
 
 /// Finds the route, checks the API key where the route wants one, and runs its handler.
@@ -277,5 +298,18 @@ mod tests {
         ));
         assert_eq!(route_name("/v1/users"), "/v1/users");
         assert_eq!(route_name("/v1/users/1"), "other");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_json_instead_of_dropping_the_connection() {
+        let handled = guard_panics(async { panic!("boom") }).await;
+        let resp = handled.unwrap_err().into_response();
+        assert_eq!(resp.status(), 500);
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/json",
+            "{:?}",
+            resp.headers()
+        );
     }
 }
