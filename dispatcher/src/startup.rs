@@ -133,6 +133,14 @@ impl Dispatcher {
         // before its graceful stop (its task aborted): left running, the consumer would go on
         // reconnecting and declaring queues that their owner has removed.
         let _stop_all = cancel.clone().drop_guard();
+        // Either binary may start first (scripts/up starts both at once): the dispatcher
+        // applies the migrations too, under the advisory lock sqlx takes for them, so that it
+        // never runs against tables ingest has not created yet.
+        tokio::pin!(shutdown);
+        tokio::select! {
+            ready = wait_for_schema(&pool) => ready?,
+            _ = &mut shutdown => return Ok(()),
+        }
         let rate_task = tokio::spawn(rate.clone().run(cancel.clone()));
         if let Some(listener) = metrics_listener {
             let (m, p, r) = (metrics, paused, rate.clone());
@@ -154,7 +162,7 @@ impl Dispatcher {
         );
         let mut task = tokio::spawn(consumer.run(cancel.clone()));
         tokio::select! {
-            _ = shutdown => {
+            _ = &mut shutdown => {
                 tracing::info!("shutting down: finishing in-flight sends");
                 cancel.cancel();
                 let _ = task.await;
@@ -276,5 +284,25 @@ fn new_consumer(
         pause_probe: settings.pause_probe_interval,
         shutdown_timeout: settings.shutdown_timeout,
         paused,
+    }
+}
+
+/// Applies the migrations, waiting (said once) while the database cannot be reached; an error
+/// for a migration that fails for what it is (a changed or unknown migration), which waiting
+/// cannot fix.
+async fn wait_for_schema(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let mut said = false;
+    loop {
+        match store::migrate(pool).await {
+            Ok(()) => return Ok(()),
+            Err(sqlx::migrate::MigrateError::Execute(e)) if store::is_unavailable(&e) => {
+                if !said {
+                    tracing::warn!(error = %e, "waiting for PostgreSQL to apply the migrations");
+                    said = true;
+                }
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot apply the migrations")),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

@@ -69,6 +69,16 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn create() -> Self {
+        let db = Self::create_empty().await;
+        mailroom::store::migrate(&db.pool)
+            .await
+            .expect("migrations apply");
+        db
+    }
+
+    /// A database of its own with no tables: what a binary that starts before any migration
+    /// ran finds.
+    pub async fn create_empty() -> Self {
         let name = format!("mailroom_test_{}", uuid::Uuid::new_v4().simple());
         let admin = mailroom::store::connect(&admin_database_url())
             .await
@@ -84,9 +94,6 @@ impl TestDb {
         let pool = mailroom::store::connect(&url)
             .await
             .expect("connect test db");
-        mailroom::store::migrate(&pool)
-            .await
-            .expect("migrations apply");
         Self { pool, url, name }
     }
 }

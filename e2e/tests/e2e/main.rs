@@ -10,6 +10,7 @@
 //! - [`suppressions`]: the suppression list on every path and its CLI.
 //! - [`webhooks`]: signed events, their retries and the `webhooks test` command.
 //! - [`identities`]: the SES identity and account commands.
+//! - [`startup`]: either binary may start first.
 
 mod config;
 mod delivery;
@@ -19,5 +20,6 @@ mod scale;
 mod security;
 mod shared_rate;
 mod signup;
+mod startup;
 mod suppressions;
 mod webhooks;
