@@ -68,6 +68,7 @@ impl Dispatcher {
         if let Some(set) = &settings.configuration_set {
             check_configuration_set(&ses, set).await;
         }
+        check_sender(&ses, &settings.mail_from).await;
         let metrics_listener = match settings.metrics_listen {
             Some(addr) => Some(bind_metrics(addr).await?),
             None => None,
@@ -216,6 +217,21 @@ async fn check_configuration_set(ses: &aws_sdk_sesv2::Client, set: &str) {
             "SES_CONFIGURATION_SET names a configuration set that does not exist; sends will pause until it does"
         ),
         Err(e) => tracing::warn!(error = %e, "could not check SES_CONFIGURATION_SET"),
+    }
+}
+
+/// Says at start, in one line, when MAIL_FROM is not a verified identity: sends would pause
+/// (reason `sender_not_verified`) until it is.
+async fn check_sender(ses: &aws_sdk_sesv2::Client, mail_from: &str) {
+    match mailroom::ses::sender_verified(ses, mail_from).await {
+        Ok(true) => {}
+        Ok(false) => tracing::error!(
+            mail_from,
+            "MAIL_FROM is not a verified SES identity (nor is its domain): sends will pause until it is; see `dispatcher identities verify-email` or `verify-domain`"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not check that MAIL_FROM is a verified identity")
+        }
     }
 }
 

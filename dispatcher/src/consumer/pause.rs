@@ -63,6 +63,15 @@ impl Consumer {
     /// Asks SES whether the cause of a pause is gone. `Err` says why it is not; an endpoint
     /// that cannot tell (moto has no `GetAccount`) or a network error lets a send decide.
     async fn probe(&self, reason: PauseReason) -> Result<(), String> {
+        if reason == PauseReason::SenderNotVerified {
+            let from = &self.worker.mail_from;
+            return match mailroom::ses::sender_verified(&self.worker.ses, from).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(format!("MAIL_FROM {from} is not a verified identity yet")),
+                // Not known: let a send decide.
+                Err(_) => Ok(()),
+            };
+        }
         match mailroom::ses::get_account(&self.worker.ses).await {
             Ok(Some(acct)) if !acct.sending_enabled => {
                 Err("SES reports sending disabled for the account".into())

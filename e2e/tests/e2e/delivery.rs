@@ -65,12 +65,14 @@ async fn an_ses_outage_within_the_ladder_delivers_every_job_once() {
 
 #[tokio::test]
 async fn a_permanent_failure_is_dead_lettered_and_delivered_after_replay() {
-    // moto rejects a sender that is not a verified identity, as SES's sandbox does.
+    // SES rejects the message itself (a rejection that names the sender pauses instead).
     let app = TestApp::start(Settings {
-        verify_sender: false,
+        ses_proxy: true,
         ..Settings::default()
     })
     .await;
+    app.ses_proxy()
+        .set(HttpFault::Error(400, "MessageRejected".into()));
     let email = app.unique_email();
     let (_, job) = app.sign_up_job(&app.unique_name(), &email).await;
 
@@ -114,7 +116,7 @@ async fn a_permanent_failure_is_dead_lettered_and_delivered_after_replay() {
     assert_eq!(app.queue_len(&topo.dead_queue()).await, 1);
 
     // Fix the cause, replay that job.
-    app.moto.verify_sender(&app.sender).await;
+    app.ses_proxy().set(HttpFault::Pass);
     let opts = ReplayOptions {
         filter: Filter::Jobs(vec![job.to_string()]),
         dry_run: false,
@@ -135,10 +137,12 @@ async fn a_permanent_failure_is_dead_lettered_and_delivered_after_replay() {
 #[tokio::test]
 async fn a_job_replayed_too_often_is_parked_not_looped() {
     let app = TestApp::start(Settings {
-        verify_sender: false,
+        ses_proxy: true,
         ..Settings::default()
     })
     .await;
+    app.ses_proxy()
+        .set(HttpFault::Error(400, "MessageRejected".into()));
     let (_, job) = app
         .sign_up_job(&app.unique_name(), &app.unique_email())
         .await;

@@ -566,3 +566,46 @@ async fn a_read_only_database_answers_503_with_retry_after_and_writes_nothing() 
     };
     assert_eq!(n, 2, "nothing written while read-only");
 }
+
+#[tokio::test]
+async fn a_sender_that_is_no_longer_verified_pauses_and_nothing_is_dead_lettered() {
+    let app = TestApp::start(Settings {
+        retry_delays: vec![ms(200)],
+        ..Settings::default()
+    })
+    .await;
+    // The sender identity is deleted (or MAIL_FROM points at another region): SES rejects
+    // every send, naming the sender.
+    app.moto.forget_sender(&app.sender);
+    let jobs = app.sign_up_many(5).await;
+    testkit::eventually(
+        "a send refused for the sender",
+        Duration::from_secs(20),
+        || async {
+            let stopped: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM sends WHERE error_class = 'account_stop'
+                   AND last_error LIKE '%not verified%'",
+            )
+            .fetch_one(&app.db.pool)
+            .await
+            .ok()?;
+            (stopped >= 1).then_some(())
+        },
+    )
+    .await;
+    // Several probe intervals and a retry delay later: still nothing dead, nothing sent.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        dead_count(&app).await,
+        (0, 0),
+        "dead-lettered for the sender"
+    );
+    assert!(app.moto.messages_to(&jobs[0].0).await.is_empty());
+
+    app.moto.verify_sender(&app.sender).await;
+    for (email, job) in &jobs {
+        app.wait_for_status(*job, "sent").await;
+        assert_eq!(app.moto.messages_to(email).await.len(), 1, "{email}");
+    }
+    assert_eq!(dead_count(&app).await, (0, 0));
+}

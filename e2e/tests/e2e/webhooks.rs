@@ -260,15 +260,17 @@ async fn a_webhook_that_runs_out_of_retries_is_dead_and_a_replay_delivers_it() {
 #[tokio::test]
 async fn a_dead_email_and_a_suppressed_address_are_announced() {
     let receiver = WebhookReceiver::start().await;
-    // moto refuses every send from an unverified sender: the verification email dies.
+    // SES rejects the message: the verification email dies.
     let app = app_with(
         &receiver,
         Settings {
-            verify_sender: false,
+            ses_proxy: true,
             ..Settings::default()
         },
     )
     .await;
+    app.ses_proxy()
+        .set(testkit::HttpFault::Error(400, "MessageRejected".into()));
     let email = app.unique_email();
     let (user_id, job) = app.sign_up_job(&app.unique_name(), &email).await;
     let dead = wait_received(&receiver, "email.dead", |r| of_type(r, "email.dead")).await;

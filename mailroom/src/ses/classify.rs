@@ -39,14 +39,18 @@ pub enum PauseReason {
     Credentials,
     /// The sending configuration is broken (the MAIL FROM domain is not verified).
     Configuration,
+    /// SES refused `MAIL_FROM` itself: not a verified identity (deleted, another region, or
+    /// never verified). No message can go until it is verified again.
+    SenderNotVerified,
 }
 
 impl PauseReason {
-    pub const ALL: [PauseReason; 4] = [
+    pub const ALL: [PauseReason; 5] = [
         PauseReason::Account,
         PauseReason::Quota,
         PauseReason::Credentials,
         PauseReason::Configuration,
+        PauseReason::SenderNotVerified,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +59,7 @@ impl PauseReason {
             PauseReason::Quota => "quota",
             PauseReason::Credentials => "credentials",
             PauseReason::Configuration => "configuration",
+            PauseReason::SenderNotVerified => "sender_not_verified",
         }
     }
 }
@@ -175,6 +180,36 @@ pub struct SesError {
     pub class: ErrorClass,
     pub code: Option<String>,
     pub message: String,
+}
+
+/// Whether a rejected send was refused because the *sender* is not a verified identity, so
+/// that the account, not this message, is at fault: SES's "Email address is not verified. The
+/// following identities failed the check in region …: <identities>" (moto: "Email address not
+/// verified <source>") naming `mail_from` or its domain as a word. The same rejection naming
+/// only the recipient (SES's sandbox) stays a fault of that message.
+pub fn sender_not_verified(e: &SesError, mail_from: &str) -> bool {
+    if e.code.as_deref() != Some("MessageRejected") {
+        return false;
+    }
+    let message = e.message.to_ascii_lowercase();
+    if !message.contains("not verified") {
+        return false;
+    }
+    let from = address_of(mail_from);
+    let domain = from.rsplit_once('@').map(|(_, d)| d.to_owned());
+    message
+        .split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '<' | '>' | '"' | '\''))
+        .map(|word| word.trim_end_matches(['.', ':']))
+        .any(|word| word == from || domain.as_deref() == Some(word))
+}
+
+/// The address of `MAIL_FROM` (`Name <address>` or a bare address), in lower case.
+pub(crate) fn address_of(mail_from: &str) -> String {
+    mail_from
+        .rsplit_once('<')
+        .map_or(mail_from, |(_, rest)| rest.trim_end_matches('>'))
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// `.classified()` on the result of any SDK call: its error as a [`SesError`].
@@ -330,4 +365,54 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
         src = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(message: &str) -> SesError {
+        SesError {
+            class: ErrorClass::Permanent,
+            code: Some("MessageRejected".into()),
+            message: format!("SES MessageRejected: {message}"),
+        }
+    }
+
+    #[test]
+    fn a_rejected_sender_is_told_from_a_rejected_recipient() {
+        let from = "Mailroom <no-reply@example.com>";
+        for (message, sender) in [
+            ("Email address not verified no-reply@example.com", true),
+            (
+                "Email address is not verified. The following identities failed the check in region US-EAST-1: no-reply@example.com",
+                true,
+            ),
+            (
+                "Email address is not verified. The following identities failed the check in region US-EAST-1: example.com",
+                true,
+            ),
+            // The sandbox: the recipient is not verified. Same domain, other address.
+            (
+                "Email address is not verified. The following identities failed the check in region US-EAST-1: bob@example.com",
+                false,
+            ),
+            (
+                "Email address is not verified: someone@elsewhere.test",
+                false,
+            ),
+            ("Message rejected: the content", false),
+        ] {
+            assert_eq!(
+                sender_not_verified(&rejected(message), from),
+                sender,
+                "{message}"
+            );
+        }
+        let other_code = SesError {
+            code: Some("BadRequestException".into()),
+            ..rejected("Email address not verified no-reply@example.com")
+        };
+        assert!(!sender_not_verified(&other_code, from));
+    }
 }

@@ -12,7 +12,9 @@ pub mod client;
 pub mod operator;
 pub mod send;
 
-pub use classify::{Classified, ErrorClass, PauseReason, SesError, classify, classify_send};
+pub use classify::{
+    Classified, ErrorClass, PauseReason, SesError, classify, classify_send, sender_not_verified,
+};
 pub use client::{client, client_from, load_sdk_config};
 pub use operator::*;
 pub use send::{OutgoingEmail, Sent, send};

@@ -123,6 +123,22 @@ pub async fn get_identity(client: &Client, name: &str) -> Result<IdentityDetail,
     ))
 }
 
+/// Whether `mail_from` (`Name <address>` or an address) may send: its address, or else its
+/// domain, is an identity verified for sending.
+pub async fn sender_verified(client: &Client, mail_from: &str) -> Result<bool, SesError> {
+    let address = super::classify::address_of(mail_from);
+    let domain = address.rsplit_once('@').map(|(_, d)| d.to_owned());
+    for identity in std::iter::once(address.clone()).chain(domain) {
+        match get_identity(client, &identity).await {
+            Ok(detail) if detail.verified_for_sending => return Ok(true),
+            Ok(_) => {}
+            Err(e) if e.code.as_deref() == Some("NotFoundException") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
 pub async fn delete_identity(client: &Client, name: &str) -> Result<(), SesError> {
     client
         .delete_email_identity()
