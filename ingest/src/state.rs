@@ -47,6 +47,8 @@ pub struct AppState {
     /// Signups, written together with the signups that arrive at the same time: one statement
     /// and one commit for a batch instead of one per signup.
     pub signups: Batcher<(NewUser, Job), SignupOutcome>,
+    /// The reset tokens whose confirmation is being hashed: one at a time per token.
+    pub resets_in_flight: crate::in_flight::InFlight,
 }
 
 impl AppState {
@@ -74,6 +76,7 @@ impl AppState {
         Ok(Self {
             hashes: HashPool::new(settings.hashing.concurrency, settings.hashing.queue),
             signups: signup_batcher(pool.clone()),
+            resets_in_flight: Default::default(),
             sns,
             pool,
             templates,

@@ -118,6 +118,14 @@ async fn reset(
         TokenState::Used => return Ok(PasswordReset::Used),
         TokenState::Unknown => return Ok(PasswordReset::Unknown),
     }
+    // One confirmation per token at a time: only one of several can succeed, so only one
+    // costs an argon2 hash; the others are told to try again (and then find it used).
+    let key = token.hash();
+    let Some(_admitted) = state.resets_in_flight.admit(key.as_str()) else {
+        return Err(ApiError::Unavailable(
+            "this reset link is being used right now; try again in a moment".into(),
+        ));
+    };
     let hash = state.hash_password(password).await?;
     // Consuming checks the token again, atomically: it may have been used meanwhile.
     let r = store::reset_password(

@@ -499,3 +499,49 @@ async fn tokens_passwords_and_api_keys_never_appear_in_the_logs() {
     }
     std::fs::remove_dir_all(logs).unwrap();
 }
+
+#[tokio::test]
+async fn concurrent_confirmations_of_one_reset_token_cost_one_hash() {
+    let app = TestApp::spawn().await;
+    let (_, link) = reset_link_for_new_user(&app).await;
+    let token = token_of(&link);
+    let hashes = |m: String| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("mailroom_password_hashes_total{outcome=\"done\"} "))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    };
+    let before = hashes(app.get("/metrics").await.text().await.unwrap());
+    let tries = (0..10).map(|n| {
+        let (app, token) = (&app, token.clone());
+        async move {
+            let r = app
+                .post(
+                    "/v1/password-resets/confirm",
+                    &json!({"token": token, "password": format!("a new password {n}")}),
+                )
+                .await;
+            let status = r.status().as_u16();
+            if status == 503 {
+                assert!(r.headers().get("retry-after").is_some());
+            }
+            status
+        }
+    });
+    let mut statuses = futures_util::future::join_all(tries).await;
+    statuses.sort();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| [200, 410, 503].contains(s)),
+        "{statuses:?}"
+    );
+    let after = hashes(app.get("/metrics").await.text().await.unwrap());
+    assert_eq!(
+        after - before,
+        1,
+        "argon2 hashes for one token: {statuses:?}"
+    );
+}
