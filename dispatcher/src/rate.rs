@@ -65,6 +65,26 @@ struct State {
     live: usize,
 }
 
+impl State {
+    /// Notes a renewal that was sent at `started` and answered at `ended`. True when it ended
+    /// a stale spell: then nothing is sent for [`JOIN_WAIT`] from `ended`.
+    ///
+    /// Two clocks on purpose. The renewal counts from `started`: a slow answer must not
+    /// stretch the stale limit. The quiet time counts from `ended`: the others can only count
+    /// this dispatcher again at their first heartbeat after its row was renewed, so after a
+    /// slow renewal a wait measured from `started` would be partly over before it began.
+    fn note_renewal(&mut self, started: Instant, ended: Instant) -> bool {
+        let stale = self
+            .renewed
+            .is_some_and(|t| ended.saturating_duration_since(t) >= STALE_AFTER);
+        if stale {
+            self.quiet_until = Some(ended + JOIN_WAIT);
+        }
+        self.renewed = Some(started);
+        stale
+    }
+}
+
 struct Registry {
     pool: PgPool,
     id: Uuid,
@@ -199,15 +219,17 @@ impl SharedRate {
             pid: std::process::id() as i32,
         };
         let live = dispatchers::renew(&reg.pool, &me, share, LIVE_FOR).await?;
-        // Counted from before the query: a slow answer must not stretch the stale limit.
-        let mut s = self.state.lock().expect("rate state");
-        if s.renewed.is_some_and(|t| t.elapsed() >= STALE_AFTER) {
+        let ended = Instant::now();
+        if self
+            .state
+            .lock()
+            .expect("rate state")
+            .note_renewal(started, ended)
+        {
             tracing::info!(
                 "renewed the share of the sending rate after a gap; waiting to be counted again before sending"
             );
-            s.quiet_until = Some(started + JOIN_WAIT);
         }
-        s.renewed = Some(started);
         Ok(live.max(1) as usize)
     }
 
@@ -247,4 +269,43 @@ fn hostname() -> String {
 /// The dispatchers registered for `prefix`, live ones first.
 pub async fn members(pool: &PgPool, prefix: &str) -> Result<Vec<Member>, sqlx::Error> {
     dispatchers::members(pool, prefix, LIVE_FOR).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(renewed: Option<Instant>) -> State {
+        State {
+            share: 1.0,
+            limiter: None,
+            renewed,
+            quiet_until: None,
+            live: 1,
+        }
+    }
+
+    #[test]
+    fn the_quiet_time_after_a_stale_spell_counts_from_the_end_of_a_slow_renewal() {
+        let t0 = Instant::now();
+        // Last renewed 10 s ago (stale); this renewal took 2 s to answer.
+        let mut s = state(Some(t0));
+        let (started, ended) = (t0 + Duration::from_secs(8), t0 + Duration::from_secs(10));
+        assert!(s.note_renewal(started, ended));
+        assert_eq!(s.quiet_until, Some(ended + JOIN_WAIT));
+        // The renewal itself counts from when it was sent.
+        assert_eq!(s.renewed, Some(started));
+    }
+
+    #[test]
+    fn a_timely_renewal_adds_no_quiet_time() {
+        let t0 = Instant::now();
+        let mut s = state(Some(t0));
+        let (started, ended) = (t0 + HEARTBEAT, t0 + HEARTBEAT + Duration::from_millis(20));
+        assert!(!s.note_renewal(started, ended));
+        assert_eq!(s.quiet_until, None);
+        // The first renewal after joining is no stale spell either (the join waits already).
+        let mut first = state(None);
+        assert!(!first.note_renewal(t0, t0));
+    }
 }
