@@ -72,8 +72,19 @@ pub fn render(registry: &Registry) -> String {
     out
 }
 
+/// Connections the metrics server serves at once; more wait to be accepted. A scraper needs
+/// one or two: the cap only keeps a flood of idle connections from costing a task each.
+pub const MAX_METRICS_CONNECTIONS: usize = 64;
+
+/// How long a metrics client may take to send its request headers, and how long a kept-alive
+/// connection may sit idle between requests, before it is closed.
+pub const METRICS_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves `render()` as OpenMetrics text on every path of `listener` until `cancel`. For
-/// processes (the dispatcher) that have no HTTP server of their own.
+/// processes (the dispatcher) that have no HTTP server of their own. At most
+/// [`MAX_METRICS_CONNECTIONS`] at once, each closed if it sends no request headers within
+/// [`METRICS_HEADER_TIMEOUT`]; a failing `accept` (too many open files) backs off instead of
+/// spinning.
 pub async fn serve<F>(
     listener: tokio::net::TcpListener,
     render: F,
@@ -83,13 +94,23 @@ pub async fn serve<F>(
 {
     use http_body_util::Full;
     use hyper::service::service_fn;
-    use hyper_util::rt::TokioIo;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     let render = std::sync::Arc::new(render);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_METRICS_CONNECTIONS));
     loop {
+        // A slot before accepting: past the cap, connections wait in the listen backlog.
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+            _ = cancel.cancelled() => return,
+        };
         let stream = tokio::select! {
             a = listener.accept() => match a {
                 Ok((s, _)) => s,
-                Err(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
             },
             _ = cancel.cancelled() => return,
         };
@@ -106,15 +127,54 @@ pub async fn serve<F>(
                     )
                 }
             });
+            // The header timeout also ends a kept-alive connection that sends nothing more.
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(METRICS_HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
+            drop(slot);
         });
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn an_idle_metrics_connection_is_closed_and_a_request_answered() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(super::serve(
+            listener,
+            || "up 1\n".to_owned(),
+            cancel.clone(),
+        ));
+        // A connection that never sends its request is closed after the header timeout,
+        // instead of holding its task (and a slot) for ever.
+        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = Vec::new();
+        let started = std::time::Instant::now();
+        let read = tokio::time::timeout(
+            super::METRICS_HEADER_TIMEOUT * 3,
+            idle.read_to_end(&mut buf),
+        )
+        .await;
+        assert!(read.is_ok(), "an idle connection stayed open");
+        assert!(started.elapsed() >= super::METRICS_HEADER_TIMEOUT / 2);
+        // A real request is answered.
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("up 1\n"), "{answer}");
+        cancel.cancel();
+    }
+
     use super::*;
 
     #[test]
