@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use mailroom::domain::Locale;
 use mailroom::job::Job;
 use mailroom::metrics::ClassLabel;
-use mailroom::ses::{self, ErrorClass, OutgoingEmail, PauseReason, SesError};
+use mailroom::ses::{self, ErrorClass, OutgoingEmail, SesError};
 use mailroom::store::{self, SendStatus, SentRecord, Suppression, User};
 use mailroom::templates::{EmailContext, RenderedEmail};
 
@@ -168,12 +168,7 @@ impl Worker {
         })
     }
 
-    async fn send_failed(&self, job: &Job, user: &User, mut e: SesError) -> Outcome {
-        // A rejection of MAIL_FROM itself (a deleted identity, another region) would reject
-        // every message alike: pause, as for a 403, instead of dead-lettering the backlog.
-        if e.class == ErrorClass::Permanent && ses::sender_not_verified(&e, &self.mail_from) {
-            e.class = ErrorClass::AccountStop(PauseReason::SenderNotVerified);
-        }
+    async fn send_failed(&self, job: &Job, user: &User, e: SesError) -> Outcome {
         tracing::warn!(job_id = %job.job_id, class = e.class.as_str(), error = %e, "send failed");
         self.metrics
             .errors

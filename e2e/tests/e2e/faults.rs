@@ -496,7 +496,7 @@ async fn connections_ended_by_a_database_restart_answer_503_not_500() {
 /// (the test's pool may hold connections that were ended meanwhile).
 async fn as_admin(app: &TestApp, sql: &str) {
     use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    let mut conn = fresh_connection(app).await;
     sqlx::query("SET default_transaction_read_only = off")
         .execute(&mut conn)
         .await
@@ -506,6 +506,12 @@ async fn as_admin(app: &TestApp, sql: &str) {
         .await
         .unwrap();
     conn.close().await.unwrap();
+}
+
+/// A connection of its own to the test database, opened now (with its current settings).
+async fn fresh_connection(app: &TestApp) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(&app.db.url).await.unwrap()
 }
 
 /// Ends every connection of the test database (but the one ending them), so that the next
@@ -556,14 +562,10 @@ async fn a_read_only_database_answers_503_with_retry_after_and_writes_nothing() 
     )
     .await;
     // The first user and the one accepted just now: nothing was written while read-only.
-    let n: i64 = {
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
-        sqlx::query_scalar("SELECT count(*) FROM users")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap()
-    };
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&mut fresh_connection(&app).await)
+        .await
+        .unwrap();
     assert_eq!(n, 2, "nothing written while read-only");
 }
 

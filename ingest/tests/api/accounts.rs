@@ -505,12 +505,7 @@ async fn concurrent_confirmations_of_one_reset_token_cost_one_hash() {
     let app = TestApp::spawn().await;
     let (_, link) = reset_link_for_new_user(&app).await;
     let token = token_of(&link);
-    let hashes = |m: String| -> u64 {
-        m.lines()
-            .find_map(|l| l.strip_prefix("mailroom_password_hashes_total{outcome=\"done\"} "))
-            .map_or(0, |v| v.trim().parse().unwrap())
-    };
-    let before = hashes(app.get("/metrics").await.text().await.unwrap());
+    let before = app.password_hashes_done().await;
     let tries = (0..10).map(|n| {
         let (app, token) = (&app, token.clone());
         async move {
@@ -538,7 +533,7 @@ async fn concurrent_confirmations_of_one_reset_token_cost_one_hash() {
         statuses.iter().all(|s| [200, 410, 503].contains(s)),
         "{statuses:?}"
     );
-    let after = hashes(app.get("/metrics").await.text().await.unwrap());
+    let after = app.password_hashes_done().await;
     assert_eq!(
         after - before,
         1,

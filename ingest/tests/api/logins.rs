@@ -14,13 +14,6 @@ async fn login(app: &TestApp, email: &str, password: &str) -> reqwest::Response 
 }
 
 /// `mailroom_password_hashes_total{outcome="done"}` as ingest reports it.
-async fn hashes_done(app: &TestApp) -> u64 {
-    let m = app.get("/metrics").await.text().await.unwrap();
-    m.lines()
-        .find_map(|l| l.strip_prefix("mailroom_password_hashes_total{outcome=\"done\"} "))
-        .map_or(0, |v| v.trim().parse().unwrap())
-}
-
 #[tokio::test]
 async fn the_right_password_logs_in_and_every_failure_looks_the_same() {
     let app = TestApp::ingest_only().await;
@@ -47,7 +40,7 @@ async fn the_right_password_logs_in_and_every_failure_looks_the_same() {
         .await;
     assert_eq!(r.status(), 202);
 
-    let before = hashes_done(&app).await;
+    let before = app.password_hashes_done().await;
     let mut bodies = Vec::new();
     for (who, password) in [
         (email.as_str(), "wrong horse battery"),
@@ -62,7 +55,7 @@ async fn the_right_password_logs_in_and_every_failure_looks_the_same() {
     assert!(bodies.iter().all(|b| b == &bodies[0]), "{bodies:?}");
     assert!(bodies[0].contains("invalid_credentials"));
     // Each of the three did an argon2 check, the unknown address and the passwordless user too.
-    assert_eq!(hashes_done(&app).await - before, 3);
+    assert_eq!(app.password_hashes_done().await - before, 3);
     let reasons: Vec<String> = sqlx::query_scalar("SELECT reason FROM login_failures ORDER BY id")
         .fetch_all(&app.db.pool)
         .await
@@ -107,7 +100,7 @@ async fn five_failures_lock_the_address_until_the_window_has_passed() {
 #[tokio::test]
 async fn bad_login_requests_get_422_and_an_overlong_password_is_never_hashed() {
     let app = TestApp::ingest_only().await;
-    let before = hashes_done(&app).await;
+    let before = app.password_hashes_done().await;
     for body in [
         json!({"email": "a@example.com"}),
         json!({"password": PASSWORD}),
@@ -118,7 +111,11 @@ async fn bad_login_requests_get_422_and_an_overlong_password_is_never_hashed() {
         let r = app.post("/v1/logins", &body).await;
         assert_eq!(r.status(), 422, "{body}");
     }
-    assert_eq!(hashes_done(&app).await, before, "nothing was hashed");
+    assert_eq!(
+        app.password_hashes_done().await,
+        before,
+        "nothing was hashed"
+    );
     let r = app
         .http
         .post(format!("{}/v1/logins", app.base))

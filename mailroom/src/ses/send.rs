@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sesv2::Client;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
 
-use super::classify::{SesError, classify_send};
+use super::classify::{ErrorClass, PauseReason, SesError, classify_send, sender_not_verified};
 
 /// One rendered email ready to go.
 pub struct OutgoingEmail<'a> {
@@ -52,7 +52,15 @@ pub async fn send(client: &Client, email: OutgoingEmail<'_>) -> Result<Sent, Ses
         .set_configuration_set_name(email.configuration_set.map(str::to_owned))
         .send()
         .await
-        .map_err(|e| classify_send(&e))?;
+        .map_err(|e| {
+            let mut err = classify_send(&e);
+            // A rejection of the sender itself (a deleted identity, another region) would
+            // reject every message alike: the account's fault, not this message's.
+            if err.class == ErrorClass::Permanent && sender_not_verified(&err, email.from) {
+                err.class = ErrorClass::AccountStop(PauseReason::SenderNotVerified);
+            }
+            err
+        })?;
     Ok(Sent {
         message_id: out.message_id().unwrap_or_default().to_owned(),
         latency: started.elapsed(),

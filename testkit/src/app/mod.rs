@@ -1,9 +1,10 @@
 //! `TestApp`: a real ingest and (optionally) a real dispatcher in-process, each test with its
 //! own database, queue prefix, sender identity and clock. Helper methods are named after what a
 //! user does.
+//! [`Settings`] (how a test wants its services wired) is in `settings.rs`.
 //!
-//! Longer than 500 lines on purpose: it is one type, whose methods are the vocabulary every
-//! test is written in; split by feature, they would only be harder to find.
+//! Over 500 lines on purpose: it is one type, whose methods are the vocabulary every test is
+//! written in; split by feature, they would only be harder to find.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,57 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 pub const API_KEY: &str = "test-key-0123456789";
 
-/// How a test wants its services wired.
-#[derive(Clone)]
-pub struct Settings {
-    pub dispatcher: bool,
-    /// Put a fault-injecting proxy between the dispatcher and moto.
-    pub ses_proxy: bool,
-    /// Put a cuttable TCP proxy between both services and RabbitMQ.
-    pub amqp_proxy: bool,
-    /// Put a cuttable TCP proxy between both services and PostgreSQL.
-    pub db_proxy: bool,
-    /// Make the sender a verified identity in moto (otherwise moto rejects every send).
-    pub verify_sender: bool,
-    pub retry_delays: Vec<Duration>,
-    /// SEND_CONCURRENCY; 0 leaves it unset (sized from the rate).
-    pub send_concurrency: usize,
-    pub max_send_rate: Option<f64>,
-    /// The dispatcher's SES timeout (its claim lease is twice this).
-    pub ses_timeout: Duration,
-    pub hash_concurrency: Option<usize>,
-    pub hash_queue: usize,
-    pub verify_link_mode: ingest::VerifyLinkMode,
-    /// SES feedback: the accepted topics and where their certificates may come from.
-    pub sns_topic_arns: Vec<String>,
-    pub sns_cert_url_prefixes: Vec<String>,
-    pub configuration_set: Option<String>,
-    /// WEBHOOK_URL, WEBHOOK_SECRET and WEBHOOK_TIMEOUT of both services.
-    pub webhooks: mailroom::webhook::WebhookArgs,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            dispatcher: true,
-            ses_proxy: false,
-            amqp_proxy: false,
-            db_proxy: false,
-            verify_sender: true,
-            retry_delays: vec![Duration::from_millis(200), Duration::from_millis(400)],
-            send_concurrency: 4,
-            max_send_rate: Some(200.0),
-            ses_timeout: Duration::from_secs(5),
-            hash_concurrency: None,
-            hash_queue: 16,
-            verify_link_mode: ingest::VerifyLinkMode::Open,
-            sns_topic_arns: Vec::new(),
-            sns_cert_url_prefixes: Vec::new(),
-            configuration_set: None,
-            webhooks: Default::default(),
-        }
-    }
-}
+mod settings;
+pub use settings::Settings;
 
 pub struct TestApp {
     pub base: String,
@@ -129,8 +81,7 @@ impl Drop for TestApp {
         // happens on a multi-thread runtime, and whenever a test goes on after one TestApp
         // (several in a loop).
         let mut handles = Vec::new();
-        let services = self.ingest.take().into_iter().chain(self.dispatcher.take());
-        for (cancel, handle) in services.chain(self.extra.drain(..)) {
+        for (cancel, handle) in self.take_services() {
             cancel.cancel();
             handle.abort();
             handles.push(handle);
@@ -367,12 +318,26 @@ impl TestApp {
         handle.await.expect("dispatcher task")
     }
 
+    /// The in-process services still running (ingest, the dispatcher, extra ones), taken out so
+    /// that stopping them happens once.
+    fn take_services(&mut self) -> Vec<(CancellationToken, JoinHandle<anyhow::Result<()>>)> {
+        let services = self.ingest.take().into_iter().chain(self.dispatcher.take());
+        services.chain(self.extra.drain(..)).collect()
+    }
+
+    /// Argon2 hashes ingest has finished, from its metrics.
+    pub async fn password_hashes_done(&self) -> u64 {
+        let m = self.get("/metrics").await.text().await.unwrap();
+        m.lines()
+            .find_map(|l| l.strip_prefix("mailroom_password_hashes_total{outcome=\"done\"} "))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    }
+
     /// Stops ingest and the dispatcher gracefully, then removes the queues and the database.
     /// Dropping a TestApp stops them too, but on a runtime that goes on afterwards (several
     /// TestApps in one test) only this waits for them to be gone first.
     pub async fn stop(mut self) {
-        let services = self.ingest.take().into_iter().chain(self.dispatcher.take());
-        for (cancel, handle) in services.chain(self.extra.drain(..)).collect::<Vec<_>>() {
+        for (cancel, handle) in self.take_services() {
             cancel.cancel();
             let _ = handle.await;
         }
