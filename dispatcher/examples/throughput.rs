@@ -44,34 +44,25 @@ async fn main() {
     let cancel = CancellationToken::new();
     let ingest = tokio::spawn(ingest::run(
         listener,
-        ingest::Config {
-            db: DatabaseArgs {
+        {
+            // clap's own defaults, so that no default is restated here; then the bench's.
+            use clap::Parser;
+            let mut c = ingest::Config::try_parse_from(["ingest", "--api-keys", "bench"])
+                .expect("ingest's defaults parse");
+            c.db = DatabaseArgs {
                 database_url: Secret::new(db.url.clone()),
                 pool_size: 16,
-            },
-            broker: broker.clone(),
-            log: LogArgs {
+            };
+            c.broker = broker.clone();
+            c.log = LogArgs {
                 log_format: LogFormat::Text,
-            },
-            listen: "127.0.0.1:0".parse().unwrap(),
-            api_keys: vec![Secret::new("bench")],
-            templates_dir: mailroom::templates::DEFAULT_DIR.into(),
-            max_body_bytes: 16384,
-            request_timeout: Duration::from_secs(30),
-            relay_interval: Duration::from_millis(200),
-            address_limit_per_minute: 1,
-            address_limit_per_hour: 5,
-            shutdown_timeout: Duration::from_secs(5),
-            hash_concurrency: None,
-            hash_queue: 16,
-            verify_link_mode: ingest::VerifyLinkMode::Open,
-            sns_topic_arns: Vec::new(),
-            sns_cert_url_prefixes: Vec::new(),
-            soft_bounce_limit: 3,
-            soft_bounce_window: std::time::Duration::from_secs(7 * 86_400),
-            login_failure_limit: 5,
-            login_failure_window: Duration::from_secs(15 * 60),
-            webhooks: Default::default(),
+            };
+            c.listen = "127.0.0.1:0".parse().unwrap();
+            c.metrics_listen = "off".into();
+            c.request_timeout = Duration::from_secs(30);
+            c.relay_interval = Duration::from_millis(200);
+            c.shutdown_timeout = Duration::from_secs(5);
+            c
         },
         Clock::system(),
         cancel.clone().cancelled_owned(),

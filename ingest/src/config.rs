@@ -32,6 +32,17 @@ pub struct Config {
     #[arg(long, env = "INGEST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Address of the operations listener: `/metrics`, and `/readyz` with the reasons of an
+    /// outage. Kept off the public port, because the metrics count outcomes (an unknown
+    /// address, a suppressed one) that an anonymous caller must not read. `off`: none.
+    #[arg(long, env = "INGEST_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
+    pub metrics_listen: String,
+
+    /// Connections served at once on INGEST_LISTEN; more wait in the listen backlog until one
+    /// closes. Keep it below the open-file limit (`ulimit -n`).
+    #[arg(long, env = "INGEST_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
     /// API keys accepted from services, comma-separated (`Authorization: Bearer <key>`).
     /// Required: ingest refuses to start without one.
     #[arg(
@@ -98,10 +109,17 @@ pub struct Config {
     #[arg(long, env = "SNS_CERT_URL_PREFIXES", value_delimiter = ',')]
     pub sns_cert_url_prefixes: Vec<String>,
 
-    /// Failed logins for one address within LOGIN_FAILURE_WINDOW after which every login for
-    /// it answers 429, the right password too, until the window has passed.
+    /// Failed logins for one address from one client (the request's `client_ip`) within
+    /// LOGIN_FAILURE_WINDOW after which that client's logins for it answer 429, the right
+    /// password too, until the window has passed. Other clients are not locked out by it.
     #[arg(long, env = "LOGIN_FAILURE_LIMIT", default_value_t = 5)]
     pub login_failure_limit: i64,
+
+    /// Failed logins for one address from every client within LOGIN_FAILURE_WINDOW after
+    /// which every login for it answers 429: the ceiling for guessing spread over many
+    /// clients. At least LOGIN_FAILURE_LIMIT.
+    #[arg(long, env = "LOGIN_ADDRESS_FAILURE_LIMIT", default_value_t = 100)]
+    pub login_address_failure_limit: i64,
 
     /// See LOGIN_FAILURE_LIMIT.
     #[arg(long, env = "LOGIN_FAILURE_WINDOW", default_value = "15m", value_parser = parse_duration)]

@@ -45,6 +45,8 @@ pub async fn run(
 /// A built ingest: its state, its listener and its running relay.
 pub struct Application {
     listener: TcpListener,
+    /// The operations listener (`INGEST_METRICS_LISTEN`), None when off.
+    operations: Option<TcpListener>,
     state: Arc<AppState>,
     relay: (CancellationToken, JoinHandle<()>),
     /// Stops the relay when the application is dropped without a graceful stop (never run, or
@@ -61,6 +63,13 @@ impl Application {
         clock: Clock,
         listener: TcpListener,
     ) -> anyhow::Result<Self> {
+        // Bound before anything starts, so that a taken port stops ingest at once, naming it.
+        let operations = match settings.http.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen on {addr} (INGEST_METRICS_LISTEN): {e}")
+            })?),
+            None => None,
+        };
         let state = Arc::new(AppState::build(settings, clock).await?);
         let relay = Relay {
             pool: state.pool.clone(),
@@ -76,6 +85,7 @@ impl Application {
         let task = tokio::spawn(relay.run(cancel.clone()));
         Ok(Self {
             listener,
+            operations,
             state,
             stop_relay: cancel.clone().drop_guard(),
             relay: (cancel, task),
@@ -87,6 +97,11 @@ impl Application {
         self.listener.local_addr()
     }
 
+    /// Where the operations listener (metrics, detailed readiness) listens, if it is on.
+    pub fn operations_addr(&self) -> Option<SocketAddr> {
+        self.operations.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` resolves, then drains open connections (up to
     /// `SHUTDOWN_TIMEOUT`), stops the relay and closes the pool.
     pub async fn run_until_stopped(
@@ -95,11 +110,23 @@ impl Application {
     ) -> anyhow::Result<()> {
         let Self {
             listener,
+            operations,
             state,
             relay: (cancel, relay),
             stop_relay,
         } = self;
         tracing::info!(addr = %listener.local_addr()?, "ingest listening");
+        // The operations listener lives as long as the relay: metrics stay readable while
+        // connections drain. A child of the relay's token, so that dropping stops it too.
+        if let Some(ops) = operations {
+            tracing::info!(addr = %ops.local_addr()?, "metrics listening");
+            let state = state.clone();
+            tokio::spawn(mailroom::metrics::serve_pages(
+                ops,
+                move |path: &str| crate::routes::health::operations_page(state.clone(), path),
+                cancel.child_token(),
+            ));
+        }
         let graceful = GracefulShutdown::new();
         serve(listener, &state, &graceful, shutdown).await;
         tracing::info!("shutting down: draining connections");
@@ -129,7 +156,16 @@ async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    // One slot per open connection, taken before accepting: past the cap, new connections
+    // wait in the kernel's listen backlog instead of each costing a task and a file.
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        state.settings.http.max_connections,
+    ));
     loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+            _ = &mut shutdown => return,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -156,6 +192,7 @@ async fn serve(
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
 }

@@ -80,11 +80,47 @@ pub const MAX_METRICS_CONNECTIONS: usize = 64;
 /// connection may sit idle between requests, before it is closed.
 pub const METRICS_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Serves `render()` as OpenMetrics text on every path of `listener` until `cancel`. For
-/// processes (the dispatcher) that have no HTTP server of their own. At most
-/// [`MAX_METRICS_CONNECTIONS`] at once, each closed if it sends no request headers within
-/// [`METRICS_HEADER_TIMEOUT`]; a failing `accept` (too many open files) backs off instead of
-/// spinning.
+/// One answer of an operations listener ([`serve_pages`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub status: http::StatusCode,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl Page {
+    /// 200 with the metrics text.
+    pub fn metrics(body: String) -> Self {
+        Self {
+            status: http::StatusCode::OK,
+            content_type: CONTENT_TYPE,
+            body,
+        }
+    }
+
+    /// JSON with a status.
+    pub fn json(status: http::StatusCode, body: &serde_json::Value) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body: body.to_string(),
+        }
+    }
+
+    /// 404 for a path the listener does not serve.
+    pub fn not_found() -> Self {
+        Self::json(
+            http::StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "not_found"}),
+        )
+    }
+}
+
+/// What an operations listener answers for a path.
+pub type PageFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Page> + Send>>;
+
+/// Serves `render()` as OpenMetrics text on every path of `listener` until `cancel`: see
+/// [`serve_pages`].
 pub async fn serve<F>(
     listener: tokio::net::TcpListener,
     render: F,
@@ -92,10 +128,32 @@ pub async fn serve<F>(
 ) where
     F: Fn() -> String + Send + Sync + 'static,
 {
+    serve_pages(
+        listener,
+        move |_path: &str| -> PageFuture {
+            let page = Page::metrics(render());
+            Box::pin(async move { page })
+        },
+        cancel,
+    )
+    .await
+}
+
+/// Serves `page(path)` on `listener` until `cancel`: the operations listener (metrics, health)
+/// of a process, apart from any public port. At most [`MAX_METRICS_CONNECTIONS`] at once, each
+/// closed if it sends no request headers within [`METRICS_HEADER_TIMEOUT`]; a failing `accept`
+/// (too many open files) backs off instead of spinning.
+pub async fn serve_pages<F>(
+    listener: tokio::net::TcpListener,
+    page: F,
+    cancel: tokio_util::sync::CancellationToken,
+) where
+    F: Fn(&str) -> PageFuture + Send + Sync + 'static,
+{
     use http_body_util::Full;
     use hyper::service::service_fn;
     use hyper_util::rt::{TokioIo, TokioTimer};
-    let render = std::sync::Arc::new(render);
+    let page = std::sync::Arc::new(page);
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_METRICS_CONNECTIONS));
     loop {
         // A slot before accepting: past the cap, connections wait in the listen backlog.
@@ -114,15 +172,17 @@ pub async fn serve<F>(
             },
             _ = cancel.cancelled() => return,
         };
-        let render = render.clone();
+        let page = page.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |_req| {
-                let body = render();
+            let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let answer = page(req.uri().path());
                 async move {
+                    let p = answer.await;
                     Ok::<_, std::convert::Infallible>(
                         http::Response::builder()
-                            .header("content-type", CONTENT_TYPE)
-                            .body(Full::new(bytes::Bytes::from(body)))
+                            .status(p.status)
+                            .header("content-type", p.content_type)
+                            .body(Full::new(bytes::Bytes::from(p.body)))
                             .expect("valid response"),
                     )
                 }

@@ -336,6 +336,17 @@ async fn a_database_outage_holds_jobs_and_readiness_tells_the_truth() {
     let (status, v) = app.readiness().await;
     assert_eq!(status, 503);
     assert_eq!(v["database"]["status"], "down");
+    // The public answer names no error (no addresses or versions for anonymous callers); the
+    // operations listener's does.
+    assert!(v["database"].get("error").is_none(), "{v}");
+    let ops: Value = app.ops_get("/readyz").await.json().await.unwrap();
+    assert_eq!(ops["database"]["status"], "down");
+    assert!(
+        ops["database"]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{ops}"
+    );
     // A signup while the database is down is refused with 503, not accepted and lost.
     let r = app.sign_up(&app.unique_name(), &app.unique_email()).await;
     assert_eq!(r.status(), 503);

@@ -146,7 +146,7 @@ async fn made_up_reset_tokens_are_refused_without_hashing_anything() {
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap(), 404);
     }
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("mailroom_password_hashes_total{outcome=\"done\"} 0")
             || !metrics.contains("mailroom_password_hashes_total{outcome=\"done\"}"),

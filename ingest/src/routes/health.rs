@@ -1,22 +1,37 @@
-//! Operations endpoints: `/healthz` (the process answers), `/readyz` (the database, the
-//! broker, the outbox backlog) and `/metrics` (Prometheus text).
+//! Operations endpoints. On the public port: `/healthz` (the process answers) and `/readyz`
+//! (ready or not, and which part is down, without the error text: an anonymous caller learns
+//! nothing of the database's or broker's addresses or versions). On the operations listener
+//! (`INGEST_METRICS_LISTEN`): `/metrics` (Prometheus text), `/healthz`, and `/readyz` with the
+//! errors, for the operator.
 
 use http::StatusCode;
+use mailroom::metrics::{Page, PageFuture};
 use mailroom::store;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::relay::BrokerState;
-use crate::response::{Resp, json_response, text_response};
+use crate::response::{Resp, json_response};
 use crate::state::AppState;
 
 pub async fn healthz() -> Result<Resp, ApiError> {
     Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
 }
 
-/// Ready when the database answers. A broker outage is reported but does not make ingest
-/// unready: the outbox holds the jobs until RabbitMQ is back.
+/// The public `/readyz`: [`readiness`] without error texts.
 pub async fn readyz(state: &AppState) -> Result<Resp, ApiError> {
+    let (status, mut body) = readiness(state).await;
+    for part in ["database", "broker"] {
+        if let Some(p) = body.get_mut(part).and_then(Value::as_object_mut) {
+            p.remove("error");
+        }
+    }
+    Ok(json_response(status, &body))
+}
+
+/// Ready when the database answers. A broker outage is reported but does not make ingest
+/// unready: the outbox holds the jobs until RabbitMQ is back. With the reasons (error texts).
+async fn readiness(state: &AppState) -> (StatusCode, Value) {
     let db = store::read::ping(&state.pool).await;
     let backlog = store::outbox_backlog(&state.pool).await.ok();
     let broker = match &*state.broker_state.read().expect("state lock") {
@@ -31,19 +46,17 @@ pub async fn readyz(state: &AppState) -> Result<Resp, ApiError> {
             json!({"status": "down", "error": e.to_string()}),
         ),
     };
-    Ok(json_response(
-        status,
-        &json!({
-            "ready": status == StatusCode::OK,
-            "database": db_json,
-            "broker": broker,
-            "outbox_backlog": backlog,
-        }),
-    ))
+    let body = json!({
+        "ready": status == StatusCode::OK,
+        "database": db_json,
+        "broker": broker,
+        "outbox_backlog": backlog,
+    });
+    (status, body)
 }
 
 /// The metrics, with the two states (backlog, broker connection) read now.
-pub async fn metrics(state: &AppState) -> Result<Resp, ApiError> {
+async fn metrics(state: &AppState) -> String {
     let backlog = store::outbox_backlog(&state.pool).await.unwrap_or(-1);
     let connected = matches!(
         &*state.broker_state.read().expect("state lock"),
@@ -51,9 +64,21 @@ pub async fn metrics(state: &AppState) -> Result<Resp, ApiError> {
     );
     state.metrics.outbox_backlog.set(backlog);
     state.metrics.broker_connected.set(i64::from(connected));
-    Ok(text_response(
-        StatusCode::OK,
-        mailroom::metrics::CONTENT_TYPE,
-        state.metrics.render(),
-    ))
+    state.metrics.render()
+}
+
+/// What the operations listener answers for `path`.
+pub fn operations_page(state: std::sync::Arc<AppState>, path: &str) -> PageFuture {
+    let path = path.to_owned();
+    Box::pin(async move {
+        match path.as_str() {
+            "/metrics" => Page::metrics(metrics(&state).await),
+            "/readyz" => {
+                let (status, body) = readiness(&state).await;
+                Page::json(status, &body)
+            }
+            "/healthz" => Page::json(StatusCode::OK, &json!({"status": "ok"})),
+            _ => Page::not_found(),
+        }
+    })
 }

@@ -1,6 +1,8 @@
 //! `POST /v1/logins`: checks a password for the calling service. Every failure answers
 //! alike after the same argon2 work; a locked address answers 429 before any hashing.
 
+use std::net::IpAddr;
+
 use chrono::{DateTime, Utc};
 use http::StatusCode;
 use http::request::Parts;
@@ -21,14 +23,16 @@ use crate::state::AppState;
 /// address's lockout; a locked address gets 429 before any hashing.
 pub async fn check(state: &AppState, parts: Parts, body: Incoming) -> Result<Resp, ApiError> {
     let body = read_json(&parts, body, state.settings.http.max_body_bytes).await?;
-    let mut f = Fields::new(body, &["email", "password"]);
+    let mut f = Fields::new(body, &["email", "password", "client_ip"]);
     let email = f.required("email", EmailAddress::parse);
     // Over 128 characters: 422 here, never hashed.
     let password = f.required("password", Password::parse_presented);
+    let client = f.optional("client_ip", parse_client_ip);
     f.finish()?;
     let (email, password) = (email.expect("checked"), password.expect("checked"));
+    let client = client.flatten();
     let now = state.clock.now();
-    let reserved = reserve(state, &email, now).await?;
+    let reserved = reserve(state, &email, client, now).await?;
     // From here until its outcome is written, an attempt that ends any other way (the
     // request times out, a database error) gives its reservation up instead of leaving it
     // to count as a failure.
@@ -55,6 +59,7 @@ pub async fn check(state: &AppState, parts: Parts, body: Incoming) -> Result<Res
     };
     store::finish_login(&state.pool, reserved, None).await?;
     reservation.outcome_written = true;
+    store::clear_client_failures(&state.pool, &email, client).await?;
     if checked == Verified::YesButStale {
         upgrade_hash(state, &user, password).await;
     }
@@ -93,18 +98,11 @@ impl Drop for Reservation {
 async fn reserve(
     state: &AppState,
     email: &EmailAddress,
+    client: Option<IpAddr>,
     now: DateTime<Utc>,
 ) -> Result<i64, ApiError> {
-    let rules = state.settings.logins;
-    match store::begin_login(
-        &state.pool,
-        email,
-        rules.failure_limit,
-        rules.failure_window,
-        now,
-    )
-    .await?
-    {
+    let rules = state.settings.logins.rules();
+    match store::begin_login(&state.pool, email, client, rules, now).await? {
         LoginSlot::Reserved(id) => Ok(id),
         LoginSlot::Locked(until) => {
             mailroom::metrics::count(&state.metrics.logins, "locked");
@@ -113,6 +111,13 @@ async fn reserve(
             Err(ApiError::TooManyAttempts(secs.div_ceil(1000)))
         }
     }
+}
+
+/// `client_ip`: an IPv4 or IPv6 address, as the calling service saw its user connect.
+fn parse_client_ip(s: &str) -> Result<IpAddr, mailroom::domain::Invalid> {
+    s.parse().map_err(|_| {
+        mailroom::domain::Invalid("must be an IPv4 or IPv6 address, like 203.0.113.7".to_owned())
+    })
 }
 
 /// Checks the password against the user's hash, or does the same work against nothing when

@@ -21,7 +21,7 @@ use crate::metrics::RequestLabels;
 use crate::response::Resp;
 use crate::state::AppState;
 
-mod health;
+pub(crate) mod health;
 mod logins;
 mod openapi;
 mod password_resets;
@@ -138,12 +138,6 @@ pub static ROUTES: &[Route] = &[
         path: "/readyz",
         access: Access::Public,
         handler: |s, _, _| Box::pin(health::readyz(s)),
-    },
-    Route {
-        method: Method::GET,
-        path: "/metrics",
-        access: Access::Public,
-        handler: |s, _, _| Box::pin(health::metrics(s)),
     },
     Route {
         method: Method::GET,

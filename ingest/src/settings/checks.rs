@@ -74,18 +74,45 @@ pub(super) fn http(
     max_body_bytes: usize,
     request_timeout: Duration,
     shutdown_timeout: Duration,
+    max_connections: usize,
+    metrics_listen: &str,
 ) -> Result<HttpSettings, Vec<String>> {
     let mut p = Problems::default();
     let max_body_bytes = p.take(at_least_one("MAX_BODY_BYTES", max_body_bytes));
     let request_timeout = p.take(more_than_zero("REQUEST_TIMEOUT", request_timeout));
-    match (max_body_bytes, request_timeout) {
-        (Some(max_body_bytes), Some(request_timeout)) => Ok(HttpSettings {
+    let max_connections = p.take(at_least_one("INGEST_MAX_CONNECTIONS", max_connections));
+    let metrics_listen = p.take(listen_or_off("INGEST_METRICS_LISTEN", metrics_listen));
+    match (
+        max_body_bytes,
+        request_timeout,
+        max_connections,
+        metrics_listen,
+    ) {
+        (
+            Some(max_body_bytes),
+            Some(request_timeout),
+            Some(max_connections),
+            Some(metrics_listen),
+        ) => Ok(HttpSettings {
             max_body_bytes,
             request_timeout,
             shutdown_timeout,
+            max_connections,
+            metrics_listen,
         }),
         _ => Err(p.0),
     }
+}
+
+/// An address, or None for `off`.
+fn listen_or_off(name: &str, listen: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    if listen == "off" {
+        return Ok(None);
+    }
+    listen
+        .parse()
+        .map(Some)
+        .map_err(|e| format!("{name} '{listen}' is not host:port or off: {e}"))
 }
 
 pub(super) fn address_limits(per_minute: i64, per_hour: i64) -> Result<AddressLimits, Vec<String>> {
@@ -162,13 +189,25 @@ pub(super) fn sns(
     }))
 }
 
-pub(super) fn logins(limit: i64, window: Duration) -> Result<LoginSettings, Vec<String>> {
+pub(super) fn logins(
+    limit: i64,
+    address_limit: i64,
+    window: Duration,
+) -> Result<LoginSettings, Vec<String>> {
     let mut p = Problems::default();
     let failure_limit = p.take(at_least_one_i64("LOGIN_FAILURE_LIMIT", limit));
+    let address_failure_limit = p.take(if address_limit >= limit {
+        Ok(address_limit)
+    } else {
+        Err(format!(
+            "LOGIN_ADDRESS_FAILURE_LIMIT is {address_limit}: use at least LOGIN_FAILURE_LIMIT ({limit})"
+        ))
+    });
     let failure_window = p.take(window_of("LOGIN_FAILURE_WINDOW", window));
-    match (failure_limit, failure_window) {
-        (Some(failure_limit), Some(_)) => Ok(LoginSettings {
+    match (failure_limit, address_failure_limit, failure_window) {
+        (Some(failure_limit), Some(address_failure_limit), Some(_)) => Ok(LoginSettings {
             failure_limit,
+            address_failure_limit,
             failure_window: window,
         }),
         _ => Err(p.0),

@@ -60,6 +60,10 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     /// `SHUTDOWN_TIMEOUT` (0: open connections are closed at once).
     pub shutdown_timeout: Duration,
+    /// `INGEST_MAX_CONNECTIONS`, at least 1.
+    pub max_connections: usize,
+    /// `INGEST_METRICS_LISTEN`: None for `off`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The bounded argon2 pool (see [`crate::hashing`]).
@@ -83,10 +87,24 @@ pub struct SnsSettings {
 /// The login lockout.
 #[derive(Debug, Clone, Copy)]
 pub struct LoginSettings {
-    /// `LOGIN_FAILURE_LIMIT`, at least 1.
+    /// `LOGIN_FAILURE_LIMIT`, at least 1: per address and client.
     pub failure_limit: i64,
-    /// `LOGIN_FAILURE_WINDOW`, more than 0.
+    /// `LOGIN_ADDRESS_FAILURE_LIMIT`, at least `failure_limit`: per address, every client.
+    pub address_failure_limit: i64,
+    /// `LOGIN_FAILURE_WINDOW`, more than 0 (and representable: checked).
     pub failure_window: Duration,
+}
+
+impl LoginSettings {
+    /// The lockout rule these settings make.
+    pub fn rules(&self) -> mailroom::policy::logins::LoginRules {
+        mailroom::policy::logins::LoginRules {
+            limit: self.failure_limit,
+            address_limit: self.address_failure_limit,
+            window: chrono::Duration::from_std(self.failure_window)
+                .expect("checked when the settings were made"),
+        }
+    }
 }
 
 /// Every problem found in a [`Config`], one line each.
@@ -156,6 +174,8 @@ impl TryFrom<Config> for Settings {
             c.max_body_bytes,
             c.request_timeout,
             c.shutdown_timeout,
+            c.max_connections,
+            &c.metrics_listen,
         ));
         let relay_interval = p.take(more_than_zero("RELAY_INTERVAL", c.relay_interval));
         let address_limits = p.take(address_limits(
@@ -164,7 +184,11 @@ impl TryFrom<Config> for Settings {
         ));
         let hashing = p.take(hashing(c.hash_concurrency, c.hash_queue));
         let sns = p.take(sns(&c.sns_topic_arns, &c.sns_cert_url_prefixes));
-        let logins = p.take(logins(c.login_failure_limit, c.login_failure_window));
+        let logins = p.take(logins(
+            c.login_failure_limit,
+            c.login_address_failure_limit,
+            c.login_failure_window,
+        ));
         let feedback_rules = p.take(feedback_rules(c.soft_bounce_limit, c.soft_bounce_window));
         let webhooks =
             p.take(mailroom::webhook::Webhooks::from_args(&c.webhooks).map(|w| w.endpoints));

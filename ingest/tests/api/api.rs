@@ -296,10 +296,54 @@ async fn health_readiness_and_metrics() {
     assert!(v["outbox_backlog"].is_number());
     app.sign_up_ok(&app.unique_name(), &app.unique_email())
         .await;
-    let text = app.get("/metrics").await.text().await.unwrap();
+    let text = app.metrics_text().await;
     assert!(
         text.contains("mailroom_events_accepted_total{kind=\"verification\"} 1"),
         "{text}"
     );
     assert!(text.contains("mailroom_outbox_backlog"), "{text}");
+    // The public port serves no metrics: they count unknown and suppressed addresses.
+    assert_eq!(app.get("/metrics").await.status(), 404);
+    // The operations listener answers health too.
+    assert_eq!(app.ops_get("/healthz").await.status(), 200);
+    let r = app.ops_get("/readyz").await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["database"]["status"], "ok");
+    assert_eq!(app.ops_get("/nothing").await.status(), 404);
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_wait_in_the_backlog_until_one_closes() {
+    let app = TestApp::start(mailroom_testkit::app::Settings {
+        dispatcher: false,
+        ingest_config: Some(|c| c.max_connections = 4),
+        ..Default::default()
+    })
+    .await;
+    // A client that keeps no connection of its own open between requests.
+    let fresh = || {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_millis(1500))
+            .build()
+            .unwrap()
+    };
+    let health = format!("{}/healthz", app.base);
+    // Four connections that never send a request take every slot (with the test client's own
+    // kept-alive one, maybe one of them waits in the backlog).
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(tokio::net::TcpStream::connect(app.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = fresh().get(&health).send().await;
+    assert!(
+        r.as_ref().is_err_and(|e| e.is_timeout()),
+        "a fifth connection was served past the cap: {r:?}"
+    );
+    // One closing frees its slot: the waiting connections are served.
+    drop(idle);
+    let r = fresh().get(&health).send().await.unwrap();
+    assert_eq!(r.status(), 200);
 }

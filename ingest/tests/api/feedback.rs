@@ -192,7 +192,7 @@ async fn a_hard_bounce_suppresses_the_address_end_to_end() {
         .await
         .unwrap();
     assert_eq!(outcome, "address_suppressed");
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("mailroom_ses_events_total{type=\"bounce\"} 1"),
         "{metrics}"

@@ -230,3 +230,99 @@ async fn attempts_abandoned_before_their_outcome_do_not_lock_the_right_password_
     }
     assert_eq!(login(&app, &email, PASSWORD).await.status(), 429);
 }
+
+async fn login_from(app: &TestApp, email: &str, password: &str, ip: &str) -> reqwest::Response {
+    app.post(
+        "/v1/logins",
+        &json!({"email": email, "password": password, "client_ip": ip}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_guesser_locks_out_only_itself_and_the_victim_logs_in_from_elsewhere() {
+    let app = TestApp::ingest_only().await;
+    let email = app.unique_email();
+    app.sign_up_ok(&app.unique_name(), &email).await;
+    for _ in 0..5 {
+        let r = login_from(&app, &email, "guess guess guess", "203.0.113.9").await;
+        assert_eq!(r.status(), 401);
+    }
+    // The guesser is locked out, the right password too.
+    let r = login_from(&app, &email, PASSWORD, "203.0.113.9").await;
+    assert_eq!(r.status(), 429);
+    // The person, from their own address (IPv6 here), is not.
+    let r = login_from(&app, &email, PASSWORD, "2001:db8::7").await;
+    assert_eq!(r.status(), 200);
+    // A caller that does not say where its user is counts as one more client.
+    let r = login(&app, &email, PASSWORD).await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_successful_login_clears_its_clients_failures() {
+    let app = TestApp::ingest_only().await;
+    let email = app.unique_email();
+    app.sign_up_ok(&app.unique_name(), &email).await;
+    let ip = "198.51.100.20";
+    for _ in 0..4 {
+        assert_eq!(
+            login_from(&app, &email, "typo typo typo", ip)
+                .await
+                .status(),
+            401
+        );
+    }
+    assert_eq!(login_from(&app, &email, PASSWORD, ip).await.status(), 200);
+    // Four more typos: without the clearing, the fifth failure of the window would lock.
+    for _ in 0..4 {
+        assert_eq!(
+            login_from(&app, &email, "typo typo typo", ip)
+                .await
+                .status(),
+            401
+        );
+    }
+    assert_eq!(login_from(&app, &email, PASSWORD, ip).await.status(), 200);
+}
+
+#[tokio::test]
+async fn guessing_spread_over_many_clients_meets_the_address_ceiling() {
+    let app = TestApp::start(mailroom_testkit::app::Settings {
+        dispatcher: false,
+        ingest_config: Some(|c| c.login_address_failure_limit = 8),
+        ..Default::default()
+    })
+    .await;
+    let email = app.unique_email();
+    app.sign_up_ok(&app.unique_name(), &email).await;
+    for i in 0..8 {
+        let r = login_from(&app, &email, "guess guess guess", &format!("192.0.2.{i}")).await;
+        assert_eq!(r.status(), 401, "client {i}");
+    }
+    // Every client is locked out now, a new one with the right password too.
+    let r = login_from(&app, &email, PASSWORD, "192.0.2.200").await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn a_client_ip_that_is_not_an_address_is_422_and_nothing_is_counted() {
+    let app = TestApp::ingest_only().await;
+    let email = app.unique_email();
+    app.sign_up_ok(&app.unique_name(), &email).await;
+    for bad in ["localhost", "203.0.113", "1.2.3.4/24", ""] {
+        let r = login_from(&app, &email, PASSWORD, bad).await;
+        assert_eq!(r.status(), 422, "{bad:?}");
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            v["error"]["fields"]["client_ip"].is_string(),
+            "{bad:?}: {v}"
+        );
+    }
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM login_failures")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+}

@@ -26,6 +26,8 @@ pub use settings::Settings;
 pub struct TestApp {
     pub base: String,
     pub addr: SocketAddr,
+    /// Ingest's operations listener (`/metrics`, the detailed `/readyz`), once it is up.
+    pub ops_addr: Option<SocketAddr>,
     pub http: reqwest::Client,
     pub clock: Clock,
     pub moto: Moto,
@@ -51,6 +53,8 @@ pub struct TestApp {
     /// The database URL the services use (through the proxy when there is one).
     pub service_db_url: String,
     ingest: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+    /// [`Settings::ingest_config`].
+    ingest_tweak: Option<fn(&mut ingest::Config)>,
     dispatcher: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     extra: Vec<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     // Declared last: dropped after the services above stopped using them.
@@ -155,6 +159,7 @@ impl TestApp {
         let mut app = Self {
             base: format!("http://{addr}"),
             addr,
+            ops_addr: None,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -174,6 +179,7 @@ impl TestApp {
             sns_cert_url_prefixes: settings.sns_cert_url_prefixes.clone(),
             configuration_set: settings.configuration_set.clone(),
             webhooks: settings.webhooks.clone(),
+            ingest_tweak: settings.ingest_config,
             amqp_url,
             ses_proxy,
             amqp_proxy,
@@ -185,13 +191,9 @@ impl TestApp {
             queues: TestQueues::new(),
             db,
         };
-        let cancel = CancellationToken::new();
-        let handle = tokio::spawn(ingest::run(
-            listener,
-            app.ingest_config(),
-            app.clock.clone(),
-            cancel.clone().cancelled_owned(),
-        ));
+        let (ops_addr, cancel, handle) =
+            spawn_ingest(listener, app.ingest_config(), app.clock.clone()).await;
+        app.ops_addr = ops_addr;
         app.ingest = Some((cancel, handle));
         app.wait_ready().await;
         if settings.dispatcher {
@@ -204,13 +206,8 @@ impl TestApp {
     pub async fn spawn_extra_ingest(&mut self) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let cancel = CancellationToken::new();
-        let handle = tokio::spawn(ingest::run(
-            listener,
-            self.ingest_config(),
-            self.clock.clone(),
-            cancel.clone().cancelled_owned(),
-        ));
+        let (_, cancel, handle) =
+            spawn_ingest(listener, self.ingest_config(), self.clock.clone()).await;
         self.extra.push((cancel, handle));
         format!("http://{addr}")
     }
@@ -248,6 +245,7 @@ impl TestApp {
         config.db.database_url = Secret::new(self.service_db_url.clone());
         config.broker = self.broker_args();
         config.listen = self.addr;
+        config.metrics_listen = "127.0.0.1:0".into();
         config.api_keys = vec![Secret::new(API_KEY), Secret::new("second-key")];
         // Faster than the defaults, so that tests do not wait on them.
         config.relay_interval = Duration::from_millis(200);
@@ -258,6 +256,9 @@ impl TestApp {
         config.sns_topic_arns = self.sns_topic_arns.clone();
         config.sns_cert_url_prefixes = self.sns_cert_url_prefixes.clone();
         config.webhooks = self.webhooks.clone();
+        if let Some(tweak) = self.ingest_tweak {
+            tweak(&mut config);
+        }
         config
     }
 
@@ -325,9 +326,24 @@ impl TestApp {
         services.chain(self.extra.drain(..)).collect()
     }
 
+    /// Ingest's `/metrics`, from its operations listener.
+    pub async fn metrics_text(&self) -> String {
+        self.ops_get("/metrics").await.text().await.unwrap()
+    }
+
+    /// A GET on ingest's operations listener.
+    pub async fn ops_get(&self, path: &str) -> reqwest::Response {
+        let ops = self.ops_addr.expect("ingest's operations listener is up");
+        self.http
+            .get(format!("http://{ops}{path}"))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Argon2 hashes ingest has finished, from its metrics.
     pub async fn password_hashes_done(&self) -> u64 {
-        let m = self.get("/metrics").await.text().await.unwrap();
+        let m = self.metrics_text().await;
         m.lines()
             .find_map(|l| l.strip_prefix("mailroom_password_hashes_total{outcome=\"done\"} "))
             .map_or(0, |v| v.trim().parse().unwrap())
@@ -532,4 +548,28 @@ pub fn token_of(link: &str) -> String {
         .nth(1)
         .expect("link has a token")
         .to_owned()
+}
+
+/// Builds and runs an ingest on `listener` in a task of its own. Gives back the address of its
+/// operations listener (None when the build failed: the task's result says why), and what stops
+/// it.
+async fn spawn_ingest(
+    listener: tokio::net::TcpListener,
+    config: ingest::Config,
+    clock: Clock,
+) -> (
+    Option<SocketAddr>,
+    CancellationToken,
+    JoinHandle<anyhow::Result<()>>,
+) {
+    let cancel = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let stop = cancel.clone();
+    let handle = tokio::spawn(async move {
+        let settings = ingest::Settings::try_from(config)?;
+        let app = ingest::Application::build(settings, clock, listener).await?;
+        let _ = tx.send(app.operations_addr());
+        app.run_until_stopped(stop.cancelled_owned()).await
+    });
+    (rx.await.ok().flatten(), cancel, handle)
 }

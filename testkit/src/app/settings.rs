@@ -30,6 +30,8 @@ pub struct Settings {
     pub configuration_set: Option<String>,
     /// WEBHOOK_URL, WEBHOOK_SECRET and WEBHOOK_TIMEOUT of both services.
     pub webhooks: mailroom::webhook::WebhookArgs,
+    /// Changes to ingest's configuration beyond the above (a limit, a listener), applied last.
+    pub ingest_config: Option<fn(&mut ingest::Config)>,
 }
 
 impl Default for Settings {
@@ -51,6 +53,7 @@ impl Default for Settings {
             sns_cert_url_prefixes: Vec::new(),
             configuration_set: None,
             webhooks: Default::default(),
+            ingest_config: None,
         }
     }
 }
