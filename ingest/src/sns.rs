@@ -6,9 +6,12 @@
 //! the rule does not allow, and never trusts a message it could not verify.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
+use chrono::{DateTime, Utc};
 use rsa::RsaPublicKey;
 use rsa::pkcs1v15::{Signature, VerifyingKey};
 use rsa::pkcs8::DecodePublicKey;
@@ -41,7 +44,7 @@ pub struct Envelope {
 /// Why a message was refused. Every variant but [`Refused::Unreachable`] is answered 403 and
 /// records nothing; `Unreachable` is 503, so that SNS delivers the message again (a 4xx counts
 /// as delivered, and its feedback would be lost).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Refused {
     #[error("topic {0} is not one of SNS_TOPIC_ARNS")]
     Topic(String),
@@ -57,7 +60,31 @@ pub enum Refused {
     Unreachable(String),
     #[error("the signature does not match the message")]
     Signature,
+    #[error("the message's Timestamp {0} is more than an hour old, or in the future")]
+    Stale(String),
 }
+
+/// Messages older than this are refused: a captured message cannot be replayed for ever.
+pub const MAX_MESSAGE_AGE: Duration = Duration::from_secs(3600);
+
+/// How far a Timestamp may be ahead of our clock (clock skew).
+const MAX_CLOCK_AHEAD: Duration = Duration::from_secs(15 * 60);
+
+/// How long a certificate fetch's outcome, key or failure, is kept for the messages that name
+/// the same URL: a burst of notifications fetches once, and a URL that failed is not fetched
+/// again by every message that names it.
+const RECENT_FETCH_TTL: Duration = Duration::from_secs(60);
+
+/// Recent fetch outcomes kept at most.
+const RECENT_FETCHES: usize = 64;
+
+/// Certificate fetches per minute at most, whatever the messages name. SNS uses one or two
+/// certificates per region at a time, so its messages need one fetch now and then; a forger
+/// naming URL after URL gets 503s past this instead of making us fetch each.
+pub const CERT_FETCHES_PER_MINUTE: u32 = 10;
+
+/// What fetching a certificate gave: its key, or why it could not be used.
+type Fetched = Result<RsaPublicKey, Refused>;
 
 /// The SNS settings and the certificate cache.
 pub struct Sns {
@@ -69,6 +96,13 @@ pub struct Sns {
     /// Certificate URL → public key. SNS rotates certificates rarely; each is fetched once,
     /// and kept only once a signature verified with it (so forged messages cannot fill it).
     keys: Mutex<HashMap<String, RsaPublicKey>>,
+    /// What fetching each URL gave lately, verified or not (see [`RECENT_FETCH_TTL`]).
+    recent: Mutex<HashMap<String, (Instant, Fetched)>>,
+    /// One certificate fetch at a time: concurrent messages naming a new URL wait for the
+    /// first one's fetch and use its outcome.
+    fetching: tokio::sync::Mutex<()>,
+    /// [`CERT_FETCHES_PER_MINUTE`].
+    fetch_budget: governor::DefaultDirectRateLimiter,
 }
 
 /// Certificates kept at most; SNS uses one or two per region at a time.
@@ -86,17 +120,32 @@ impl Sns {
                 .build()
                 .expect("http client"),
             keys: Mutex::new(HashMap::new()),
+            recent: Mutex::new(HashMap::new()),
+            fetching: tokio::sync::Mutex::new(()),
+            fetch_budget: governor::RateLimiter::direct(governor::Quota::per_minute(
+                NonZeroU32::new(CERT_FETCHES_PER_MINUTE).expect("more than 0"),
+            )),
         }
     }
 
-    /// Checks topic, version, certificate host and signature, in that order: the cheap checks
-    /// first, and nothing is fetched for a message that fails them.
-    pub async fn verify(&self, env: &Envelope) -> Result<(), Refused> {
-        if !self.topics.iter().any(|t| t == &env.topic_arn) {
+    /// Whether `topic_arn` is one of `SNS_TOPIC_ARNS`: checked on the request's header before
+    /// the body is read, and on the envelope after.
+    pub fn listed(&self, topic_arn: &str) -> bool {
+        self.topics.iter().any(|t| t == topic_arn)
+    }
+
+    /// Checks topic, version, age, certificate host and signature, in that order: the cheap
+    /// checks first, and nothing is fetched for a message that fails them. `now` is the
+    /// service's clock, for the Timestamp's age.
+    pub async fn verify(&self, env: &Envelope, now: DateTime<Utc>) -> Result<(), Refused> {
+        if !self.listed(&env.topic_arn) {
             return Err(Refused::Topic(env.topic_arn.clone()));
         }
         if env.signature_version != "1" && env.signature_version != "2" {
             return Err(Refused::Version(env.signature_version.clone()));
+        }
+        if !fresh(&env.timestamp, now) {
+            return Err(Refused::Stale(env.timestamp.clone()));
         }
         self.allowed(&env.topic_arn, &env.signing_cert_url)?;
         if env.signing_cert_url.starts_with("https://sns.") && !sns_cert_path(&env.signing_cert_url)
@@ -175,11 +224,51 @@ impl Sns {
         }
     }
 
-    /// The key of the certificate at `url`, and whether it came from the cache.
+    /// The key of the certificate at `url`, and whether it came from the cache of verified
+    /// keys. A key not verified yet is fetched at most once at a time, at most
+    /// [`CERT_FETCHES_PER_MINUTE`] in all, and its fetch's outcome (a failure too) is reused
+    /// for [`RECENT_FETCH_TTL`].
     async fn key(&self, url: &str) -> Result<(RsaPublicKey, bool), Refused> {
         if let Some(k) = self.keys.lock().expect("key cache").get(url) {
             return Ok((k.clone(), true));
         }
+        if let Some(outcome) = self.recent_fetch(url) {
+            return outcome.map(|k| (k, false));
+        }
+        // Order matters: the lock first, then the look again, so that the messages that waited
+        // for the first fetch use its outcome instead of fetching in turn.
+        let _one = self.fetching.lock().await;
+        if let Some(outcome) = self.recent_fetch(url) {
+            return outcome.map(|k| (k, false));
+        }
+        if self.fetch_budget.check().is_err() {
+            return Err(Refused::Unreachable(format!(
+                "more than {CERT_FETCHES_PER_MINUTE} certificate fetches in a minute; not fetching {url} now"
+            )));
+        }
+        let outcome = self.fetch_key(url).await;
+        let mut recent = self.recent.lock().expect("recent fetches");
+        if recent.len() >= RECENT_FETCHES {
+            recent.retain(|_, (at, _)| at.elapsed() < RECENT_FETCH_TTL);
+            if recent.len() >= RECENT_FETCHES {
+                recent.clear();
+            }
+        }
+        recent.insert(url.to_owned(), (Instant::now(), outcome.clone()));
+        outcome.map(|k| (k, false))
+    }
+
+    /// What fetching `url` gave within [`RECENT_FETCH_TTL`], if it was fetched.
+    fn recent_fetch(&self, url: &str) -> Option<Fetched> {
+        let recent = self.recent.lock().expect("recent fetches");
+        recent
+            .get(url)
+            .filter(|(at, _)| at.elapsed() < RECENT_FETCH_TTL)
+            .map(|(_, outcome)| outcome.clone())
+    }
+
+    /// Fetches the certificate at `url` and takes its RSA key.
+    async fn fetch_key(&self, url: &str) -> Result<RsaPublicKey, Refused> {
         let cert = |e: String| Refused::Certificate(e);
         let away = |e: reqwest::Error| Refused::Unreachable(e.to_string());
         let resp = self.http.get(url).send().await.map_err(away)?;
@@ -198,9 +287,20 @@ impl Sns {
             .subject_public_key_info
             .to_der()
             .map_err(|e| cert(e.to_string()))?;
-        let key = RsaPublicKey::from_public_key_der(&spki).map_err(|e| cert(e.to_string()))?;
-        Ok((key, false))
+        RsaPublicKey::from_public_key_der(&spki).map_err(|e| cert(e.to_string()))
     }
+}
+
+/// Whether SNS's `Timestamp` (ISO 8601, `2026-11-22T10:00:00.000Z`) is at most
+/// [`MAX_MESSAGE_AGE`] old and not more than [`MAX_CLOCK_AHEAD`] ahead of `now`.
+fn fresh(timestamp: &str, now: DateTime<Utc>) -> bool {
+    let Ok(at) = DateTime::parse_from_rfc3339(timestamp) else {
+        return false;
+    };
+    let age = now.signed_duration_since(at.with_timezone(&Utc));
+    let max_age = chrono::Duration::from_std(MAX_MESSAGE_AGE).expect("an hour");
+    let ahead = chrono::Duration::from_std(MAX_CLOCK_AHEAD).expect("minutes");
+    age <= max_age && age >= -ahead
 }
 
 /// SNS's certificates live at `/SimpleNotificationService-<hex>.pem`, without a query: any
@@ -275,6 +375,21 @@ fn under_prefix(url: &Url, prefix: &Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timestamp_counts_for_an_hour_and_may_run_a_little_ahead() {
+        let now = DateTime::parse_from_rfc3339("2026-12-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert!(fresh("2026-12-01T12:00:00.000Z", now));
+        assert!(fresh("2026-12-01T11:00:00.000Z", now));
+        assert!(!fresh("2026-12-01T10:59:59.999Z", now));
+        assert!(fresh("2026-12-01T12:14:00Z", now), "clock skew");
+        assert!(!fresh("2026-12-01T12:16:00Z", now));
+        for bad in ["", "yesterday", "2026-12-01 12:00:00", "1700000000"] {
+            assert!(!fresh(bad, now), "{bad:?}");
+        }
+    }
 
     fn envelope(kind: &str) -> Envelope {
         Envelope {

@@ -27,11 +27,20 @@ pub async fn receive(state: &AppState, parts: Parts, body: Incoming) -> Result<R
             message: "SES feedback is not enabled here (set SNS_TOPIC_ARNS)".into(),
         });
     };
+    // SNS names the topic and the message type in headers: checked before a byte of the body
+    // is read, so that an anonymous caller cannot make ingest buffer 300 KiB for nothing.
+    let (topic, kind) = sns_headers(&parts, sns)?;
     // SNS messages reach 256 KiB; that limit, not the API's.
     let bytes = read_limited(&parts, body, SNS_MAX_BYTES).await?;
     let env: Envelope = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("the body is not an SNS message: {e}")))?;
-    match sns.verify(&env).await {
+    if env.topic_arn != topic || env.kind != kind {
+        return Err(ApiError::Forbidden(
+            "refused: the message's TopicArn and Type are not those of its x-amz-sns headers"
+                .into(),
+        ));
+    }
+    match sns.verify(&env, state.clock.now()).await {
         Ok(()) => {}
         // Not the sender's fault, and SNS retries only what is not a 4xx.
         Err(e @ Refused::Unreachable(_)) => {
@@ -51,6 +60,41 @@ pub async fn receive(state: &AppState, parts: Parts, body: Incoming) -> Result<R
         _ => record(state, &env).await?,
     }
     Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
+}
+
+/// The message types SNS posts.
+const SNS_TYPES: [&str; 3] = [
+    "Notification",
+    "SubscriptionConfirmation",
+    "UnsubscribeConfirmation",
+];
+
+/// `x-amz-sns-topic-arn` (one of `SNS_TOPIC_ARNS`) and `x-amz-sns-message-type` (a type SNS
+/// sends), or 403.
+fn sns_headers(parts: &Parts, sns: &Sns) -> Result<(String, String), ApiError> {
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (topic, kind) = (
+        header("x-amz-sns-topic-arn"),
+        header("x-amz-sns-message-type"),
+    );
+    if !sns.listed(&topic) {
+        return Err(ApiError::Forbidden(format!(
+            "refused: x-amz-sns-topic-arn '{topic}' is not one of SNS_TOPIC_ARNS"
+        )));
+    }
+    if !SNS_TYPES.contains(&kind.as_str()) {
+        return Err(ApiError::Forbidden(format!(
+            "refused: x-amz-sns-message-type '{kind}' is not one SNS sends"
+        )));
+    }
+    Ok((topic, kind))
 }
 
 /// Fetches the SubscribeURL, if it is one this service may fetch from.

@@ -42,11 +42,18 @@ impl Signer {
                     let head = String::from_utf8_lossy(&buf[..n]).to_string();
                     let path = head.split(' ').nth(1).unwrap_or("").to_owned();
                     *h.lock().unwrap().entry(path.clone()).or_default() += 1;
-                    let body: &[u8] = if path.ends_with(".pem") { &cert } else { b"ok" };
+                    // A path with "missing" in it is not there: a certificate URL that 404s.
+                    let (status, body): (&str, &[u8]) = if path.contains("missing") {
+                        ("404 Not Found", b"no")
+                    } else if path.ends_with(".pem") {
+                        ("200 OK", &cert)
+                    } else {
+                        ("200 OK", b"ok")
+                    };
                     let _ = s
                         .write_all(
                             format!(
-                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                                 body.len()
                             )
                             .as_bytes(),
@@ -90,7 +97,7 @@ impl Signer {
             "MessageId": uuid::Uuid::new_v4().to_string(),
             "TopicArn": TOPIC,
             "Message": message.to_string(),
-            "Timestamp": "2026-11-22T10:00:00.000Z",
+            "Timestamp": now_timestamp(),
             "SignatureVersion": version,
             "SigningCertURL": self.cert_url(),
         });
@@ -107,6 +114,11 @@ impl Signer {
         let version = env["SignatureVersion"].as_str().unwrap().to_owned();
         env["Signature"] = json!(self.sign(&text, &version));
     }
+}
+
+/// SNS's Timestamp of a message published now.
+fn now_timestamp() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 async fn app_with_feedback(signer: &Signer) -> TestApp {
@@ -328,6 +340,8 @@ async fn forged_or_foreign_messages_are_refused_and_record_nothing() {
         .http
         .post(format!("{}/v1/ses/notifications", app.base))
         .header("content-type", "text/plain")
+        .header("x-amz-sns-message-type", "Notification")
+        .header("x-amz-sns-topic-arn", TOPIC)
         .body("{not json")
         .send()
         .await
@@ -344,7 +358,7 @@ async fn a_subscription_is_confirmed_by_fetching_its_url_and_the_endpoint_is_off
         "MessageId": uuid::Uuid::new_v4().to_string(),
         "TopicArn": TOPIC,
         "Message": "You have chosen to subscribe to the topic.",
-        "Timestamp": "2026-11-22T10:00:00.000Z",
+        "Timestamp": now_timestamp(),
         "SignatureVersion": "2",
         "SigningCertURL": signer.cert_url(),
         "SubscribeURL": format!("{}confirm?Token=abc", signer.base),
@@ -397,4 +411,153 @@ async fn a_certificate_url_that_only_starts_like_an_allowed_prefix_is_refused_un
         0,
         "the victim was suppressed"
     );
+}
+
+#[tokio::test]
+async fn a_burst_of_messages_naming_a_new_certificate_fetches_it_once() {
+    let signer = Signer::start().await;
+    let app = app_with_feedback(&signer).await;
+    let envelopes: Vec<Value> = (0..20)
+        .map(|i| {
+            signer.notification(
+                &bounce(&format!("ses-burst-{i}"), &app.unique_email(), "Transient"),
+                "2",
+            )
+        })
+        .collect();
+    let answers =
+        futures_util::future::join_all(envelopes.iter().map(|env| deliver(&app, env))).await;
+    for r in answers {
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(
+        signer.hits("/cert.pem"),
+        1,
+        "concurrent messages fetched again"
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_that_cannot_be_fetched_is_not_fetched_again_by_every_message() {
+    let signer = Signer::start().await;
+    let app = app_with_feedback(&signer).await;
+    for i in 0..5 {
+        let mut env = signer.notification(
+            &bounce(&format!("ses-m-{i}"), &app.unique_email(), "Permanent"),
+            "1",
+        );
+        env["SigningCertURL"] = json!(format!("{}missing.pem", signer.base));
+        signer.resign(&mut env);
+        assert_eq!(deliver(&app, &env).await.status(), 403);
+    }
+    assert_eq!(signer.hits("/missing.pem"), 1);
+    assert_eq!(events(&app).await, 0);
+}
+
+#[tokio::test]
+async fn certificate_fetches_are_capped_per_minute_and_the_rest_answer_503() {
+    let signer = Signer::start().await;
+    let app = app_with_feedback(&signer).await;
+    let cap = ingest::sns::CERT_FETCHES_PER_MINUTE as usize;
+    let mut statuses = Vec::new();
+    for i in 0..cap + 5 {
+        let mut env = signer.notification(
+            &bounce(&format!("ses-c-{i}"), &app.unique_email(), "Transient"),
+            "1",
+        );
+        env["SigningCertURL"] = json!(format!("{}cert-{i}.pem", signer.base));
+        signer.resign(&mut env);
+        let r = deliver(&app, &env).await;
+        if r.status() == 503 {
+            assert!(r.headers().contains_key("retry-after"));
+        }
+        statuses.push(r.status().as_u16());
+    }
+    let fetched: usize = (0..cap + 5)
+        .map(|i| signer.hits(&format!("/cert-{i}.pem")))
+        .sum();
+    assert_eq!(fetched, cap, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        cap,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 503).count(),
+        5,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_message_older_than_an_hour_is_refused_and_records_nothing() {
+    let signer = Signer::start().await;
+    let app = app_with_feedback(&signer).await;
+    let victim = app.unique_email();
+    let mut env = signer.notification(&bounce("ses-old", &victim, "Permanent"), "2");
+    let old = chrono::Utc::now() - chrono::Duration::minutes(61);
+    env["Timestamp"] = json!(old.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    signer.resign(&mut env);
+    let r = deliver(&app, &env).await;
+    assert_eq!(r.status(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Timestamp"),
+        "{v}"
+    );
+    assert_eq!(events(&app).await, 0);
+    assert_eq!(app.count("suppressions").await, 0);
+}
+
+#[tokio::test]
+async fn the_sns_headers_are_checked_before_the_body_is_read() {
+    let signer = Signer::start().await;
+    let app = app_with_feedback(&signer).await;
+    // Headers that announce a big body which never comes: a wrong topic is refused at once,
+    // without waiting for (or buffering) the body.
+    for (topic, kind) in [
+        (
+            "arn:aws:sns:eu-west-1:123456789012:someone-elses",
+            "Notification",
+        ),
+        (TOPIC, "Surprise"),
+        ("", ""),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        let mut head = "POST /v1/ses/notifications HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-length: 300000\r\n".to_owned();
+        if !topic.is_empty() {
+            head.push_str(&format!(
+                "x-amz-sns-topic-arn: {topic}\r\nx-amz-sns-message-type: {kind}\r\n"
+            ));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .expect("answered before the body")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            answer.starts_with("HTTP/1.1 403"),
+            "{topic:?} {kind:?}: {answer}"
+        );
+    }
+    // An envelope whose topic is not its header's is refused too.
+    let env = signer.notification(&bounce("ses-h", &app.unique_email(), "Permanent"), "1");
+    let r = app
+        .http
+        .post(format!("{}/v1/ses/notifications", app.base))
+        .header("content-type", "text/plain")
+        .header("x-amz-sns-message-type", "SubscriptionConfirmation")
+        .header("x-amz-sns-topic-arn", TOPIC)
+        .body(env.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(events(&app).await, 0);
 }
