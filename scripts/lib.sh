@@ -93,7 +93,8 @@ ensure_rabbitmq_healthy() {
     rabbitmqctl stop >/dev/null 2>&1 || true
     local i
     for ((i = 0; i < 100; i++)); do port_open 5672 || break; sleep 0.1; done
-    rabbitmq-server -detached
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="${RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS:-} $MANAGEMENT_ERL_ARGS" \
+      rabbitmq-server -detached
     wait_port 5672 90 RabbitMQ
     rabbitmqctl await_startup >/dev/null 2>&1 || true
   fi
@@ -110,17 +111,86 @@ ensure_rabbitmq() {
   command -v rabbitmq-server >/dev/null || install_debian_packages rabbitmq-server
   say "starting RabbitMQ"
   # The package may have started it already (where there is an init system).
-  port_open 5672 || rabbitmq-server -detached
+  port_open 5672 || RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="${RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS:-} $MANAGEMENT_ERL_ARGS" \
+    rabbitmq-server -detached
   wait_port 5672 90 RabbitMQ
 }
 
-# The management plugin gives the dashboard queue details; enabling it is idempotent.
+# RabbitMQ's management plugin: queue details for the dashboard, and policies and queue lists
+# for the tests. Out of the box it listens on every interface (0.0.0.0:15672; RabbitMQ lets
+# guest/guest in from loopback only, but the API and any other user are on the network), so
+# these scripts keep it on 127.0.0.1. Set in the running broker, without editing anything under
+# /etc/rabbitmq:
+# - not enabled: its listener is set to 127.0.0.1 and the plugin enabled (which RabbitMQ keeps
+#   in its enabled_plugins file); recorded in .run/, and `scripts/down` turns it off again;
+# - enabled on every interface (by someone else, or before a restart of the broker): moved to
+#   127.0.0.1 until the broker restarts, said so; `management.tcp.ip = 127.0.0.1` in
+#   rabbitmq.conf makes that last.
+# A broker these scripts start themselves gets the loopback listener from its start
+# (MANAGEMENT_ERL_ARGS).
+MANAGEMENT_RECORD="$RUN_DIR/rabbitmq-management"
+MANAGEMENT_ERL_ARGS='-rabbitmq_management tcp_config [{ip,"127.0.0.1"},{port,15672}]'
+
+# Where the running management plugin listens: loopback, all, or not_running.
+management_binding() {
+  rabbitmqctl eval '
+    case lists:keymember(rabbitmq_management, 1, application:which_applications()) of
+      false -> not_running;
+      true ->
+        C = case application:get_env(rabbitmq_management, tcp_config) of
+              {ok, L} when is_list(L) -> L;
+              _ -> case application:get_env(rabbitmq_management, listener) of
+                     {ok, L} when is_list(L) -> L;
+                     _ -> []
+                   end
+            end,
+        case proplists:get_value(ip, C) of
+          "127.0.0.1" -> loopback;
+          {127, 0, 0, 1} -> loopback;
+          "::1" -> loopback;
+          {0, 0, 0, 0, 0, 0, 0, 1} -> loopback;
+          _ -> all
+        end
+    end.' 2>/dev/null
+}
+
 ensure_rabbitmq_management() {
-  if ! port_open 15672 && command -v rabbitmq-plugins >/dev/null; then
-    say "enabling the RabbitMQ management plugin"
-    rabbitmq-plugins enable --quiet rabbitmq_management >/dev/null 2>&1 || true
-    wait_port 15672 30 "RabbitMQ management" || true
+  if ! command -v rabbitmqctl >/dev/null; then
+    # A broker this machine does not run (compose.yaml publishes it on 127.0.0.1 only).
+    port_open 15672 || say "RabbitMQ's management API does not answer on 127.0.0.1:15672 (the dashboard falls back to AMQP; some tests need it)"
+    return 0
   fi
+  local binding
+  if ! binding=$(management_binding); then
+    say "cannot ask RabbitMQ about its management plugin (rabbitmqctl eval failed: run as root or as the rabbitmq user); leaving it as it is"
+    return 0
+  fi
+  case "$binding" in
+    loopback) ;;
+    not_running)
+      say "enabling RabbitMQ's management plugin on 127.0.0.1:15672 only (scripts/down turns it off again)"
+      rabbitmqctl eval 'application:set_env(rabbitmq_management, tcp_config, [{ip, "127.0.0.1"}, {port, 15672}]).' >/dev/null 2>&1 \
+        && rabbitmq-plugins enable --quiet rabbitmq_management >/dev/null 2>&1 \
+        || { say "could not enable the RabbitMQ management plugin"; return 0; }
+      echo enabled >"$MANAGEMENT_RECORD"
+      ;;
+    all)
+      say "RabbitMQ's management plugin listens on every interface; moving it to 127.0.0.1 (until the broker restarts)"
+      rabbitmqctl eval '
+        C0 = case application:get_env(rabbitmq_management, tcp_config) of
+               {ok, L} when is_list(L) -> L;
+               _ -> [{port, 15672}]
+             end,
+        ok = application:stop(rabbitmq_management),
+        ok = application:set_env(rabbitmq_management, tcp_config, lists:keystore(ip, 1, C0, {ip, "127.0.0.1"})),
+        ok = application:start(rabbitmq_management).' >/dev/null 2>&1 \
+        || { say "could not move the RabbitMQ management plugin to 127.0.0.1"; return 0; }
+      [ -f "$MANAGEMENT_RECORD" ] || echo moved >"$MANAGEMENT_RECORD"
+      ;;
+  esac
+  local i
+  for ((i = 0; i < 300; i++)); do port_open 15672 && return 0; sleep 0.1; done
+  say "RabbitMQ's management API did not come up on 127.0.0.1:15672"
 }
 
 # The Python that runs moto: this machine's, or a virtualenv of our own where the system's

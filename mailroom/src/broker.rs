@@ -37,6 +37,12 @@ pub const ERROR_CLASS_HEADER: &str = "x-mailroom-error-class";
 pub const LAST_ERROR_HEADER: &str = "x-mailroom-last-error";
 pub const DIED_AT_HEADER: &str = "x-mailroom-died-at";
 pub const RECIPIENT_HEADER: &str = "x-mailroom-recipient";
+/// On a dead letter that a listing or a replay gave back: the id of that run, so that the run
+/// knows when it has gone round the dead queue (see [`crate::dead`]).
+pub const PASS_HEADER: &str = "x-mailroom-pass";
+/// The header a quorum queue sets on a message it delivers again: the broker's count, not
+/// ours. A copy of a message is a new message, so [`crate::dead`] drops it from its copies.
+pub const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 /// Routing key under which expired retries come back to the work queue.
 pub const RETRY_ROUTING_KEY: &str = "retry";
 /// Longest to wait for the broker to confirm a publish. Past it the connection is treated as
@@ -127,7 +133,9 @@ impl Topology {
         )
         .await?;
         // The dead queue comes first: the work queue's own dead-lettering points at it. It has
-        // no dead-lettering of its own: nothing leaves it but an operator's replay.
+        // no dead-lettering of its own: nothing leaves it but an operator's replay. Nor a
+        // delivery limit of its own (RabbitMQ 4.x gives it the default, 20): listing and replay
+        // never deliver a letter twice, they give back copies (see `crate::dead`).
         self.declare_queue(conn, &self.dead_queue(), quorum())
             .await?;
         let mut args = quorum();

@@ -1,28 +1,51 @@
-//! The dead letters: listing them without consuming or reordering anything, and replaying them
-//! back to the work queue. Used by `dispatcher dead list`, `dispatcher replay` and the
-//! dashboard. Owns the rules of replay: publish with confirm, then ack; each job looked at once
-//! per run; a replay counter in our own header; a job replayed too often is parked.
+//! The dead letters: listing them without consuming anything, and replaying them back to the
+//! work queue. Used by `dispatcher dead list`, `dispatcher replay` and the dashboard. Owns the
+//! rules of replay: publish with confirm, then ack; each job looked at once per run; a replay
+//! counter in our own header; a job replayed too often is parked.
 //!
-//! Neither listing nor replay trusts the queue's message count: right after messages are given
-//! back to a quorum queue its count can briefly leave them out. They read until the queue has
-//! nothing more to give.
+//! How a letter that stays dead is given back (every letter a listing reads, and those a replay
+//! leaves: other filters, parked, a dry run): it is fetched with `basic.get`, a *copy* is
+//! published to the dead queue with confirm (the same body and properties, every header but the
+//! broker's `x-delivery-count`, plus `x-mailroom-pass` naming this run), and only then is the
+//! original acknowledged. Not `nack(requeue)`, as before: every requeue counts as a delivery of
+//! a quorum queue's message, and a message delivered more often than the queue's delivery limit
+//! is dropped (the dead queue has no dead-letter target). RabbitMQ 4.x gives every quorum queue a
+//! limit of 20 by default, so about 20 listings would have silently emptied the dead queue while
+//! the send log still said "dead". A copy is a new message whose count starts again, and a
+//! `basic.get` that is acknowledged counts nothing, so listing never counts against any delivery
+//! limit, on any version, without changing the queue's arguments (3.10 does not take
+//! `x-delivery-limit: -1`, and a queue declared with other arguments than an existing one is
+//! refused with PRECONDITION_FAILED).
 //!
-//! How listing leaves the queue as it was: messages are fetched with `basic.get` and *not*
-//! acknowledged, so the broker keeps them, and are then given back one `nack(requeue)` at a
-//! time, in the order they came. The dead queue is a quorum queue, and a quorum queue does not
-//! put returned messages back exactly in place: closing the channel instead returned 100
-//! letters scrambled; returning them one by one keeps their cyclic order, but the queue may
-//! start at another letter afterwards. So the *listing's* order is defined by the letters
-//! themselves, not by the queue: by time of death (the `x-mailroom-died-at` header, in
-//! milliseconds), then by job id. It is the same on every listing.
+//! Publish first, then ack: a crash (or a lost connection) in between leaves the letter twice in
+//! the dead queue, never not at all. Replay absorbs such a second copy: once a job is replayed,
+//! an older copy of it is removed as a duplicate (`duplicates` in [`ReplayReport`]), and the send
+//! log stops a second send. Only a run that breaks off while it holds a letter returns that one
+//! letter through the broker, which may count it once.
+//!
+//! When a run stops: copies go to the tail of the queue, so reading "until the queue has nothing
+//! more to give" would go round forever. A run stops when a letter carrying its own pass comes
+//! back (it has seen every letter once; that one is given back like the others, so it is given
+//! back once in the run too), when the queue is empty, or at the listing's limit. The queue's
+//! message count is not trusted: right after messages are returned to a quorum queue it can
+//! briefly leave them out. Letters that die while a run goes round are looked at if they come
+//! before the run's first copy.
+//!
+//! The order: letters go back to the tail in the order they came, so the queue keeps its cyclic
+//! order, but it starts at another letter after a run (a partial one, or a listing with a
+//! limit). So the *listing's* order is defined by the letters themselves, not by the queue: by
+//! time of death (the `x-mailroom-died-at` header, in milliseconds), then by job id. It is the
+//! same on every listing.
+//!
+//! Two runs at once take each other's copies as letters they have not seen yet: a listing may
+//! then show a letter twice, or stop early. Nothing is lost or duplicated in the queue by that.
 
 use std::time::Duration;
 
 use crate::broker::{self, BrokerError, Topology};
 use crate::job::Job;
-use lapin::Acker;
 use lapin::Connection;
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use serde::Serialize;
 
@@ -99,34 +122,35 @@ impl DeadLetter {
     }
 }
 
-/// Lists up to `limit` dead letters, oldest first, leaving the queue exactly as it was.
+/// Lists up to `limit` dead letters, oldest first, leaving every one of them in the queue.
 pub async fn list(
     conn: &Connection,
     topo: &Topology,
     limit: usize,
 ) -> Result<Vec<DeadLetter>, BrokerError> {
-    let ch = conn.create_channel().await?;
+    let get = conn.create_channel().await?;
     // Declared passively first: a missing queue is an error, not an empty list.
-    broker::queue_counts(&ch, &topo.dead_queue()).await?;
+    broker::queue_counts(&get, &topo.dead_queue()).await?;
+    let back = GiveBack::open(conn, topo).await?;
     let mut out = Vec::new();
-    let mut held = Vec::new();
-    for _ in 0..limit {
-        match ch
+    while out.len() < limit {
+        let Some(m) = get
             .basic_get(topo.dead_queue().into(), BasicGetOptions { no_ack: false })
             .await?
-        {
-            Some(m) => {
-                out.push(DeadLetter::from_message(
-                    &m.delivery.properties,
-                    &m.delivery.data,
-                ));
-                held.push(m.delivery.acker.clone());
-            }
-            None => break,
+        else {
+            break;
+        };
+        let d = m.delivery;
+        if back.made(&d) {
+            // Gone round: every letter has been read once.
+            back.give_back(&d).await?;
+            break;
         }
+        out.push(DeadLetter::from_message(&d.properties, &d.data));
+        back.give_back(&d).await?;
     }
-    give_back_in_order(&held).await?;
-    ch.close(200, "listing done".into()).await?;
+    get.close(200, "listing done".into()).await?;
+    back.close("listing done").await?;
     sort_by_death(&mut out);
     Ok(out)
 }
@@ -137,18 +161,63 @@ fn sort_by_death(letters: &mut [DeadLetter]) {
     letters.sort_by(|a, b| (&a.died_at, &a.job_id).cmp(&(&b.died_at, &b.job_id)));
 }
 
-/// Returns held messages to the queue one at a time, oldest first, so that the dead queue
-/// keeps its order (see the module documentation).
-async fn give_back_in_order(held: &[Acker]) -> Result<(), BrokerError> {
-    for acker in held {
-        acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                multiple: false,
-            })
-            .await?;
+/// Gives fetched letters back to the dead queue as fresh copies marked with this run's pass
+/// (see the module documentation).
+struct GiveBack {
+    /// In confirm mode.
+    publish: lapin::Channel,
+    queue: String,
+    pass: String,
+}
+
+impl GiveBack {
+    async fn open(conn: &Connection, topo: &Topology) -> Result<Self, BrokerError> {
+        Ok(Self {
+            publish: broker::confirm_channel(conn).await?,
+            queue: topo.dead_queue(),
+            pass: uuid::Uuid::new_v4().simple().to_string(),
+        })
     }
-    Ok(())
+
+    /// True for a copy this run gave back: the run has gone round.
+    fn made(&self, d: &lapin::message::Delivery) -> bool {
+        broker::header_str(&d.properties, broker::PASS_HEADER).as_deref() == Some(&self.pass)
+    }
+
+    /// Publishes a copy of `d` to the dead queue, waits for the confirm, then acknowledges `d`.
+    /// An error before the confirm leaves `d` unacknowledged (the broker keeps it); an ack the
+    /// broker did not take leaves both, a duplicate that replay removes.
+    async fn give_back(&self, d: &lapin::message::Delivery) -> Result<(), BrokerError> {
+        broker::publish_confirmed(&self.publish, "", &self.queue, &d.data, self.copy_of(d)).await?;
+        match d.ack(BasicAckOptions::default()).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(BrokerError::NotSettled("ack".into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The properties of the copy: all of the letter's (message id, content type, our
+    /// `x-mailroom-*` headers, the broker's `x-death` of a letter it dead-lettered itself), but
+    /// not the broker's delivery count, and with this run's pass.
+    fn copy_of(&self, d: &lapin::message::Delivery) -> lapin::BasicProperties {
+        let mut headers = d
+            .properties
+            .headers()
+            .as_ref()
+            .map(|h| h.inner().clone())
+            .unwrap_or_default();
+        headers.remove(broker::DELIVERY_COUNT_HEADER);
+        headers.insert(broker::PASS_HEADER.into(), broker::long_string(&self.pass));
+        d.properties
+            .clone()
+            .with_delivery_mode(2)
+            .with_headers(FieldTable::from(headers))
+    }
+
+    async fn close(self, why: &str) -> Result<(), BrokerError> {
+        self.publish.close(200, why.into()).await?;
+        Ok(())
+    }
 }
 
 /// Which dead letters to replay.
@@ -217,8 +286,9 @@ pub struct ReplayOptions {
 /// Replays matching dead letters to the exchange under their kind's routing key, with a fresh
 /// attempt count and the replay counter incremented. Each job is looked at once per run: when a
 /// job replayed in this run comes back dead, the run stops there, so that jobs that die again
-/// during a replay are not replayed in a loop. `progress` is called after each examined message
-/// with the report so far.
+/// during a replay are not replayed in a loop; it stops too when a letter it gave back comes
+/// round again. Letters it leaves are given back as copies (see the module documentation).
+/// `progress` is called after each examined message with the report so far.
 pub async fn replay(
     conn: &Connection,
     topo: &Topology,
@@ -226,8 +296,9 @@ pub async fn replay(
     mut progress: impl FnMut(&ReplayReport),
 ) -> Result<ReplayReport, BrokerError> {
     let get = conn.create_channel().await?;
-    let publish = broker::confirm_channel(conn).await?;
     broker::queue_counts(&get, &topo.dead_queue()).await?;
+    // Its confirm channel publishes the replays too.
+    let back = GiveBack::open(conn, topo).await?;
     // Jobs replayed in this run, with the replay count they went out with: a dead copy carrying
     // that count died again during the run (the run has gone round); one with a lower count is
     // an older second copy. Counts, not clocks: the dispatcher's clock is not ours.
@@ -240,8 +311,6 @@ pub async fn replay(
         .rate
         .filter(|r| *r > 0.0)
         .map(|r| Duration::from_secs_f64(1.0 / r));
-    // Letters left in place (not matching, parked, or a dry run), given back in order at the end.
-    let mut held = Vec::new();
     loop {
         let Some(m) = get
             .basic_get(topo.dead_queue().into(), BasicGetOptions { no_ack: false })
@@ -250,24 +319,31 @@ pub async fn replay(
             break;
         };
         let d = m.delivery;
+        if back.made(&d) {
+            // A letter this run left: it has seen every letter once.
+            back.give_back(&d).await?;
+            break;
+        }
         let letter = DeadLetter::from_message(&d.properties, &d.data);
         if let Some(&sent_with) = letter.job_id.as_ref().and_then(|id| replayed_now.get(id)) {
             if letter.replays < sent_with && !opts.dry_run {
                 // A second copy that was dead before this run (two copies of one job both
-                // died): the job is back in the work queue once already.
+                // died, or a give-back cut short): the job is back in the work queue once
+                // already.
                 if matches!(d.ack(BasicAckOptions::default()).await, Ok(true)) {
                     report.duplicates += 1;
                     continue;
                 }
+                // The channel is gone: the broker returns the letter by itself.
+                return Ok(report);
             }
             // Replayed in this run and dead again: leave it (and the rest) for the next run.
-            held.push(d.acker.clone());
+            back.give_back(&d).await?;
             break;
         }
         report.examined += 1;
         if !opts.filter.matches(&letter) {
-            // Held unacknowledged: it goes back in place at the end.
-            held.push(d.acker.clone());
+            back.give_back(&d).await?;
             progress(&report);
             continue;
         }
@@ -275,17 +351,17 @@ pub async fn replay(
         let kind = Job::from_slice(&d.data).ok().map(|j| j.kind);
         let Some(kind) = kind.filter(|_| letter.replays < MAX_REPLAYS) else {
             report.parked += 1;
-            held.push(d.acker.clone());
+            back.give_back(&d).await?;
             progress(&report);
             continue;
         };
         if opts.dry_run {
             report.replayed += 1;
-            held.push(d.acker.clone());
+            back.give_back(&d).await?;
             progress(&report);
             continue;
         }
-        if republish(&publish, topo, &d, &letter, kind).await? {
+        if republish(&back.publish, topo, &d, &letter, kind).await? {
             report.replayed += 1;
             if let Some(id) = &letter.job_id {
                 report.replayed_jobs.push((id.clone(), letter.replays + 1));
@@ -294,7 +370,7 @@ pub async fn replay(
         } else {
             report.failed += 1;
             progress(&report);
-            // The channel is gone: the broker returns what we held by itself.
+            // The channel is gone: the broker returns the letter by itself.
             return Ok(report);
         }
         progress(&report);
@@ -302,9 +378,8 @@ pub async fn replay(
             tokio::time::sleep(p).await;
         }
     }
-    give_back_in_order(&held).await?;
     get.close(200, "replay done".into()).await?;
-    publish.close(200, "replay done".into()).await?;
+    back.close("replay done").await?;
     Ok(report)
 }
 
