@@ -42,6 +42,8 @@ pub struct Dispatcher {
     metrics_listener: Option<TcpListener>,
     paused: Arc<Mutex<Option<PauseReason>>>,
     cancel: CancellationToken,
+    /// The worker's [`crate::worker::Worker::records`]: waited for before the pool closes.
+    records: tokio_util::task::TaskTracker,
 }
 
 impl Dispatcher {
@@ -82,6 +84,7 @@ impl Dispatcher {
         ));
         let metrics = Arc::new(Metrics::default());
         let paused = Arc::new(Mutex::new(None));
+        let records = tokio_util::task::TaskTracker::new();
         let worker = new_worker(
             &settings,
             Shared {
@@ -92,6 +95,7 @@ impl Dispatcher {
                 rate: rate.clone(),
                 metrics: metrics.clone(),
                 cancel: cancel.clone(),
+                records: records.clone(),
             },
         )?;
         Ok(Self {
@@ -103,6 +107,7 @@ impl Dispatcher {
             metrics_listener,
             paused,
             cancel,
+            records,
         })
     }
 
@@ -129,6 +134,7 @@ impl Dispatcher {
             metrics_listener,
             paused,
             cancel,
+            records,
         } = self;
         // Stops the consumer, the shared rate and the metrics server if this future is dropped
         // before its graceful stop (its task aborted): left running, the consumer would go on
@@ -167,6 +173,7 @@ impl Dispatcher {
                 tracing::info!("shutting down: finishing in-flight sends");
                 cancel.cancel();
                 let _ = task.await;
+                wait_for_records(&records).await;
                 // Leave the shared rate (deletes this dispatcher's row) before the pool closes.
                 let _ = tokio::time::timeout(Duration::from_secs(2), rate_task).await;
             }
@@ -184,6 +191,28 @@ impl Dispatcher {
         pool.close().await;
         tracing::info!("dispatcher stopped");
         Ok(())
+    }
+}
+
+/// Waits for the records of sends SES accepted that are still being retried (see
+/// [`crate::worker::RECORD_DEADLINE`]): exiting before they land would leave those jobs'
+/// claims to expire, and their emails to be sent again.
+async fn wait_for_records(records: &tokio_util::task::TaskTracker) {
+    records.close();
+    if records.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        count = records.len(),
+        "waiting for the send log to record emails SES accepted"
+    );
+    let waited = tokio::time::timeout(
+        crate::worker::RECORD_DEADLINE + Duration::from_secs(5),
+        records.wait(),
+    )
+    .await;
+    if waited.is_err() {
+        tracing::error!("sends SES accepted are still unrecorded; their status stays `sending`");
     }
 }
 
@@ -252,6 +281,7 @@ struct Shared {
     rate: Arc<SharedRate>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
+    records: tokio_util::task::TaskTracker,
 }
 
 /// The worker every step runs on. Starts the batching tasks on the pool.
@@ -276,6 +306,7 @@ fn new_worker(settings: &Settings, shared: Shared) -> anyhow::Result<Worker> {
         reset_ttl: settings.reset_ttl,
         claim_lease,
         service_time: ServiceTime::default(),
+        records: shared.records,
         webhooks: settings.webhooks.clone(),
         rate: shared.rate,
         metrics: shared.metrics,

@@ -150,22 +150,59 @@ impl Worker {
     async fn sent(&self, job: &Job, user: &User, sent: ses::Sent) -> DbResult<Outcome> {
         self.metrics.latency.observe(sent.latency.as_secs_f64());
         let latency_ms = sent.latency.as_millis().min(i32::MAX as u128) as i32;
-        let done = self.clock.now();
-        // Record before ack: once this row says `sent`, a redelivery is not resent.
-        self.retry_db(|| {
-            self.batches.sent.call(SentRecord {
-                job_id: job.job_id,
-                recipient: user.email.clone(),
-                ses_message_id: sent.message_id.clone(),
-                at: done,
-                latency_ms,
-            })
-        })
-        .await?;
+        let record = SentRecord {
+            job_id: job.job_id,
+            recipient: user.email.clone(),
+            ses_message_id: sent.message_id.clone(),
+            at: self.clock.now(),
+            latency_ms,
+        };
+        // Record before ack: once this row says `sent`, a redelivery is not resent. SES has
+        // the email now, so from here no error may end the step early (that would give the
+        // job back, and release its claim, for a second send): the record is retried until
+        // it lands, past shutdown too (see `record_sent_past_shutdown`).
+        if !self.record_sent_past_shutdown(record).await {
+            // Acknowledged all the same: the email went out, and a job given back would be
+            // sent again once its claim's lease ran out.
+            tracing::error!(job_id = %job.job_id, ses_message_id = %sent.message_id, "sent, but the send log could not record it; its status stays `sending`");
+        }
         tracing::info!(job_id = %job.job_id, kind = %job.kind, ses_message_id = %sent.message_id, "sent");
         Ok(Outcome::Sent {
             message_id: sent.message_id,
         })
+    }
+
+    /// Writes the record of a send SES accepted in a task of [`Worker::records`], which a
+    /// session's end does not abort (the step awaiting it may be: a statement can wait for a
+    /// connection longer than the shutdown timeout). Batched with the other steps' first; then
+    /// retried alone until it lands while the dispatcher runs, and for
+    /// [`super::RECORD_DEADLINE`] once shutdown has begun. False when that ran out.
+    async fn record_sent_past_shutdown(&self, record: SentRecord) -> bool {
+        let (pool, cancel) = (self.pool.clone(), self.cancel.clone());
+        let batches = self.batches.clone();
+        let task = self.records.spawn(async move {
+            if batches.sent.call(record.clone()).await.is_ok() {
+                return true;
+            }
+            let mut backoff = Duration::from_millis(200);
+            let mut deadline = None;
+            loop {
+                let e = match store::record_sent(&pool, std::slice::from_ref(&record)).await {
+                    Ok(()) => return true,
+                    Err(e) => e,
+                };
+                if cancel.is_cancelled() {
+                    let d = *deadline.get_or_insert_with(|| Instant::now() + super::RECORD_DEADLINE);
+                    if Instant::now() + backoff > d {
+                        return false;
+                    }
+                }
+                tracing::warn!(job_id = %record.job_id, error = %e, retry_in = ?backoff, "cannot record a send SES accepted; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        });
+        task.await.unwrap_or(false)
     }
 
     async fn send_failed(&self, job: &Job, user: &User, e: SesError) -> Outcome {

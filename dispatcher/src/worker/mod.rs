@@ -68,7 +68,17 @@ pub struct Worker {
     /// How long a step holds its slot, not counting the rate limiter: what the consumer sizes
     /// its concurrency from.
     pub service_time: ServiceTime,
+    /// The records of sends SES accepted that could not be written at once: each retried in a
+    /// task of its own, past shutdown, so that a session's end (which aborts its steps) cannot
+    /// stop them. The dispatcher waits for them before it exits (see [`RECORD_DEADLINE`]).
+    pub records: tokio_util::task::TaskTracker,
 }
+
+/// How long, once shutdown has begun, the record of a send SES accepted is still retried. Its
+/// job's claim is never released: until the record lands, a redelivered copy finds the claim
+/// and waits; a copy can only be sent again if the database stays away past this *and* the
+/// claim's lease.
+pub const RECORD_DEADLINE: Duration = Duration::from_secs(60);
 
 impl Worker {
     /// Handles one message: a parsed job, or why it could not be parsed (with the message id,

@@ -519,3 +519,54 @@ async fn kill_9_mid_batch_loses_nothing_and_duplicates_at_most_the_sends_in_flig
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn a_send_whose_record_fails_at_shutdown_is_recorded_later_and_never_sent_again() {
+    let mut app = TestApp::start(Settings {
+        ses_proxy: true,
+        db_proxy: true,
+        ..Settings::default()
+    })
+    .await;
+    // One email first, so that the dispatcher's start-up calls to SES are behind us.
+    let first = app.sign_up_many(1).await;
+    all_sent(&app, &first).await;
+    // SES takes 2 s to answer: long enough to cut the database and begin the shutdown while
+    // the call is in flight.
+    app.ses_proxy()
+        .set(HttpFault::Delay(Duration::from_secs(2)));
+    let before = app.ses_proxy().requests();
+    let jobs = app.sign_up_many(1).await;
+    let (email, job) = jobs[0].clone();
+    testkit::eventually("the SES call", Duration::from_secs(10), || async {
+        (app.ses_proxy().requests() > before).then_some(())
+    })
+    .await;
+    app.db_proxy().cut();
+    let stopping = app.begin_dispatcher_stop();
+    // SES accepts the email while the database is away and shutdown has begun; the record
+    // cannot be written until the database is back, after the session's shutdown timeout.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        !stopping.is_finished(),
+        "the dispatcher exited with a send unrecorded"
+    );
+    app.db_proxy().restore();
+    tokio::time::timeout(Duration::from_secs(30), stopping)
+        .await
+        .expect("the dispatcher stops once the record landed")
+        .unwrap()
+        .unwrap();
+    let (status,): (String,) = sqlx::query_as("SELECT status FROM sends WHERE job_id = $1")
+        .bind(job)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "sent");
+    // A new dispatcher gets the job again (it was never acknowledged) and, past the claim's
+    // lease (2 × SES_TIMEOUT), must still not send it a second time.
+    app.ses_proxy().set(HttpFault::Pass);
+    app.start_dispatcher().await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(app.moto.messages_to(&email).await.len(), 1);
+}

@@ -295,5 +295,6 @@ pub fn worker_for(app: &TestApp) -> dispatcher::worker::Worker {
             Duration::from_secs(10),
         ),
         service_time: Default::default(),
+        records: Default::default(),
     }
 }

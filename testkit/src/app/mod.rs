@@ -360,6 +360,14 @@ impl TestApp {
     }
 
     /// Stops the dispatcher gracefully and returns what `run` returned.
+    /// Begins the dispatcher's graceful stop and gives back its task, for a test that acts
+    /// while it is stopping.
+    pub fn begin_dispatcher_stop(&mut self) -> JoinHandle<anyhow::Result<()>> {
+        let (cancel, handle) = self.dispatcher.take().expect("dispatcher running");
+        cancel.cancel();
+        handle
+    }
+
     pub async fn stop_dispatcher(&mut self) -> anyhow::Result<()> {
         let (cancel, handle) = self.dispatcher.take().expect("dispatcher running");
         cancel.cancel();
