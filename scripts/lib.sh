@@ -196,6 +196,13 @@ ensure_rabbitmq_management() {
 # The Python that runs moto: this machine's, or a virtualenv of our own where the system's
 # Python will not take packages from pip (PEP 668, as on Debian 12) or has no pip.
 MOTO_PYTHON="python3"
+# libfaketime, for the tests that run the dispatcher with a wrong wall clock (e2e clock.rs).
+ensure_faketime() {
+  [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] && return 0
+  on_macos && { say "faketime's library is Linux-only here; the clock tests will fail"; return 0; }
+  install_debian_packages faketime
+}
+
 ensure_moto_installed() {
   if [ -x "$RUN_DIR/moto-venv/bin/python" ]; then MOTO_PYTHON="$RUN_DIR/moto-venv/bin/python"; fi
   if "$MOTO_PYTHON" -c 'import moto.server, flask, flask_cors' 2>/dev/null; then return 0; fi

@@ -44,6 +44,8 @@ pub struct Dispatcher {
     cancel: CancellationToken,
     /// The worker's [`crate::worker::Worker::records`]: waited for before the pool closes.
     records: tokio_util::task::TaskTracker,
+    /// The worker's clock: corrected to the database's once the database answers.
+    clock: Clock,
 }
 
 impl Dispatcher {
@@ -91,7 +93,7 @@ impl Dispatcher {
                 pool: pool.clone(),
                 ses,
                 templates,
-                clock,
+                clock: clock.clone(),
                 rate: rate.clone(),
                 metrics: metrics.clone(),
                 cancel: cancel.clone(),
@@ -108,6 +110,7 @@ impl Dispatcher {
             paused,
             cancel,
             records,
+            clock,
         })
     }
 
@@ -135,6 +138,7 @@ impl Dispatcher {
             paused,
             cancel,
             records,
+            clock,
         } = self;
         // Stops the consumer, the shared rate and the metrics server if this future is dropped
         // before its graceful stop (its task aborted): left running, the consumer would go on
@@ -148,6 +152,10 @@ impl Dispatcher {
             ready = wait_for_schema(&pool) => ready?,
             _ = &mut shutdown => return Ok(()),
         }
+        // Claims, leases and link expiry in the database's time, not this machine's: a
+        // dispatcher whose clock is ahead would otherwise take over live claims and send twice
+        // (see mailroom::clock).
+        clock.follow_database(&pool).await;
         let rate_task = tokio::spawn(rate.clone().run(cancel.clone()));
         if let Some(listener) = metrics_listener {
             let (m, p, r) = (metrics, paused, rate.clone());

@@ -62,6 +62,9 @@ impl AppState {
         store::migrate(&pool)
             .await
             .context("cannot apply database migrations")?;
+        // Every time ingest writes or compares (lockout windows, request limits, link expiry)
+        // is the database's, whatever this machine's clock says (see mailroom::clock).
+        clock.follow_database(&pool).await;
         let templates =
             Templates::load(&settings.templates_dir).context("cannot load templates")?;
         // The dummy hash logins of unknown addresses are checked against: made now, not by the

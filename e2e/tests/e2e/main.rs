@@ -11,7 +11,9 @@
 //! - [`webhooks`]: signed events, their retries and the `webhooks test` command.
 //! - [`identities`]: the SES identity and account commands.
 //! - [`startup`]: either binary may start first.
+//! - [`clock`]: every process on the database's clock, whatever its machine's says.
 
+mod clock;
 mod config;
 mod delivery;
 mod faults;

@@ -140,6 +140,14 @@ pub async fn oldest_unverified(
 }
 
 /// One round trip to the database: the readiness check.
+/// The database's clock now (`clock_timestamp()`, not the transaction's `now()`): what every
+/// process's [`crate::clock::Clock`] is corrected to.
+pub async fn database_time(pool: &PgPool) -> Result<chrono::DateTime<chrono::Utc>, sqlx::Error> {
+    sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(pool)
+        .await
+}
+
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(pool).await?;
     Ok(())
