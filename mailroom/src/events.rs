@@ -166,6 +166,24 @@ impl Endpoints {
     }
 }
 
+/// `url` as logs and the send log show it: no userinfo, and no query (receivers often take a
+/// token there), replaced by `?…`. Something that is not a URL is shown as `[not a URL]`.
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut u) = url::Url::parse(url) else {
+        return "[not a URL]".to_owned();
+    };
+    let had_query = u.query().is_some();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    let mut out = u.to_string();
+    if had_query {
+        out.push_str("?…");
+    }
+    out
+}
+
 /// A new event id: `msg_` and 32 hex digits.
 pub fn new_event_id() -> String {
     format!("msg_{}", Uuid::new_v4().simple())
@@ -185,6 +203,24 @@ fn raw_body(kind: EventType, data: &Value, at: DateTime<Utc>) -> String {
         "data": data,
     })
     .to_string()
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::redact_url;
+
+    #[test]
+    fn userinfo_and_query_never_show() {
+        assert_eq!(
+            redact_url("https://user:secret@hooks.example.com:8443/in?token=abc#x"),
+            "https://hooks.example.com:8443/in?…"
+        );
+        assert_eq!(
+            redact_url("http://127.0.0.1:9000/hook"),
+            "http://127.0.0.1:9000/hook"
+        );
+        assert_eq!(redact_url("not a url"), "[not a URL]");
+    }
 }
 
 #[cfg(test)]

@@ -22,12 +22,43 @@ pub enum WebhooksCommand {
     /// POST a signed `ping` event to every WEBHOOK_URL now (not through the queue) and show
     /// each answer. Exits non-zero unless every endpoint answered 2xx.
     Test,
+    /// List deliveries parked because their endpoint was taken out of WEBHOOK_URL (newest
+    /// first; URLs without userinfo or query). Their events are kept; nothing is sent.
+    Parked {
+        #[command(flatten)]
+        db: mailroom::config::DatabaseArgs,
+        /// How many to list at most.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
 }
 
 /// Runs `dispatcher webhooks …`.
 pub async fn main(args: WebhooksCliArgs) -> anyhow::Result<()> {
     match args.command {
         WebhooksCommand::Test => ping(&args.webhooks, &mut std::io::stdout()).await,
+        WebhooksCommand::Parked { db, limit } => {
+            let pool = super::connect::database(&db).await?;
+            let parked =
+                mailroom::store::webhooks::parked(&pool, crate::worker::PARKED, limit).await?;
+            let mut out = std::io::stdout();
+            if parked.is_empty() {
+                writeln!(out, "No parked webhook deliveries")?;
+            }
+            for p in &parked {
+                writeln!(
+                    out,
+                    "{}  {}  {}  {}  {}",
+                    p.parked_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    p.job_id,
+                    p.event_type,
+                    p.event_id,
+                    events::redact_url(&p.url)
+                )?;
+            }
+            Ok(())
+        }
     }
 }
 

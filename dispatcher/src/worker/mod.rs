@@ -31,7 +31,7 @@ use crate::rate::SharedRate;
 use crate::service_time::ServiceTime;
 
 pub(crate) use db_retry::DbResult;
-pub use webhook::webhook_client;
+pub use webhook::{PARKED, webhook_client};
 pub(crate) use webhook::{error_chain, signed_request};
 
 /// Kept here for the callers that name them through the worker.

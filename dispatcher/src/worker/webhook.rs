@@ -1,6 +1,7 @@
 //! The step of a webhook job: one signed POST of one event to one endpoint, and its outcome
 //! recorded. Also the client and the request shape that `dispatcher webhooks test` reuses.
 
+use mailroom::events::redact_url;
 use std::time::{Duration, Instant};
 
 use mailroom::job::Job;
@@ -30,6 +31,9 @@ enum Attempt {
     Abandoned,
 }
 
+/// The send log's detail of a parked webhook delivery (see `dispatcher webhooks parked`).
+pub const PARKED: &str = "parked: its endpoint is no longer in WEBHOOK_URL";
+
 impl Worker {
     /// POSTs one webhook event to one endpoint, signed. A 2xx answer delivers it; any other
     /// answer, no answer within `WEBHOOK_TIMEOUT`, or no connection is a failed attempt that
@@ -41,6 +45,13 @@ impl Worker {
         else {
             return self.skip(job, "the webhook event no longer exists").await;
         };
+        // An endpoint taken out of WEBHOOK_URL gets nothing more: its deliveries are parked
+        // (kept, and listed by `dispatcher webhooks parked`), not retried against a receiver
+        // the operator removed.
+        if !self.webhooks.endpoints.urls().iter().any(|u| u == &d.url) {
+            mailroom::metrics::count(&self.metrics.webhooks, "parked");
+            return self.skip(job, PARKED).await;
+        }
         let error = match &self.webhooks.signer {
             None => "WEBHOOK_SECRET is not set on this dispatcher, so the event cannot be signed"
                 .to_owned(),
@@ -77,13 +88,18 @@ impl Worker {
                 status: r.status().as_u16(),
                 latency_ms: started.elapsed().as_millis().min(i32::MAX as u128) as i32,
             },
-            Ok(r) => Attempt::Failed(refusal(r, &d.url).await),
+            Ok(r) => Attempt::Failed(refusal(r, &redact_url(&d.url)).await),
             Err(e) if e.is_timeout() => Attempt::Failed(format!(
                 "no answer from {} within {} (WEBHOOK_TIMEOUT)",
-                d.url,
+                redact_url(&d.url),
                 mailroom::config::format_duration(self.webhooks.timeout)
             )),
-            Err(e) => Attempt::Failed(format!("cannot reach {}: {}", d.url, error_chain(&e))),
+            // Without its URL: reqwest's error names the URL in full, secrets and all.
+            Err(e) => Attempt::Failed(format!(
+                "cannot reach {}: {}",
+                redact_url(&d.url),
+                error_chain(&e.without_url())
+            )),
         }
     }
 
@@ -102,7 +118,7 @@ impl Worker {
         })
         .await?;
         mailroom::metrics::count(&self.metrics.webhooks, "delivered");
-        tracing::info!(job_id = %job.job_id, event = %d.event_type, webhook_id = %d.event_id, url = %d.url, status, "webhook delivered");
+        tracing::info!(job_id = %job.job_id, event = %d.event_type, webhook_id = %d.event_id, url = %redact_url(&d.url), status, "webhook delivered");
         Ok(Outcome::Sent {
             message_id: format!("HTTP {status}"),
         })
@@ -110,14 +126,16 @@ impl Worker {
 
     async fn webhook_failed(&self, job: &Job, d: &Delivery, error: String) -> DbResult<Outcome> {
         mailroom::metrics::count(&self.metrics.webhooks, "failed");
-        tracing::warn!(job_id = %job.job_id, webhook_id = %d.event_id, url = %d.url, error = %error, "webhook delivery failed");
+        tracing::warn!(job_id = %job.job_id, webhook_id = %d.event_id, url = %redact_url(&d.url), error = %error, "webhook delivery failed");
         let now = self.clock.now();
+        // The send log (and the dead list, the dashboard) shows the endpoint without secrets.
+        let redacted = redact_url(&d.url);
         self.retry_db(|| {
             store::record_failure(
                 &self.pool,
                 job.job_id,
                 SendStatus::Sending,
-                Some(&d.url),
+                Some(&redacted),
                 "webhook",
                 &error,
                 now,

@@ -413,3 +413,83 @@ async fn webhooks_test_pings_every_endpoint_and_says_which_failed() {
     assert!(!none.status.success());
     assert!(String::from_utf8_lossy(&none.stderr).contains("WEBHOOK_URL is not set"));
 }
+
+#[tokio::test]
+async fn webhook_urls_are_redacted_in_the_send_log_and_a_removed_endpoint_is_parked() {
+    let receiver = WebhookReceiver::start().await;
+    receiver.answer(Answer::Status(503));
+    // A receiver URL with credentials and a token, as receivers often take them.
+    let secret_url = receiver
+        .url()
+        .replace("http://", "http://hook-user:hook-pass@")
+        + "?token=s3cret-token";
+    let mut app = TestApp::start(Settings {
+        webhooks: WebhookArgs {
+            webhook_urls: vec![secret_url.clone()],
+            ..hooks_to(&receiver, SECRET_A, Duration::from_secs(5))
+        },
+        retry_delays: vec![Duration::from_millis(100)],
+        ..Settings::default()
+    })
+    .await;
+    sign_up_and_verify(&app).await;
+    let job: uuid::Uuid = testkit::eventually("a failed attempt", Duration::from_secs(30), || {
+        let pool = app.db.pool.clone();
+        async move {
+            sqlx::query_scalar(
+                "SELECT job_id FROM sends WHERE kind = 'webhook' AND last_error IS NOT NULL",
+            )
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+        }
+    })
+    .await;
+    let rec = app.wait_for_status(job, "dead").await;
+    let shown = format!("{:?} {:?}", rec.recipient, rec.last_error);
+    for secret in ["hook-pass", "hook-user", "s3cret-token"] {
+        assert!(!shown.contains(secret), "{secret} in the send log: {shown}");
+    }
+    assert!(shown.contains("/hooks?…"), "{shown}");
+
+    // The endpoint is taken out of the dispatcher's WEBHOOK_URL: what is queued for it is
+    // parked, not delivered, and listed.
+    app.stop_dispatcher().await.unwrap();
+    let before = receiver.received().len();
+    receiver.answer(Answer::Status(204));
+    app.webhooks.webhook_urls = vec![];
+    app.start_dispatcher().await;
+    let (_, email) = sign_up_and_verify(&app).await;
+    let parked: uuid::Uuid = testkit::eventually("a parked delivery", Duration::from_secs(30), || {
+        let pool = app.db.pool.clone();
+        async move {
+            sqlx::query_scalar(
+                "SELECT job_id FROM sends WHERE kind = 'webhook' AND status = 'skipped' AND detail LIKE 'parked%'",
+            )
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+        }
+    })
+    .await;
+    assert_eq!(
+        receiver.received().len(),
+        before,
+        "a removed endpoint got a delivery"
+    );
+    let out = Command::new(testkit::bin_path("dispatcher"))
+        .args(["webhooks", "parked"])
+        .env("DATABASE_URL", &app.db.url)
+        .env("MAIL_FROM", &app.sender)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains(&parked.to_string()), "{text}");
+    assert!(text.contains("user.verified"), "{text}");
+    assert!(
+        !text.contains("s3cret-token") && !text.contains("hook-pass"),
+        "{text}"
+    );
+    let _ = email;
+}

@@ -72,6 +72,37 @@ pub async fn delivery(pool: &PgPool, job_id: Uuid) -> Result<Option<Delivery>, s
     .await
 }
 
+/// A webhook delivery parked because its endpoint left `WEBHOOK_URL`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ParkedDelivery {
+    pub job_id: Uuid,
+    pub event_id: String,
+    pub event_type: String,
+    pub url: String,
+    pub parked_at: DateTime<Utc>,
+}
+
+/// The newest `limit` deliveries parked with `detail` (the dispatcher's words for parking),
+/// newest first.
+pub async fn parked(
+    pool: &PgPool,
+    detail: &str,
+    limit: i64,
+) -> Result<Vec<ParkedDelivery>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT d.job_id, d.event_id, e.type AS event_type, d.url, s.updated_at AS parked_at
+           FROM sends s
+           JOIN webhook_deliveries d USING (job_id)
+           JOIN webhook_events e ON e.id = d.event_id
+          WHERE s.kind = 'webhook' AND s.status = 'skipped' AND s.detail = $1
+          ORDER BY s.updated_at DESC LIMIT $2",
+    )
+    .bind(detail)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
 /// Records a delivered webhook in the send log (the receiver's status in the detail) and on
 /// the delivery.
 pub async fn record_delivered(
