@@ -23,6 +23,9 @@ use crate::data::{
 pub struct LiveSource {
     pub pool: PgPool,
     pub amqp_url: String,
+    /// `AMQP_HEARTBEAT`: a broker silent for twice this drops the connection, which is made
+    /// again at the next refresh.
+    pub amqp_heartbeat: std::time::Duration,
     pub topology: Topology,
     pub retry_delays: Vec<std::time::Duration>,
     pub ses: aws_sdk_sesv2::Client,
@@ -53,6 +56,7 @@ impl LiveSource {
         Self {
             pool,
             amqp_url,
+            amqp_heartbeat: broker::DEFAULT_HEARTBEAT,
             topology,
             retry_delays,
             ses,
@@ -68,6 +72,12 @@ impl LiveSource {
         }
     }
 
+    /// With `AMQP_HEARTBEAT` instead of its default.
+    pub fn with_heartbeat(mut self, heartbeat: std::time::Duration) -> Self {
+        self.amqp_heartbeat = heartbeat;
+        self
+    }
+
     /// The broker connection, made (again) on demand.
     async fn connection(&self) -> Result<Arc<Connection>, String> {
         let mut guard = self.conn.lock().await;
@@ -75,9 +85,13 @@ impl LiveSource {
             return Ok(c.clone());
         }
         let c = Arc::new(
-            broker::connect(&self.amqp_url, "mailroom-dashboard")
-                .await
-                .map_err(|e| e.to_string())?,
+            broker::connect_with_heartbeat(
+                &self.amqp_url,
+                "mailroom-dashboard",
+                self.amqp_heartbeat,
+            )
+            .await
+            .map_err(|e| e.to_string())?,
         );
         *guard = Some(c.clone());
         Ok(c)

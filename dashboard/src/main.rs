@@ -39,17 +39,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
         mailroom::store::connect_lazy(&settings.database_url).context("invalid DATABASE_URL")?;
     let ses = mailroom::ses::client(&settings.ses, 1).await;
     let actor = os_user();
-    let source = Arc::new(LiveSource::new(
-        pool,
-        settings.amqp_url.clone(),
-        Topology::new(&settings.queue_prefix),
-        settings.retry_delays.clone(),
-        ses,
-        settings.management_url.clone(),
-        settings.dispatcher_metrics_url.clone(),
-        actor,
-        settings.limits,
-    ));
+    let source = Arc::new(
+        LiveSource::new(
+            pool,
+            settings.amqp_url.clone(),
+            Topology::new(&settings.queue_prefix),
+            settings.retry_delays.clone(),
+            ses,
+            settings.management_url.clone(),
+            settings.dispatcher_metrics_url.clone(),
+            actor,
+            settings.limits,
+        )
+        .with_heartbeat(settings.amqp_heartbeat),
+    );
     let mut terminal = ratatui::init();
     let result = dashboard::run_app(
         &mut terminal,

@@ -14,6 +14,7 @@ use crate::Config;
 pub struct Settings {
     pub database_url: String,
     pub amqp_url: String,
+    pub amqp_heartbeat: Duration,
     pub queue_prefix: String,
     pub ses: SesArgs,
     /// None: `off` (AMQP only).
@@ -72,6 +73,7 @@ impl TryFrom<Config> for Settings {
         Ok(Settings {
             database_url,
             amqp_url: c.broker.amqp_url.expose().to_owned(),
+            amqp_heartbeat: c.broker.amqp_heartbeat,
             queue_prefix: c.broker.queue_prefix,
             ses: c.ses,
             management_url,

@@ -38,6 +38,7 @@ async fn main() {
     let broker = BrokerArgs {
         amqp_url: Secret::new(testkit::amqp_url()),
         queue_prefix: queues.prefix.clone(),
+        amqp_heartbeat: mailroom::broker::DEFAULT_HEARTBEAT,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -208,6 +208,7 @@ mod tests {
             broker: BrokerArgs {
                 amqp_url: Secret::new("amqp://127.0.0.1:5672/%2f"),
                 queue_prefix: "mailroom".into(),
+                amqp_heartbeat: mailroom::broker::DEFAULT_HEARTBEAT,
             },
             ses: SesArgs {
                 aws_region: "us-east-1".into(),

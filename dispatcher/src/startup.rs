@@ -330,6 +330,7 @@ fn new_consumer(
     Consumer {
         worker,
         amqp_url: settings.broker.amqp_url.expose().to_owned(),
+        heartbeat: settings.broker.amqp_heartbeat,
         topology: Topology::new(&settings.broker.queue_prefix),
         retry_delays: settings.retry_delays.clone(),
         concurrency: match settings.send_concurrency {

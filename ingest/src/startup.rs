@@ -74,6 +74,7 @@ impl Application {
         let relay = Relay {
             pool: state.pool.clone(),
             amqp_url: state.settings.broker.amqp_url.expose().to_owned(),
+            heartbeat: state.settings.broker.amqp_heartbeat,
             topology: Topology::new(&state.settings.broker.queue_prefix),
             wake: state.relay_wake.clone(),
             interval: state.settings.relay_interval,

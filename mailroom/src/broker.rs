@@ -24,6 +24,7 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 use crate::job::{Job, JobKind};
@@ -275,12 +276,31 @@ pub fn header_int(props: &BasicProperties, name: &str) -> Option<i64> {
     }
 }
 
-/// Connects with a name that shows up in the management UI.
+/// The heartbeat [`connect`] asks for: `AMQP_HEARTBEAT`'s default. RabbitMQ's own default
+/// (60 s) would leave a silent partition unnoticed for two minutes.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Connects with a name that shows up in the management UI, with [`DEFAULT_HEARTBEAT`].
+pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
+    connect_with_heartbeat(url, name, DEFAULT_HEARTBEAT).await
+}
+
+/// Connects with a name that shows up in the management UI, asking for `heartbeat`.
 ///
 /// `url` may list several nodes of a cluster, comma-separated. Each call starts at the node
 /// after the one the previous call started at and tries them all in turn: a client whose node
 /// went away reconnects to another, and several clients spread over the nodes.
-pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
+///
+/// The heartbeat is what notices a peer that went silent without closing anything (a network
+/// partition, a frozen host): lapin gives the connection up with an error when nothing at all
+/// has arrived for twice the negotiated heartbeat, which fails its consumers and pending
+/// confirms. Unless a node's URL names a `heartbeat` of its own, `heartbeat` is proposed, and
+/// RabbitMQ takes the lower of it and its own setting.
+pub async fn connect_with_heartbeat(
+    url: &str,
+    name: &str,
+    heartbeat: Duration,
+) -> Result<Connection, BrokerError> {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let urls: Vec<&str> = url
         .split(',')
@@ -288,6 +308,7 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
         .filter(|u| !u.is_empty())
         .collect();
     let start = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seconds = u16::try_from(heartbeat.as_secs().max(1)).unwrap_or(u16::MAX);
     let mut last = None;
     for i in 0..urls.len().max(1) {
         let u = urls
@@ -296,7 +317,15 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
             .unwrap_or(url);
         let props = ConnectionProperties::default()
             .with_connection_name(LongString::from(name.as_bytes().to_vec()));
-        match Connection::connect(u, props).await {
+        let attempt = match u.parse::<AMQPUri>() {
+            Ok(mut uri) => {
+                uri.query.heartbeat.get_or_insert(seconds);
+                Connection::connect_uri(uri, props).await
+            }
+            // Not a URL lapin can read: let lapin itself say why.
+            Err(_) => Connection::connect(u, props).await,
+        };
+        match attempt {
             Ok(c) => return Ok(c),
             Err(e) => last = Some(e),
         }

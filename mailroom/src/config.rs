@@ -101,6 +101,23 @@ pub struct BrokerArgs {
     /// Names the exchange and queues: <prefix>, <prefix>.emails, <prefix>.retry.<delay>, <prefix>.dead.
     #[arg(long, env = "QUEUE_PREFIX", default_value = "mailroom", value_parser = parse_prefix)]
     pub queue_prefix: String,
+
+    /// The AMQP heartbeat asked of RabbitMQ (whole seconds; the lower of this and the broker's
+    /// own wins). A connection that hears nothing for twice this is given up and made again,
+    /// so it bounds how long a silent network partition goes unnoticed. A `heartbeat=` in
+    /// AMQP_URL takes precedence for that node.
+    #[arg(long, env = "AMQP_HEARTBEAT", default_value = "10s", value_parser = parse_heartbeat)]
+    pub amqp_heartbeat: Duration,
+}
+
+/// A heartbeat: whole seconds from 1 to 65535 (the protocol's field is a 16-bit count of
+/// seconds). 0 would turn heartbeats off, and with them the only way to notice a silent peer.
+fn parse_heartbeat(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() || d.subsec_millis() != 0 || d.as_secs() > u64::from(u16::MAX) {
+        return Err("use whole seconds from 1s to 65535s (e.g. 10s)".into());
+    }
+    Ok(d)
 }
 
 fn parse_prefix(s: &str) -> Result<String, String> {
@@ -195,6 +212,27 @@ mod tests {
         assert!(parse_duration("5w").is_err());
         for s in ["10s", "1m", "2h", "250ms", "1d"] {
             assert_eq!(format_duration(parse_duration(s).unwrap()), s);
+        }
+    }
+
+    #[test]
+    fn the_heartbeat_default_is_the_one_connect_uses() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            broker: BrokerArgs,
+        }
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(cli.broker.amqp_heartbeat, crate::broker::DEFAULT_HEARTBEAT);
+    }
+
+    #[test]
+    fn heartbeats_are_whole_seconds_and_never_off() {
+        assert_eq!(parse_heartbeat("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_heartbeat("1").unwrap(), Duration::from_secs(1));
+        for bad in ["0s", "1500ms", "65536s", "ten"] {
+            assert!(parse_heartbeat(bad).is_err(), "{bad}");
         }
     }
 

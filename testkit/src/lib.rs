@@ -10,6 +10,8 @@
 //!   [`eventually`], [`KillOnDrop`] and [`bin_path`];
 //! - [`app`]: `TestApp`, helper methods named after what a user does;
 //! - `proxy`: TCP and HTTP proxies that inject faults ([`TcpProxy`], [`HttpFaultProxy`]);
+//! - `rabbit_node`: a RabbitMQ node of a test's own, for faults of a whole broker
+//!   ([`RabbitNode`]);
 //! - `receiver`: a webhook receiver that records what it got ([`WebhookReceiver`]);
 //! - `ses_standin`: an SES v2 stand-in with a fixed latency and rate ([`SesStandIn`]);
 //! - [`docs`]: reading docs/configuration.md's table, for the tests that compare it to clap.
@@ -361,6 +363,8 @@ pub mod app;
 pub mod docs;
 mod proxy;
 pub use proxy::{HttpFault, HttpFaultProxy, TcpProxy};
+mod rabbit_node;
+pub use rabbit_node::RabbitNode;
 mod receiver;
 pub use receiver::{Answer, Received, WebhookReceiver};
 

@@ -1,7 +1,8 @@
 //! Fault-injecting proxies for tests: [`HttpFaultProxy`] stands in front of moto and can refuse,
 //! delay, or answer with SES-style errors on command; [`TcpProxy`] stands in front of RabbitMQ
-//! and can be cut (every connection dropped, new ones refused) and restored. Each test gets its
-//! own, so faults never leak into tests running in parallel.
+//! and can be cut (every connection dropped, new ones refused) or stalled (a silent partition:
+//! nothing forwarded, nothing closed), and restored. Each test gets its own, so faults never
+//! leak into tests running in parallel.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -189,12 +190,17 @@ fn with_connection_close(request: &[u8]) -> Vec<u8> {
     bytes
 }
 
-/// A TCP proxy that can be cut: [`TcpProxy::cut`] drops every open connection and refuses new
-/// ones until [`TcpProxy::restore`]. For "RabbitMQ went away" without touching the shared broker.
+/// A TCP proxy that can be cut or stalled. [`TcpProxy::cut`] drops every open connection and
+/// refuses new ones until [`TcpProxy::restore`]: "RabbitMQ went away", with a FIN or RST the
+/// client sees at once. [`TcpProxy::stall`] is a silent partition instead: until
+/// [`TcpProxy::unstall`] no byte goes through in either direction, yet no socket is closed, so
+/// the client learns nothing from TCP and only its own timeouts (heartbeats) can tell.
 pub struct TcpProxy {
     pub addr: SocketAddr,
     inner: Arc<Mutex<CancellationToken>>,
     down: Arc<std::sync::atomic::AtomicBool>,
+    stalled: tokio::sync::watch::Sender<bool>,
+    accepted: Arc<AtomicU64>,
     stop: CancellationToken,
 }
 
@@ -204,25 +210,27 @@ impl TcpProxy {
         let addr = listener.local_addr().expect("proxy address");
         let inner = Arc::new(Mutex::new(CancellationToken::new()));
         let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stalled, _) = tokio::sync::watch::channel(false);
+        let accepted = Arc::new(AtomicU64::new(0));
         let stop = CancellationToken::new();
-        let (inn, dn, st) = (inner.clone(), down.clone(), stop.clone());
+        let (inn, dn, st, acc) = (inner.clone(), down.clone(), stop.clone(), accepted.clone());
+        let stall = stalled.clone();
         tokio::spawn(async move {
             loop {
-                let (mut client, _) = tokio::select! {
+                let (client, _) = tokio::select! {
                     a = listener.accept() => match a { Ok(c) => c, Err(_) => continue },
                     _ = st.cancelled() => return,
                 };
+                acc.fetch_add(1, Ordering::Relaxed);
                 if dn.load(Ordering::Relaxed) {
                     drop(client);
                     continue;
                 }
                 let cut = inn.lock().expect("proxy state").clone();
+                let stall = stall.subscribe();
                 tokio::spawn(async move {
-                    let Ok(mut up) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut up) => {}
+                        _ = forward(client, upstream, stall) => {}
                         _ = cut.cancelled() => {}
                     }
                 });
@@ -232,6 +240,8 @@ impl TcpProxy {
             addr,
             inner,
             down,
+            stalled,
+            accepted,
             stop,
         }
     }
@@ -247,11 +257,77 @@ impl TcpProxy {
     pub fn restore(&self) {
         self.down.store(false, Ordering::Relaxed);
     }
+
+    /// A silent partition: from now on nothing is forwarded either way, and nothing is closed.
+    /// Open connections stay open with their bytes held back (as behind a link that drops every
+    /// packet: the sender's kernel keeps them, and TCP delivers them once the link is back). A
+    /// new connection is accepted but held, never connected upstream: the closest a listening
+    /// socket comes to dropped SYNs (the kernel completes the handshake before `accept`), so a
+    /// client's connect succeeds and its protocol handshake hangs.
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    /// Ends [`TcpProxy::stall`]: held bytes and held connections go through, in order.
+    pub fn unstall(&self) {
+        self.stalled.send_replace(false);
+    }
+
+    /// Connections accepted so far (refused and held ones included): a client that gave up a
+    /// connection and opened another shows up here.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for TcpProxy {
     fn drop(&mut self) {
         self.stop.cancel();
         self.inner.lock().expect("proxy state").cancel();
+    }
+}
+
+/// Waits while the proxy is stalled (returns at once when it is not).
+async fn flowing(stall: &mut tokio::sync::watch::Receiver<bool>) {
+    // An error means the proxy is gone: its connections are being cancelled anyway.
+    let _ = stall.wait_for(|stalled| !*stalled).await;
+}
+
+/// One proxied connection: connects upstream (once not stalled), then pumps both ways, like
+/// `copy_bidirectional` but holding every byte, and every end of stream, while stalled.
+async fn forward(
+    client: TcpStream,
+    upstream: SocketAddr,
+    mut stall: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    flowing(&mut stall).await;
+    let up = TcpStream::connect(upstream).await?;
+    let (client_read, client_write) = client.into_split();
+    let (up_read, up_write) = up.into_split();
+    // An error either way ends both (dropping the halves closes the sockets); an end of stream
+    // is passed on and the other direction goes on until its own end.
+    tokio::try_join!(
+        pump(client_read, up_write, stall.clone()),
+        pump(up_read, client_write, stall),
+    )?;
+    Ok(())
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stall: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        // Nothing is read while stalled, so what the sender writes piles up in its socket
+        // buffers instead of here; a chunk read just before the stall is held too.
+        flowing(&mut stall).await;
+        let n = from.read(&mut buf).await?;
+        flowing(&mut stall).await;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        to.write_all(&buf[..n]).await?;
     }
 }

@@ -14,7 +14,8 @@ pub async fn database(db: &DatabaseArgs) -> anyhow::Result<sqlx::PgPool> {
 
 /// A connection to RabbitMQ (`AMQP_URL`), or why not.
 pub async fn broker(broker: &BrokerArgs) -> anyhow::Result<lapin::Connection> {
-    mailroom::broker::connect(broker.amqp_url.expose(), "mailroom-cli")
+    let url = broker.amqp_url.expose();
+    mailroom::broker::connect_with_heartbeat(url, "mailroom-cli", broker.amqp_heartbeat)
         .await
         .map_err(|e| {
             anyhow::anyhow!(

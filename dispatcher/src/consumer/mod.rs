@@ -42,6 +42,9 @@ pub use settle::guard_panics;
 pub struct Consumer {
     pub worker: Arc<Worker>,
     pub amqp_url: String,
+    /// `AMQP_HEARTBEAT`: a broker silent for twice this ends the session (lapin fails the
+    /// consumer's stream), and the consumer reconnects.
+    pub heartbeat: Duration,
     pub topology: Topology,
     pub retry_delays: Vec<Duration>,
     /// How many steps run at once: fixed by `SEND_CONCURRENCY`, or sized from the rate.

@@ -74,7 +74,9 @@ impl Consumer {
     }
 
     async fn connect(&self) -> Result<(Connection, Channel, Channel), BrokerError> {
-        let conn = broker::connect(&self.amqp_url, "mailroom-dispatcher").await?;
+        let conn =
+            broker::connect_with_heartbeat(&self.amqp_url, "mailroom-dispatcher", self.heartbeat)
+                .await?;
         self.topology.declare_all(&conn, &self.retry_delays).await?;
         let publish = broker::confirm_channel(&conn).await?;
         let consume = conn.create_channel().await?;

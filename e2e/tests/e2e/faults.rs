@@ -2,7 +2,8 @@
 //! the credentials, a database that refuses writes or restarts, a changed retry ladder, a
 //! queue declared with other settings, a second copy of a job while the first is being sent, a
 //! send that timed out and went out anyway, a broker that refuses publishes, broker nodes that
-//! are down, the dead queue's order under listings and partial replays, and dead letters that
+//! are down, a silent network partition from the broker, a memory alarm (on a node of the
+//! test's own), the dead queue's order under listings and partial replays, and dead letters that
 //! outlive many listings under a delivery limit.
 
 use std::time::Duration;
@@ -729,4 +730,180 @@ async fn a_sender_that_is_no_longer_verified_pauses_and_nothing_is_dead_lettered
         assert_eq!(app.moto.messages_to(email).await.len(), 1, "{email}");
     }
     assert_eq!(dead_count(&app).await, (0, 0));
+}
+
+#[tokio::test]
+async fn a_silent_partition_from_the_broker_is_detected_and_nothing_is_sent_twice() {
+    // A short heartbeat, so that the partition is noticed in seconds: with RabbitMQ's default
+    // (60 s) neither service would notice for two minutes, and a relay waiting on confirms only
+    // after its 30 s deadline.
+    let heartbeat = Duration::from_secs(1);
+    let app = TestApp::start(Settings {
+        amqp_proxy: true,
+        amqp_heartbeat: Some(heartbeat),
+        ses_proxy: true,
+        ..Settings::default()
+    })
+    .await;
+    let mut jobs = app.sign_up_many(3).await;
+    crate::delivery::all_sent(&app, &jobs).await;
+
+    // Sends in flight when the partition starts: SES (not partitioned) takes them while their
+    // acks go nowhere, so the broker gives them to the next session again.
+    app.ses_proxy().set(HttpFault::Delay(ms(800)));
+    let requests = app.ses_proxy().requests();
+    jobs.extend(app.sign_up_many(3).await);
+    // Every job published (the relay idle, as most of the time) and sends under way.
+    testkit::eventually(
+        "a send to be in flight",
+        Duration::from_secs(20),
+        || async {
+            let (_, v) = app.readiness().await;
+            (v["outbox_backlog"] == 0 && app.ses_proxy().requests() > requests).then_some(())
+        },
+    )
+    .await;
+    let connections = app.amqp_proxy().accepted();
+    app.amqp_proxy().stall();
+    let stalled = std::time::Instant::now();
+    app.ses_proxy().set(HttpFault::Pass);
+
+    // Both services give their silent connection up and connect again (a connection the
+    // partition holds): the relay, idle, and the dispatcher, one each.
+    testkit::eventually(
+        "both services to give up their connection and connect again",
+        Duration::from_secs(20),
+        || async { (app.amqp_proxy().accepted() >= connections + 2).then_some(()) },
+    )
+    .await;
+    let detected = stalled.elapsed();
+    // lapin gives up after 2 heartbeats without a byte, checked every half heartbeat; then
+    // the dispatcher drains its steps and waits its first backoff (250 ms).
+    assert!(
+        detected <= 2 * heartbeat + Duration::from_secs(3),
+        "the partition went unnoticed for {detected:?}"
+    );
+    let ops: Value = app.ops_get("/readyz").await.json().await.unwrap();
+    assert_eq!(ops["broker"]["status"], "down", "{ops}");
+    assert!(
+        ops["broker"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("heartbeat")),
+        "{ops}"
+    );
+
+    // Signups meanwhile are accepted: the outbox holds them.
+    jobs.extend(app.sign_up_many(4).await);
+    let (status, v) = app.readiness().await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["outbox_backlog"].as_i64().unwrap() >= 4, "{v}");
+    println!("detected after {detected:?}; /readyz: {ops}");
+
+    app.amqp_proxy().unstall();
+    let healed = std::time::Instant::now();
+    crate::delivery::all_sent(&app, &jobs).await;
+    println!(
+        "every job sent {:?} after the partition ended",
+        healed.elapsed()
+    );
+    for (email, _) in &jobs {
+        assert_eq!(app.moto.messages_to(email).await.len(), 1, "{email}");
+    }
+    testkit::eventually("the outbox to drain", Duration::from_secs(20), || async {
+        let (_, v) = app.readiness().await;
+        (v["outbox_backlog"] == 0 && v["broker"]["status"] == "connected").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_memory_alarm_blocks_the_relay_and_every_job_is_published_once_when_it_clears() {
+    // A node of this test's own: an alarm blocks every publisher of its broker, and the shared
+    // broker serves every other test.
+    let node = testkit::RabbitNode::start().await;
+    let app = TestApp::start(Settings {
+        dispatcher: false,
+        amqp_url: Some(node.url()),
+        // Short, so that the block below outlasts two heartbeats: lapin writes nothing on a
+        // blocked connection, not even heartbeats, and the connection must survive that.
+        amqp_heartbeat: Some(Duration::from_secs(1)),
+        ..Settings::default()
+    })
+    .await;
+    let work_queue = Topology::new(&app.queues.prefix).work_queue();
+    // A connection that publishes nothing: RabbitMQ blocks only publishers.
+    let conn = broker::connect(&node.url(), "test").await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let queued = || async {
+        broker::queue_counts(&ch, &work_queue)
+            .await
+            .map_or(0, |(ready, _)| ready)
+    };
+    let mut jobs = app.sign_up_many(2).await;
+    testkit::eventually(
+        "the first jobs to be queued",
+        Duration::from_secs(20),
+        || async { (queued().await == 2).then_some(()) },
+    )
+    .await;
+
+    node.ctl(&["set_vm_memory_high_watermark", "0.0000001"]);
+    let alarm = std::time::Instant::now();
+    // Accepted all the same: the outbox holds them.
+    jobs.extend(app.sign_up_many(5).await);
+    let ops: Value = testkit::eventually(
+        "/readyz to report the blocked broker",
+        Duration::from_secs(20),
+        || async {
+            let ops: Value = app.ops_get("/readyz").await.json().await.ok()?;
+            (ops["broker"]["status"] == "blocked").then_some(ops)
+        },
+    )
+    .await;
+    let noticed = alarm.elapsed();
+    assert!(
+        ops["broker"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("memory")),
+        "{ops}"
+    );
+    // Still ready (the outbox holds the jobs), and the public answer gives no reason.
+    let (status, public) = app.readiness().await;
+    assert_eq!(status, 200, "{public}");
+    assert_eq!(public["broker"], json!({"status": "blocked"}), "{public}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(queued().await, 2, "published while the broker was blocked");
+    let (_, v) = app.readiness().await;
+    assert_eq!(v["outbox_backlog"], 5, "{v}");
+
+    node.ctl(&["set_vm_memory_high_watermark", "0.4"]);
+    let cleared = std::time::Instant::now();
+    testkit::eventually("the outbox to drain", Duration::from_secs(30), || async {
+        let (_, v) = app.readiness().await;
+        (v["outbox_backlog"] == 0 && v["broker"]["status"] == "connected").then_some(())
+    })
+    .await;
+    println!(
+        "blocked noticed {noticed:?} after the alarm; outbox drained {:?} after it cleared; {ops}",
+        cleared.elapsed()
+    );
+    // A late second copy would show up now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut published = Vec::new();
+    while let Some(m) = ch
+        .basic_get(
+            work_queue.as_str().into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+    {
+        let id = m.delivery.properties.message_id().as_ref().unwrap();
+        published.push(id.as_str().parse::<uuid::Uuid>().unwrap());
+    }
+    published.sort();
+    let mut expected: Vec<uuid::Uuid> = jobs.iter().map(|(_, job)| *job).collect();
+    expected.sort();
+    assert_eq!(published, expected, "each job in the work queue once");
+    let _ = conn.close(200, "done".into()).await;
 }

@@ -24,19 +24,23 @@ pub async fn readyz(state: &AppState) -> Result<Resp, ApiError> {
     for part in ["database", "broker"] {
         if let Some(p) = body.get_mut(part).and_then(Value::as_object_mut) {
             p.remove("error");
+            p.remove("reason");
         }
     }
     Ok(json_response(status, &body))
 }
 
-/// Ready when the database answers. A broker outage is reported but does not make ingest
-/// unready: the outbox holds the jobs until RabbitMQ is back. With the reasons (error texts).
+/// Ready when the database answers. A broker outage (or a broker that blocks publishing) is
+/// reported but does not make ingest unready: the outbox holds the jobs until RabbitMQ is back.
+/// With the reasons (error texts).
 async fn readiness(state: &AppState) -> (StatusCode, Value) {
     let db = store::read::ping(&state.pool).await;
     let backlog = store::outbox_backlog(&state.pool).await.ok();
     let broker = match &*state.broker_state.read().expect("state lock") {
         BrokerState::Connecting => json!({"status": "connecting"}),
         BrokerState::Connected => json!({"status": "connected"}),
+        // Still ready: the outbox keeps what the relay cannot publish until the alarm clears.
+        BrokerState::Blocked(reason) => json!({"status": "blocked", "reason": reason}),
         BrokerState::Down(e) => json!({"status": "down", "error": e}),
     };
     let (status, db_json) = match db {

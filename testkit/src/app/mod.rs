@@ -47,6 +47,8 @@ pub struct TestApp {
     pub configuration_set: Option<String>,
     pub webhooks: mailroom::webhook::WebhookArgs,
     pub amqp_url: String,
+    /// AMQP_HEARTBEAT of both services, when the test set one.
+    pub amqp_heartbeat: Option<Duration>,
     pub ses_proxy: Option<HttpFaultProxy>,
     pub amqp_proxy: Option<TcpProxy>,
     pub db_proxy: Option<TcpProxy>,
@@ -152,7 +154,7 @@ impl TestApp {
         };
         let amqp_url = match &amqp_proxy {
             Some(p) => format!("amqp://guest:guest@{}/%2f", p.addr),
-            None => testkit::amqp_url(),
+            None => settings.amqp_url.clone().unwrap_or_else(testkit::amqp_url),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -181,6 +183,7 @@ impl TestApp {
             webhooks: settings.webhooks.clone(),
             ingest_tweak: settings.ingest_config,
             amqp_url,
+            amqp_heartbeat: settings.amqp_heartbeat,
             ses_proxy,
             amqp_proxy,
             db_proxy,
@@ -266,6 +269,9 @@ impl TestApp {
         BrokerArgs {
             amqp_url: Secret::new(self.amqp_url.clone()),
             queue_prefix: self.queues.prefix.clone(),
+            amqp_heartbeat: self
+                .amqp_heartbeat
+                .unwrap_or(mailroom::broker::DEFAULT_HEARTBEAT),
         }
     }
 

@@ -11,6 +11,10 @@ pub struct Settings {
     pub ses_proxy: bool,
     /// Put a cuttable TCP proxy between both services and RabbitMQ.
     pub amqp_proxy: bool,
+    /// AMQP_HEARTBEAT of both services; None keeps clap's default.
+    pub amqp_heartbeat: Option<Duration>,
+    /// A broker of the test's own (a [`crate::RabbitNode`]'s URL) instead of the shared one.
+    pub amqp_url: Option<String>,
     /// Put a cuttable TCP proxy between both services and PostgreSQL.
     pub db_proxy: bool,
     /// Make the sender a verified identity in moto (otherwise moto rejects every send).
@@ -40,6 +44,8 @@ impl Default for Settings {
             dispatcher: true,
             ses_proxy: false,
             amqp_proxy: false,
+            amqp_heartbeat: None,
+            amqp_url: None,
             db_proxy: false,
             verify_sender: true,
             retry_delays: vec![Duration::from_millis(200), Duration::from_millis(400)],
