@@ -29,6 +29,7 @@ pub mod batch;
 pub mod cli;
 pub mod consumer;
 pub mod format;
+pub mod health;
 pub mod metrics;
 pub mod outcome;
 pub mod pacing;

@@ -147,6 +147,21 @@ impl Dispatcher {
         // Either binary may start first (scripts/up starts both at once): the dispatcher
         // applies the migrations too, under the advisory lock sqlx takes for them, so that it
         // never runs against tables ingest has not created yet.
+        // The operations listener first: while the schema is waited for, `/healthz` answers and
+        // `/readyz` says why this instance is not ready yet.
+        if let Some(listener) = metrics_listener {
+            let health = crate::health::Health {
+                metrics,
+                paused,
+                consuming: consumer.consuming.clone(),
+                rate: rate.clone(),
+            };
+            tokio::spawn(mailroom::metrics::serve_pages(
+                listener,
+                move |path: &str| health.page(path),
+                cancel.clone(),
+            ));
+        }
         tokio::pin!(shutdown);
         tokio::select! {
             ready = wait_for_schema(&pool) => ready?,
@@ -157,14 +172,6 @@ impl Dispatcher {
         // (see mailroom::clock).
         clock.follow_database(&pool).await;
         let rate_task = tokio::spawn(rate.clone().run(cancel.clone()));
-        if let Some(listener) = metrics_listener {
-            let (m, p, r) = (metrics, paused, rate.clone());
-            tokio::spawn(mailroom::metrics::serve(
-                listener,
-                move || m.render(*p.lock().expect("pause lock"), &r),
-                cancel.clone(),
-            ));
-        }
         tracing::info!(
             prefix = %prefix,
             rate = rate.account_rate(),
@@ -340,6 +347,7 @@ fn new_consumer(
         pause_probe: settings.pause_probe_interval,
         shutdown_timeout: settings.shutdown_timeout,
         paused,
+        consuming: Default::default(),
     }
 }
 

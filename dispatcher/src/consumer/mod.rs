@@ -54,6 +54,9 @@ pub struct Consumer {
     pub shutdown_timeout: Duration,
     /// Why consumption is paused, if it is; read by the metrics endpoint.
     pub paused: Arc<Mutex<Option<PauseReason>>>,
+    /// True while a session consumes the work queue (connected, topology declared, consumer
+    /// started); read by `/readyz`.
+    pub consuming: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The first account stop seen in a session: why, and SES's words.

@@ -68,7 +68,12 @@ impl Consumer {
             Ok(s) => s,
             Err(end) => return end,
         };
+        // Ready (for `/readyz`) exactly while this session consumes.
+        self.consuming
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let end = session.consume_until_end(cancel).await;
+        self.consuming
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         session.close().await;
         end
     }
