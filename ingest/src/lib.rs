@@ -35,6 +35,14 @@ pub use settings::{InvalidConfig, Settings};
 pub use startup::{Application, run};
 pub use state::AppState;
 
+/// The readers and the field checker that the handlers apply to what outsiders send, for the
+/// fuzz targets in `fuzz/` (see docs/testing.md). Not an API: nothing else uses it.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::fields::Fields;
+    pub use crate::request::{Body, is_form, query_param, read_form, read_json};
+}
+
 /// The OpenAPI 3 description of this API, served at /openapi.json and kept true by tests
 /// (its paths are exactly [`ROUTES`]) and by schemathesis in CI.
 pub const OPENAPI: &str = include_str!("../openapi.json");
