@@ -104,13 +104,13 @@ impl LiveSource {
             .unwrap_or(name)
     }
 
+    /// Both lanes' work and delay queues (emails first), then the dead queue.
     fn queue_names(&self) -> Vec<String> {
-        let mut names = vec![self.topology.work_queue()];
-        names.extend(
-            self.retry_delays
-                .iter()
-                .map(|d| self.topology.retry_queue(*d)),
-        );
+        let mut names = Vec::new();
+        for lane in [self.topology.clone(), self.topology.webhooks()] {
+            names.push(lane.work_queue());
+            names.extend(self.retry_delays.iter().map(|d| lane.retry_queue(*d)));
+        }
         names.push(self.topology.dead_queue());
         names
     }

@@ -86,6 +86,7 @@ async fn main() {
             retry_delays: vec![Duration::from_secs(1)],
             max_send_rate: Some(rate),
             send_concurrency: Some(16),
+            webhook_concurrency: 8,
             metrics_listen: "off".into(),
             shutdown_timeout: Duration::from_secs(10),
             pause_probe_interval: Duration::from_secs(5),

@@ -108,6 +108,11 @@ pub struct RunConfig {
     #[arg(long, env = "SEND_CONCURRENCY")]
     pub send_concurrency: Option<usize>,
 
+    /// Webhook deliveries in flight at most, apart from the sends: a receiver that never
+    /// answers holds these slots (each up to WEBHOOK_TIMEOUT), never an email's.
+    #[arg(long, env = "WEBHOOK_CONCURRENCY", default_value_t = 8)]
+    pub webhook_concurrency: usize,
+
     /// Where to serve Prometheus metrics; "off" to disable.
     #[arg(
         long,

@@ -46,6 +46,8 @@ pub struct Settings {
     pub max_send_rate: Option<f64>,
     /// At most `u16::MAX` (it is also the prefetch); None: sized from the rate.
     pub send_concurrency: Option<NonZeroUsize>,
+    /// `WEBHOOK_CONCURRENCY`: at least 1, at most `u16::MAX` (it is also the prefetch).
+    pub webhook_concurrency: NonZeroUsize,
     /// None: "off".
     pub metrics_listen: Option<SocketAddr>,
     pub shutdown_timeout: Duration,
@@ -90,6 +92,7 @@ impl TryFrom<RunConfig> for Settings {
         check(retry_delays(&c.retry_delays));
         check(max_send_rate(c.max_send_rate));
         check(send_concurrency(c.send_concurrency));
+        check(webhook_concurrency(c.webhook_concurrency));
         let metrics_listen = metrics_listen(&c.metrics_listen).unwrap_or_else(|p| {
             check(Some(p));
             None
@@ -111,6 +114,7 @@ impl TryFrom<RunConfig> for Settings {
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty()),
             send_concurrency: c.send_concurrency.and_then(NonZeroUsize::new),
+            webhook_concurrency: NonZeroUsize::new(c.webhook_concurrency).expect("checked"),
             metrics_listen,
             webhooks,
             db: c.db,
@@ -164,6 +168,17 @@ fn max_send_rate(rate: Option<f64>) -> Option<String> {
             Some("MAX_SEND_RATE must be a finite number of sends per second".into())
         }
         _ => None,
+    }
+}
+
+fn webhook_concurrency(n: usize) -> Option<String> {
+    if n == 0 || n > usize::from(u16::MAX) {
+        Some(format!(
+            "WEBHOOK_CONCURRENCY is {n}: use 1 to {} (it is also the prefetch)",
+            u16::MAX
+        ))
+    } else {
+        None
     }
 }
 
@@ -225,6 +240,7 @@ mod tests {
             retry_delays: vec![Duration::from_secs(10)],
             max_send_rate: None,
             send_concurrency: None,
+            webhook_concurrency: 8,
             metrics_listen: "127.0.0.1:9091".into(),
             shutdown_timeout: Duration::from_secs(10),
             pause_probe_interval: Duration::from_secs(30),

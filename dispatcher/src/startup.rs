@@ -37,6 +37,9 @@ pub struct Dispatcher {
     prefix: String,
     pool: PgPool,
     consumer: Consumer,
+    /// The webhooks' lane: their own queue and slots (`WEBHOOK_CONCURRENCY`), never paused by
+    /// SES, so that a receiver that never answers cannot hold up an email, nor SES a webhook.
+    webhook_consumer: Consumer,
     rate: Arc<SharedRate>,
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
@@ -100,8 +103,10 @@ impl Dispatcher {
                 records: records.clone(),
             },
         )?;
+        let worker = Arc::new(worker);
         Ok(Self {
-            consumer: new_consumer(&settings, Arc::new(worker), paused.clone()),
+            webhook_consumer: webhook_consumer(&settings, worker.clone()),
+            consumer: new_consumer(&settings, worker, paused.clone()),
             prefix: settings.broker.queue_prefix,
             pool,
             rate,
@@ -132,6 +137,7 @@ impl Dispatcher {
             prefix,
             pool,
             consumer,
+            webhook_consumer,
             rate,
             metrics,
             metrics_listener,
@@ -182,7 +188,12 @@ impl Dispatcher {
             retry_delays = %consumer.retry_delays.iter().map(|d| format_duration(*d)).collect::<Vec<_>>().join(","),
             "dispatcher starting"
         );
-        let mut task = tokio::spawn(consumer.run(cancel.clone()));
+        // Both lanes at once. One that ends with an error (a queue declared with other
+        // settings) ends both; one that ends without error did so because of shutdown.
+        let (c1, c2) = (cancel.clone(), cancel.clone());
+        let mut task = tokio::spawn(async move {
+            tokio::try_join!(consumer.run(c1), webhook_consumer.run(c2)).map(|_| ())
+        });
         tokio::select! {
             _ = &mut shutdown => {
                 tracing::info!("shutting down: finishing in-flight sends");
@@ -327,6 +338,15 @@ fn new_worker(settings: &Settings, shared: Shared) -> anyhow::Result<Worker> {
         metrics: shared.metrics,
         cancel: shared.cancel,
     })
+}
+
+/// The consumer of the webhooks' lane (see [`Dispatcher`]): a fixed concurrency, a pause state
+/// of its own that nothing sets (a webhook outcome is never an account stop).
+fn webhook_consumer(settings: &Settings, worker: Arc<Worker>) -> Consumer {
+    let mut c = new_consumer(settings, worker, Arc::default());
+    c.topology = c.topology.webhooks();
+    c.concurrency = Concurrency::Fixed(settings.webhook_concurrency.get());
+    c
 }
 
 fn new_consumer(

@@ -44,8 +44,10 @@ pub const PASS_HEADER: &str = "x-mailroom-pass";
 /// The header a quorum queue sets on a message it delivers again: the broker's count, not
 /// ours. A copy of a message is a new message, so [`crate::dead`] drops it from its copies.
 pub const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
-/// Routing key under which expired retries come back to the work queue.
+/// Routing key under which expired retries come back to the emails' work queue.
 pub const RETRY_ROUTING_KEY: &str = "retry";
+/// Routing key under which expired retries come back to the webhooks' queue.
+pub const WEBHOOK_RETRY_ROUTING_KEY: &str = "webhooks.retry";
 /// Longest to wait for the broker to confirm a publish. Past it the connection is treated as
 /// broken (a half-open TCP connection would otherwise hang the publisher forever).
 pub const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -84,16 +86,47 @@ impl BrokerError {
     }
 }
 
-/// The names of everything under one prefix.
+/// Which of the two lanes of work a [`Topology`] names: emails, or webhook deliveries. Each has
+/// its own work queue, delay queues and retry routing key, so that a receiver that never answers
+/// holds webhook slots only, and new verification emails never queue behind thousands of
+/// webhook events; they share the exchange and the dead queue (a replay routes each letter by
+/// its kind, back into its own lane).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Lane {
+    #[default]
+    Emails,
+    Webhooks,
+}
+
+/// The names of everything under one prefix, for one lane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     pub prefix: String,
+    pub lane: Lane,
 }
 
 impl Topology {
+    /// The emails' lane.
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
+            lane: Lane::Emails,
+        }
+    }
+
+    /// The same prefix, the webhooks' lane.
+    pub fn webhooks(&self) -> Self {
+        Self {
+            prefix: self.prefix.clone(),
+            lane: Lane::Webhooks,
+        }
+    }
+
+    /// The routing key expired retries of this lane come back under.
+    pub fn retry_routing_key(&self) -> &'static str {
+        match self.lane {
+            Lane::Emails => RETRY_ROUTING_KEY,
+            Lane::Webhooks => WEBHOOK_RETRY_ROUTING_KEY,
         }
     }
 
@@ -101,26 +134,31 @@ impl Topology {
         self.prefix.clone()
     }
 
+    /// This lane's work queue: `<prefix>.emails` or `<prefix>.webhooks`.
     pub fn work_queue(&self) -> String {
-        format!("{}.emails", self.prefix)
+        match self.lane {
+            Lane::Emails => format!("{}.emails", self.prefix),
+            Lane::Webhooks => format!("{}.webhooks", self.prefix),
+        }
     }
 
-    /// The delay queue for `delay`, named by it (`<prefix>.retry.10s`), so that ladders with
-    /// other delays never collide with it.
+    /// This lane's delay queue for `delay`, named by it (`<prefix>.retry.10s`,
+    /// `<prefix>.webhooks.retry.10s`), so that ladders with other delays never collide with it.
     pub fn retry_queue(&self, delay: Duration) -> String {
-        format!(
-            "{}.retry.{}",
-            self.prefix,
-            crate::config::format_duration(delay)
-        )
+        let delay = crate::config::format_duration(delay);
+        match self.lane {
+            Lane::Emails => format!("{}.retry.{delay}", self.prefix),
+            Lane::Webhooks => format!("{}.webhooks.retry.{delay}", self.prefix),
+        }
     }
 
     pub fn dead_queue(&self) -> String {
         format!("{}.dead", self.prefix)
     }
 
-    /// Declares the exchange, the work queue and its bindings: what a publisher needs for its
-    /// messages to land somewhere. Idempotent; ingest and the dispatcher both call it.
+    /// Declares the exchange, both lanes' work queues and their bindings: what a publisher
+    /// needs for its messages to land somewhere, whatever their kind. Idempotent; ingest and the
+    /// dispatcher both call it.
     pub async fn declare_work(&self, conn: &Connection) -> Result<(), BrokerError> {
         let ch = conn.create_channel().await?;
         ch.exchange_declare(
@@ -133,26 +171,40 @@ impl Topology {
             FieldTable::default(),
         )
         .await?;
-        // The dead queue comes first: the work queue's own dead-lettering points at it. It has
+        // The dead queue comes first: the work queues' own dead-lettering points at it. It has
         // no dead-lettering of its own: nothing leaves it but an operator's replay. Nor a
         // delivery limit of its own (RabbitMQ 4.x gives it the default, 20): listing and replay
         // never deliver a letter twice, they give back copies (see `crate::dead`).
         self.declare_queue(conn, &self.dead_queue(), quorum())
             .await?;
-        let mut args = quorum();
-        args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongLongInt(DELIVERY_LIMIT),
-        );
-        dead_letter_to(&mut args, "", &self.dead_queue());
-        self.declare_queue(conn, &self.work_queue(), args).await?;
-        for key in JobKind::ALL
+        let emails = Topology::new(self.prefix.clone());
+        let webhooks = emails.webhooks();
+        for lane in [&emails, &webhooks] {
+            let mut args = quorum();
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongLongInt(DELIVERY_LIMIT),
+            );
+            dead_letter_to(&mut args, "", &self.dead_queue());
+            self.declare_queue(conn, &lane.work_queue(), args).await?;
+        }
+        let bindings = JobKind::ALL
             .iter()
-            .map(|k| k.routing_key())
-            .chain([RETRY_ROUTING_KEY])
-        {
+            .map(|k| {
+                let lane = if *k == JobKind::Webhook {
+                    &webhooks
+                } else {
+                    &emails
+                };
+                (lane.work_queue(), k.routing_key())
+            })
+            .chain([
+                (emails.work_queue(), RETRY_ROUTING_KEY),
+                (webhooks.work_queue(), WEBHOOK_RETRY_ROUTING_KEY),
+            ]);
+        for (queue, key) in bindings {
             ch.queue_bind(
-                self.work_queue().into(),
+                queue.as_str().into(),
                 self.exchange().into(),
                 key.into(),
                 QueueBindOptions::default(),
@@ -160,28 +212,41 @@ impl Topology {
             )
             .await?;
         }
+        // Before webhooks had a lane of their own, the emails' queue was bound to their key:
+        // a binding left from then would put every webhook in both queues. Unbinding what is
+        // not bound is no error.
+        ch.queue_unbind(
+            emails.work_queue().as_str().into(),
+            self.exchange().into(),
+            JobKind::Webhook.routing_key().into(),
+            FieldTable::default(),
+        )
+        .await?;
         let _ = ch.close(200, "declared".into()).await;
         Ok(())
     }
 
-    /// Declares everything: the work topology plus one delay queue per retry delay. A delay
-    /// queue holds messages for its TTL and then dead-letters them back to the exchange under
-    /// [`RETRY_ROUTING_KEY`], which the work queue is bound to.
+    /// Declares everything: the work topology plus, for both lanes, one delay queue per retry
+    /// delay. A delay queue holds messages for its TTL and then dead-letters them back to the
+    /// exchange under its lane's retry key, which that lane's work queue is bound to.
     pub async fn declare_all(
         &self,
         conn: &Connection,
         delays: &[Duration],
     ) -> Result<(), BrokerError> {
         self.declare_work(conn).await?;
-        for delay in delays {
-            let mut args = quorum();
-            args.insert(
-                "x-message-ttl".into(),
-                AMQPValue::LongLongInt(delay.as_millis() as i64),
-            );
-            dead_letter_to(&mut args, &self.exchange(), RETRY_ROUTING_KEY);
-            self.declare_queue(conn, &self.retry_queue(*delay), args)
-                .await?;
+        let emails = Topology::new(self.prefix.clone());
+        for lane in [emails.clone(), emails.webhooks()] {
+            for delay in delays {
+                let mut args = quorum();
+                args.insert(
+                    "x-message-ttl".into(),
+                    AMQPValue::LongLongInt(delay.as_millis() as i64),
+                );
+                dead_letter_to(&mut args, &self.exchange(), lane.retry_routing_key());
+                self.declare_queue(conn, &lane.retry_queue(*delay), args)
+                    .await?;
+            }
         }
         Ok(())
     }

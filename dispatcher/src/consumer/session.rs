@@ -122,7 +122,10 @@ impl Consumer {
             Ok(c) => c,
             Err(e) => return Err(SessionEnd::Lost(e.to_string())),
         };
-        self.worker.metrics.concurrency.set(concurrency as i64);
+        // The concurrency gauge is the sends': the webhooks' lane has a fixed one of its own.
+        if self.topology.lane == mailroom::broker::Lane::Emails {
+            self.worker.metrics.concurrency.set(concurrency as i64);
+        }
         tracing::info!(queue = %self.topology.work_queue(), concurrency, auto = self.concurrency == Concurrency::Auto, "consuming");
         // An automatic concurrency is checked every RESIZE_EVERY. A new prefetch applies only
         // to a new consumer, so a resize cancels the consumer, keeps handling what it already

@@ -70,7 +70,11 @@ impl Settler {
             .message_id()
             .as_ref()
             .map(|m| m.as_str().to_owned());
-        let attempt = broker::header_int(&d.properties, broker::ATTEMPT_HEADER).unwrap_or(0);
+        // Clamped: whoever can publish to the exchange controls this header, and a negative or
+        // huge value must neither overflow `attempt + 1` nor index past the ladder.
+        let attempt = broker::header_int(&d.properties, broker::ATTEMPT_HEADER)
+            .unwrap_or(0)
+            .clamp(0, i64::from(u16::MAX));
         let job = Job::from_slice(&d.data);
         let job_id = job.as_ref().ok().map(|j| j.job_id);
         let outcome = guard_panics(self.worker.process(job, message_id.as_deref())).await;
@@ -154,7 +158,7 @@ impl Settler {
         broker::publish_confirmed(
             &self.publish,
             &self.topology.exchange(),
-            broker::RETRY_ROUTING_KEY,
+            self.topology.retry_routing_key(),
             &s.d.data,
             s.d.properties.clone().with_headers(headers),
         )

@@ -493,3 +493,54 @@ async fn webhook_urls_are_redacted_in_the_send_log_and_a_removed_endpoint_is_par
     );
     let _ = email;
 }
+
+#[tokio::test]
+async fn a_receiver_that_never_answers_holds_up_no_email() {
+    let receiver = WebhookReceiver::start().await;
+    // Longer than WEBHOOK_TIMEOUT: every attempt hangs until it times out.
+    receiver.answer(Answer::Delay(Duration::from_secs(60)));
+    let app = TestApp::start(Settings {
+        webhooks: hooks_to(&receiver, SECRET_A, Duration::from_secs(10)),
+        retry_delays: vec![Duration::from_secs(30)],
+        ..Settings::default()
+    })
+    .await;
+    // 200 pending events, as a `suppressions sync` that imports 200 addresses queues them.
+    let endpoints = mailroom::events::Endpoints::parse(&app.webhooks.webhook_urls).unwrap();
+    for i in 0..200 {
+        let mut tx = app.db.pool.begin().await.unwrap();
+        mailroom::store::webhooks::enqueue(
+            &mut tx,
+            &endpoints,
+            &mailroom::events::Ping {
+                message: format!("backlog {i}"),
+            },
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    // Deliveries under way (the receiver records a request once it has answered, so the send
+    // log says when they started).
+    testkit::eventually("webhook deliveries hanging", Duration::from_secs(30), || {
+        let pool = app.db.pool.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM sends WHERE kind = 'webhook' AND status = 'sending'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (n >= 4).then_some(())
+        }
+    })
+    .await;
+    // A signup now still gets its email at once: the webhooks hold slots of their own.
+    let started = std::time::Instant::now();
+    let email = app.unique_email();
+    app.sign_up_ok(&app.unique_name(), &email).await;
+    app.moto.wait_for(&email, 1, Duration::from_secs(30)).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "the email took {took:?}");
+}
