@@ -173,8 +173,12 @@ impl ApiError {
             ApiError::Conflict { fields, .. } => json!(fields),
             _ => json!({}),
         };
-        let body =
+        let mut body =
             json!({ "error": { "code": self.code(), "message": message, "fields": fields } });
+        // The id the caller can quote (and find in the logs): see routes::handle.
+        if let Some(id) = crate::routes::current_request_id() {
+            body["error"]["request_id"] = json!(id);
+        }
         let mut resp = json_response(status, &body);
         if let ApiError::Unauthorized = self {
             resp.headers_mut()

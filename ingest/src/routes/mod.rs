@@ -147,18 +147,56 @@ pub static ROUTES: &[Route] = &[
     },
 ];
 
+/// The request id of the request being answered (see [`handle`]), for error bodies.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(|id| id.clone()).ok()
+}
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The header a request id travels in, both ways.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The caller's `x-request-id` when it is a sane one (1 to 128 characters of letters, digits
+/// and `-_.:`), so that a trace spans the calling service too; else a new UUID. Anything else
+/// a caller sends there is not trusted into logs.
+fn request_id(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
 /// Answers one request within `REQUEST_TIMEOUT` and counts it by route and status. Never
-/// panics on input and never answers 500 for bad input.
+/// panics on input and never answers 500 for bad input. Every answer carries the request's
+/// id (`x-request-id`, taken or made), every log line of the request has it (its span), and
+/// so does every error body.
 pub async fn handle(state: &AppState, req: Request<Incoming>) -> Resp {
+    use tracing::Instrument;
     let route = route_name(req.uri().path());
+    let id = request_id(&req);
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), route);
     let timeout = state.settings.http.request_timeout;
-    let resp = match tokio::time::timeout(timeout, guard_panics(dispatch(state, req))).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => e.into_response(),
-        Err(_) => {
-            ApiError::Unavailable("the request took too long; try again".into()).into_response()
+    let answer = async {
+        match tokio::time::timeout(timeout, guard_panics(dispatch(state, req))).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => e.into_response(),
+            Err(_) => {
+                ApiError::Unavailable("the request took too long; try again".into()).into_response()
+            }
         }
     };
+    let mut resp = REQUEST_ID.scope(id.clone(), answer.instrument(span)).await;
+    if let Ok(v) = http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
     state
         .metrics
         .requests

@@ -347,3 +347,40 @@ async fn connections_past_the_cap_wait_in_the_backlog_until_one_closes() {
     let r = fresh().get(&health).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id_and_errors_quote_it() {
+    let app = TestApp::ingest_only().await;
+    // The caller's own id is kept, on a success and in an error's body.
+    let r = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .header("x-request-id", "caller-7f3a:1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "caller-7f3a:1");
+    let r = app
+        .http
+        .get(format!("{}/no-such-page", app.base))
+        .header("x-request-id", "caller-404")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["x-request-id"], "caller-404");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["request_id"], "caller-404", "{v}");
+    // None given, or one that is not sane (too long, spaces, control characters): a new one.
+    for given in [None, Some("x".repeat(129)), Some("two words".to_owned())] {
+        let mut req = app.http.get(format!("{}/v1/nothing", app.base));
+        if let Some(g) = &given {
+            req = req.header("x-request-id", g);
+        }
+        let r = req.send().await.unwrap();
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{given:?} gave {id}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["request_id"], id.as_str());
+    }
+}
