@@ -363,6 +363,8 @@ pub mod app;
 pub mod docs;
 mod proxy;
 pub use proxy::{HttpFault, HttpFaultProxy, TcpProxy};
+mod pg_pair;
+pub use pg_pair::PgPair;
 mod rabbit_node;
 pub use rabbit_node::RabbitNode;
 mod receiver;

@@ -202,10 +202,14 @@ pub struct TcpProxy {
     stalled: tokio::sync::watch::Sender<bool>,
     accepted: Arc<AtomicU64>,
     stop: CancellationToken,
+    /// Where new connections go: [`TcpProxy::retarget`] moves it, as a managed database's DNS
+    /// name moves to a promoted replica.
+    upstream: Arc<Mutex<SocketAddr>>,
 }
 
 impl TcpProxy {
     pub async fn start(upstream: SocketAddr) -> Self {
+        let target = Arc::new(Mutex::new(upstream));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         let inner = Arc::new(Mutex::new(CancellationToken::new()));
@@ -215,6 +219,7 @@ impl TcpProxy {
         let stop = CancellationToken::new();
         let (inn, dn, st, acc) = (inner.clone(), down.clone(), stop.clone(), accepted.clone());
         let stall = stalled.clone();
+        let tgt = target.clone();
         tokio::spawn(async move {
             loop {
                 let (client, _) = tokio::select! {
@@ -228,6 +233,7 @@ impl TcpProxy {
                 }
                 let cut = inn.lock().expect("proxy state").clone();
                 let stall = stall.subscribe();
+                let upstream = *tgt.lock().expect("proxy target");
                 tokio::spawn(async move {
                     tokio::select! {
                         _ = forward(client, upstream, stall) => {}
@@ -243,7 +249,14 @@ impl TcpProxy {
             stalled,
             accepted,
             stop,
+            upstream: target,
         }
+    }
+
+    /// Sends new connections to `to` from now on; open ones stay where they are (cut them to
+    /// move everyone).
+    pub fn retarget(&self, to: SocketAddr) {
+        *self.upstream.lock().expect("proxy target") = to;
     }
 
     /// Drops every connection and refuses new ones.

@@ -11,6 +11,7 @@
 //! - [`webhooks`]: signed events, their retries and the `webhooks test` command.
 //! - [`identities`]: the SES identity and account commands.
 //! - [`startup`]: either binary may start first.
+//! - [`switchover`]: PostgreSQL failing over to its promoted replica.
 //! - [`clock`]: every process on the database's clock, whatever its machine's says.
 
 mod clock;
@@ -24,4 +25,5 @@ mod shared_rate;
 mod signup;
 mod startup;
 mod suppressions;
+mod switchover;
 mod webhooks;
