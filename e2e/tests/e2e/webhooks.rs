@@ -523,18 +523,22 @@ async fn a_receiver_that_never_answers_holds_up_no_email() {
     }
     // Deliveries under way (the receiver records a request once it has answered, so the send
     // log says when they started).
-    testkit::eventually("webhook deliveries hanging", Duration::from_secs(30), || {
-        let pool = app.db.pool.clone();
-        async move {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM sends WHERE kind = 'webhook' AND status = 'sending'",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-            (n >= 4).then_some(())
-        }
-    })
+    testkit::eventually(
+        "webhook deliveries hanging",
+        Duration::from_secs(30),
+        || {
+            let pool = app.db.pool.clone();
+            async move {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM sends WHERE kind = 'webhook' AND status = 'sending'",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                (n >= 4).then_some(())
+            }
+        },
+    )
     .await;
     // A signup now still gets its email at once: the webhooks hold slots of their own.
     let started = std::time::Instant::now();
