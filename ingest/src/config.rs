@@ -136,6 +136,11 @@ pub struct Config {
 
     #[command(flatten)]
     pub webhooks: mailroom::webhook::WebhookArgs,
+
+    /// Print the effective configuration (every variable, where its value came from, secrets
+    /// redacted) and exit, without connecting to anything.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 /// See [`Config::verify_link_mode`].

@@ -18,6 +18,7 @@ mod fields;
 pub mod hashing;
 mod in_flight;
 pub mod metrics;
+pub mod print_config;
 pub mod relay;
 mod request;
 mod response;

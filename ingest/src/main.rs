@@ -1,6 +1,5 @@
 //! The `ingest` binary: parse configuration, set up logging, run until SIGTERM or Ctrl-C.
 
-use clap::Parser;
 use mailroom::clock::Clock;
 
 fn main() -> anyhow::Result<()> {
@@ -13,7 +12,16 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve() -> anyhow::Result<()> {
-    let config = ingest::Config::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let command = ingest::Config::command();
+    let matches = command.clone().get_matches();
+    let config = ingest::Config::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if config.print_config {
+        for line in ingest::print_config::lines(&command, &matches) {
+            println!("{line}");
+        }
+        return Ok(());
+    }
     mailroom::telemetry::init(config.log.log_format);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

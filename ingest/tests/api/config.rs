@@ -81,3 +81,55 @@ fn help_never_shows_a_secret_from_the_environment() {
     }
     assert!(help.contains("DATABASE_URL"), "{help}");
 }
+
+#[test]
+fn print_config_shows_every_variable_with_its_source_and_no_secret() {
+    let out = std::process::Command::new(mailroom_testkit::bin_path("ingest"))
+        .args(["--print-config", "--listen", "127.0.0.1:1"])
+        .env(
+            "DATABASE_URL",
+            "postgres://app:db-pass-123@db.internal/mailroom",
+        )
+        .env("INGEST_API_KEYS", "key-one-secret,key-two-secret")
+        .env(
+            "WEBHOOK_SECRET",
+            "whsec_c2VjcmV0LXNpZ25pbmcta2V5LW9mLXRoaXJ0eS10d28=",
+        )
+        .env(
+            "WEBHOOK_URL",
+            "https://user:hook-pass@hooks.example.com/in?token=tok-9",
+        )
+        .env_remove("AMQP_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    for secret in [
+        "db-pass-123",
+        "key-one-secret",
+        "key-two-secret",
+        "c2VjcmV0",
+        "hook-pass",
+        "tok-9",
+    ] {
+        assert!(!text.contains(secret), "{secret} printed:\n{text}");
+    }
+    assert!(
+        text.contains("DATABASE_URL=postgres://app:***@db.internal/mailroom  # environment"),
+        "{text}"
+    );
+    assert!(
+        text.contains("INGEST_LISTEN=127.0.0.1:1  # command line"),
+        "{text}"
+    );
+    assert!(text.contains("MAX_BODY_BYTES=16384  # default"), "{text}");
+    // Every variable clap declares is there.
+    let command = ingest::Config::command();
+    for env in command
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+    {
+        assert!(text.contains(&format!("{env}=")), "{env} missing:\n{text}");
+    }
+}
