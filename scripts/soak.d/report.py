@@ -1,0 +1,159 @@
+"""The table and the verdicts of scripts/soak, from the rows it recorded after each interval.
+
+    python3 scripts/soak.d/report.py ROWS WARMUP DECIDES USERS SENT OUTBOX QUEUE
+
+ROWS is the tab-separated file of samples (one line per interval, the columns of COLUMNS);
+WARMUP the number of leading intervals left out of the comparison; DECIDES 1 when the RSS and
+p99 criteria decide the exit status (runs of 10 minutes or more), 0 when they are only printed;
+USERS, SENT, OUTBOX and QUEUE the end state once the pipeline drained: users in the database,
+emails the stand-in received, outbox rows and jobs left in the work queue.
+
+Prints the markdown table, the rule and a verdict per criterion; exits 1 when a criterion that
+decides failed.
+"""
+import statistics
+import sys
+
+COLUMNS = (
+    "i end target rate requests p50 p99 non2xx sockerr rss_ingest rss_dispatcher rss_standin "
+    "fd_ingest fd_dispatcher tcp_ingest tcp_dispatcher pg queue sent concurrency busy others"
+).split()
+
+# The thresholds. Leaks are bugs at any length, so fds, connections and errors always decide;
+# RSS and p99 decide only runs long enough for a warm-up not to dominate them.
+RSS_RATIO = 1.10
+P99_RATIO = 1.5
+COUNT_SLACK = 4
+
+rows_file, warmup, decides, users, sent, outbox, queue = sys.argv[1:8]
+warmup, decides = int(warmup), decides == "1"
+users, sent, outbox, queue = int(users), int(sent), int(outbox), int(queue)
+
+rows = []
+with open(rows_file) as f:
+    for line in f:
+        values = line.split()
+        if len(values) != len(COLUMNS):
+            continue
+        rows.append({k: float(v) for k, v in zip(COLUMNS, values)})
+if len(rows) <= warmup:
+    print(f"only {len(rows)} intervals recorded: nothing to compare after a warm-up of {warmup}")
+    sys.exit(1)
+
+steady = rows[warmup:]
+k = max(1, round(len(steady) / 3))
+first, last = steady[:k], steady[-k:]
+
+
+def span(rs):
+    a, b = int(rs[0]["i"]), int(rs[-1]["i"])
+    return f"interval {a}" if a == b else f"intervals {a}–{b}"
+
+
+def mb(kb):
+    return f"{kb / 1024:.1f}"
+
+
+def ms(v):
+    return f"{v:.2f}"
+
+
+table = [
+    "| # | end | signups/s (of target) | p50 ms | p99 ms | non-2xx | RSS MB ingest / dispatcher / stand-in "
+    "| fds ingest / dispatcher | TCP ingest / dispatcher | PG backends | queue | emails | in flight allowed "
+    "| machine busy / others |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+]
+prev_sent = None
+for r in rows:
+    mark = " (warm-up)" if r["i"] <= warmup else ""
+    bad = int(r["non2xx"] + r["sockerr"])
+    table.append(
+        f"| {int(r['i'])}{mark} | {int(r['end'])} s | {int(r['rate'])} ({100 * r['rate'] / r['target']:.0f} %) "
+        f"| {ms(r['p50'])} | {ms(r['p99'])} | {bad} "
+        f"| {mb(r['rss_ingest'])} / {mb(r['rss_dispatcher'])} / {mb(r['rss_standin'])} "
+        f"| {int(r['fd_ingest'])} / {int(r['fd_dispatcher'])} | {int(r['tcp_ingest'])} / {int(r['tcp_dispatcher'])} "
+        f"| {int(r['pg'])} | {int(r['queue'])} | {int(r['sent'])} | {int(r['concurrency'])} "
+        f"| {int(r['busy'])} % / {int(r['others'])} % |"
+    )
+
+out = ["\n".join(table), ""]
+out.append(
+    f"Flat, as measured: the first {warmup} interval(s) are warm-up and left out; of the "
+    f"{len(steady)} after it, the first third ({span(first)}) is compared with the last third "
+    f"({span(last)}). RSS: mean of the last third / mean of the first ≤ {RSS_RATIO:.2f}× per process; "
+    f"p99: median of the last third / median of the first ≤ {P99_RATIO}×; open fds, established TCP "
+    f"connections and PostgreSQL backends: the highest of the last third at most {COUNT_SLACK} above the "
+    f"highest of the first; no non-2xx answer or socket error in any interval; once drained, one email "
+    f"per user and nothing left in the outbox or the work queue. "
+    + ("RSS and p99 decide the exit status (a run of 10 minutes or more)."
+       if decides else "RSS and p99 are printed only (a run under 10 minutes is dominated by its warm-up); "
+       "fds, connections, errors and delivery decide.")
+)
+out.append("")
+
+failed = False
+verdicts = []
+
+
+def verdict(name, ok, detail, decisive):
+    global failed
+    if not ok and decisive:
+        failed = True
+    word = "flat" if ok else "GROWS"
+    if not decisive and not ok:
+        word += " (not deciding)"
+    verdicts.append(f"- {name}: **{word}** — {detail}")
+
+
+def mean(rs, key):
+    return statistics.mean(r[key] for r in rs)
+
+
+for proc in ("ingest", "dispatcher", "standin"):
+    a, b = mean(first, f"rss_{proc}"), mean(last, f"rss_{proc}")
+    ratio = b / a if a else float("inf")
+    label = "stand-in" if proc == "standin" else proc
+    verdict(f"RSS {label}", ratio <= RSS_RATIO,
+            f"{mb(a)} → {mb(b)} MB, {ratio:.3f}× (≤ {RSS_RATIO:.2f}×)", decides)
+
+a = statistics.median(r["p99"] for r in first)
+b = statistics.median(r["p99"] for r in last)
+ratio = b / a if a else float("inf")
+verdict("p99 latency", ratio <= P99_RATIO, f"{ms(a)} → {ms(b)} ms, {ratio:.2f}× (≤ {P99_RATIO}×)", decides)
+
+for key, name in (("fd_ingest", "open fds ingest"), ("fd_dispatcher", "open fds dispatcher"),
+                  ("tcp_ingest", "TCP connections ingest"), ("tcp_dispatcher", "TCP connections dispatcher"),
+                  ("pg", "PostgreSQL backends")):
+    a = max(r[key] for r in first)
+    b = max(r[key] for r in last)
+    lo, hi = min(r[key] for r in steady), max(r[key] for r in steady)
+    verdict(name, b - a <= COUNT_SLACK,
+            f"highest {int(a)} → {int(b)} ({int(b - a):+d}, at most +{COUNT_SLACK}); {int(lo)}–{int(hi)} after the warm-up",
+            True)
+
+bad = sum(int(r["non2xx"] + r["sockerr"]) for r in rows)
+requests = sum(int(r["requests"]) for r in rows)
+verdicts.append(f"- errors: **{'none' if bad == 0 else 'FAIL'}** — {bad} non-2xx answers or socket errors "
+                f"in {requests} requests")
+failed |= bad != 0
+
+delivered = users == sent and outbox == 0 and queue == 0
+verdicts.append(f"- delivery: **{'complete' if delivered else 'FAIL'}** — {users} users, {sent} emails at the "
+                f"stand-in, {outbox} in the outbox, {queue} in the work queue once drained")
+failed |= not delivered
+
+# Informational: how close the pacing came, and whether the dispatcher kept up.
+pct = [100 * r["rate"] / r["target"] for r in steady]
+verdicts.append(f"- pacing (information): {statistics.mean(pct):.1f} % of the target rate on average after the "
+                f"warm-up, lowest interval {min(pct):.1f} %, highest {max(pct):.1f} %")
+verdicts.append(f"- backlog (information): the work queue held at most {int(max(r['queue'] for r in steady))} "
+                f"jobs at the end of an interval after the warm-up (the dispatcher keeping up)")
+verdicts.append(f"- the machine (information): {statistics.mean(r['busy'] for r in rows):.0f} % busy on "
+                f"average during the intervals; {statistics.mean(r['others'] for r in rows):.0f} % of the machine "
+                f"went to work outside this run (not its processes, PostgreSQL, RabbitMQ or wrk), at most "
+                f"{int(max(r['others'] for r in rows))} % in one interval")
+
+out.extend(verdicts)
+print("\n".join(out))
+sys.exit(1 if failed else 0)
