@@ -72,6 +72,11 @@ impl Consumer {
         self.consuming
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let end = session.consume_until_end(cancel).await;
+        // A pause is named before consuming stops, so that `/readyz` never shows the pause as
+        // "connecting" in between.
+        if let SessionEnd::Paused(reason, _) = &end {
+            *self.paused.lock().expect("pause lock") = Some(*reason);
+        }
         self.consuming
             .store(false, std::sync::atomic::Ordering::Relaxed);
         session.close().await;

@@ -124,7 +124,7 @@ async fn the_dispatcher_is_ready_while_consuming_and_says_why_not_while_paused()
         || async {
             dispatcher_readiness(&http, port)
                 .await
-                .filter(|(s, _)| *s == 503)
+                .filter(|(s, v)| *s == 503 && !v["paused"].is_null())
                 .map(|(_, v)| v)
         },
     )
