@@ -1,12 +1,14 @@
 """The table and the verdicts of scripts/soak, from the rows it recorded after each interval.
 
-    python3 scripts/soak.d/report.py ROWS WARMUP DECIDES USERS SENT OUTBOX QUEUE
+    python3 scripts/soak.d/report.py ROWS WARMUP DECIDES USERS SENT OUTBOX QUEUE [INTERVAL [RETRY DEAD]]
 
 ROWS is the tab-separated file of samples (one line per interval, the columns of COLUMNS);
 WARMUP the number of leading intervals left out of the comparison; DECIDES 1 when the RSS and
 p99 criteria decide the exit status (runs of 10 minutes or more), 0 when they are only printed;
 USERS, SENT, OUTBOX and QUEUE the end state once the pipeline drained: users in the database,
-emails the stand-in received, outbox rows and jobs left in the work queue.
+emails the stand-in received, outbox rows and jobs left in the work queue; INTERVAL the
+seconds of one interval (60 unless given); RETRY and DEAD the jobs in the run's delay queues and
+its dead-letter queue once drained.
 
 Prints the markdown table, the rule and a verdict per criterion; exits 1 when a criterion that
 decides failed.
@@ -28,10 +30,17 @@ COUNT_SLACK = 4
 # in flight, and its automatic concurrency moves a few percent with the machine's load (CI saw
 # 263 → 271 with other work on the machine). A leak grows without end, far past either.
 COUNT_SLACK_SHARE = 0.05
+# The work queue's depth at the end of an interval: at half the capacity the dispatcher keeps
+# up, so the deepest of the last third may exceed the deepest of the first by at most this
+# share of one interval's signups (a backlog that grows is the pipeline falling behind).
+BACKLOG_SHARE = 0.10
 
 rows_file, warmup, decides, users, sent, outbox, queue = sys.argv[1:8]
 warmup, decides = int(warmup), decides == "1"
 users, sent, outbox, queue = int(users), int(sent), int(outbox), int(queue)
+interval = float(sys.argv[8]) if len(sys.argv) > 8 else 60.0
+retry = int(sys.argv[9]) if len(sys.argv) > 9 else 0
+dead = int(sys.argv[10]) if len(sys.argv) > 10 else 0
 
 rows = []
 with open(rows_file) as f:
@@ -78,7 +87,7 @@ for r in rows:
         f"| {mb(r['rss_ingest'])} / {mb(r['rss_dispatcher'])} / {mb(r['rss_standin'])} "
         f"| {int(r['fd_ingest'])} / {int(r['fd_dispatcher'])} | {int(r['tcp_ingest'])} / {int(r['tcp_dispatcher'])} "
         f"| {int(r['pg'])} | {int(r['queue'])} | {int(r['sent'])} | {int(r['concurrency'])} "
-        f"| {int(r['busy'])} % / {int(r['others'])} % |"
+        f"| {int(r['busy'])} % / {'?' if r['others'] < 0 else str(int(r['others'])) + ' %'} |"
     )
 
 out = ["\n".join(table), ""]
@@ -86,12 +95,14 @@ out.append(
     f"Flat, as measured: the first {warmup} interval(s) are warm-up and left out; of the "
     f"{len(steady)} after it, the first third ({span(first)}) is compared with the last third "
     f"({span(last)}). RSS: mean of the last third / mean of the first ≤ {RSS_RATIO:.2f}× per process; "
-    f"p99: median of the last third / median of the first ≤ {P99_RATIO}×; open fds, established TCP "
-    f"connections and PostgreSQL backends: the highest of the last third at most {COUNT_SLACK} above the "
-    f"highest of the first; no non-2xx answer or socket error in any interval; once drained, one email "
-    f"per user and nothing left in the outbox or the work queue. "
-    + ("RSS and p99 decide the exit status (a run of 10 minutes or more)."
-       if decides else "RSS and p99 are printed only (a run under 10 minutes is dominated by its warm-up); "
+    f"p99: median of the last third / median of the first ≤ {P99_RATIO}×; the work queue's depth: the "
+    f"deepest of the last third at most {100 * BACKLOG_SHARE:.0f} % of one interval's signups above the deepest "
+    f"of the first; open fds, established TCP "
+    f"connections and PostgreSQL backends: the highest of the last third at most {COUNT_SLACK} (or "
+    f"{100 * COUNT_SLACK_SHARE:.0f} % of the count, whichever is more) above the highest of the first; no non-2xx answer or socket error in any interval; once drained, one email "
+    f"per user and nothing left in the outbox or any of the run's queues (work, delay, dead). "
+    + ("RSS, p99 and the backlog decide the exit status (a run of 10 minutes or more)."
+       if decides else "RSS, p99 and the backlog are printed only (a run under 10 minutes is dominated by its warm-up); "
        "fds, connections, errors and delivery decide.")
 )
 out.append("")
@@ -126,6 +137,12 @@ b = statistics.median(r["p99"] for r in last)
 ratio = b / a if a else float("inf")
 verdict("p99 latency", ratio <= P99_RATIO, f"{ms(a)} → {ms(b)} ms, {ratio:.2f}× (≤ {P99_RATIO}×)", decides)
 
+a = max(r["queue"] for r in first)
+b = max(r["queue"] for r in last)
+allowed = BACKLOG_SHARE * statistics.mean(r["target"] for r in steady) * interval
+verdict("work queue backlog", b - a <= allowed,
+        f"deepest {int(a)} → {int(b)} jobs ({int(b - a):+d}, at most +{int(allowed)})", decides)
+
 for key, name in (("fd_ingest", "open fds ingest"), ("fd_dispatcher", "open fds dispatcher"),
                   ("tcp_ingest", "TCP connections ingest"), ("tcp_dispatcher", "TCP connections dispatcher"),
                   ("pg", "PostgreSQL backends")):
@@ -143,21 +160,31 @@ verdicts.append(f"- errors: **{'none' if bad == 0 else 'FAIL'}** — {bad} non-2
                 f"in {requests} requests")
 failed |= bad != 0
 
-delivered = users == sent and outbox == 0 and queue == 0
+delivered = users == sent and outbox == 0 and queue == 0 and retry == 0 and dead == 0
 verdicts.append(f"- delivery: **{'complete' if delivered else 'FAIL'}** — {users} users, {sent} emails at the "
-                f"stand-in, {outbox} in the outbox, {queue} in the work queue once drained")
+                f"stand-in; once drained {outbox} in the outbox, {queue} in the work queue, {retry} waiting in "
+                f"delay queues, {dead} dead-lettered")
 failed |= not delivered
 
 # Informational: how close the pacing came, and whether the dispatcher kept up.
 pct = [100 * r["rate"] / r["target"] for r in steady]
 verdicts.append(f"- pacing (information): {statistics.mean(pct):.1f} % of the target rate on average after the "
                 f"warm-up, lowest interval {min(pct):.1f} %, highest {max(pct):.1f} %")
-verdicts.append(f"- backlog (information): the work queue held at most {int(max(r['queue'] for r in steady))} "
-                f"jobs at the end of an interval after the warm-up (the dispatcher keeping up)")
+# Emails per signup accepted between consecutive samples (both over the same wall time, the
+# pauses for sampling included): below 1 while the dispatcher falls behind.
+sends = [(b["sent"] - a["sent"]) / max(b["requests"] - b["non2xx"], 1) for a, b in zip(rows, rows[1:])]
+if sends:
+    verdicts.append(f"- sending (information): emails the stand-in took per signup accepted, between consecutive "
+                    f"samples: {sends[0]:.2f} at the start, {sends[-1]:.2f} at the end, lowest {min(sends):.2f}, "
+                    f"highest {max(sends):.2f} (1.00: the dispatcher keeps up)")
+known = [r["others"] for r in rows if r["others"] >= 0]
 verdicts.append(f"- the machine (information): {statistics.mean(r['busy'] for r in rows):.0f} % busy on "
-                f"average during the intervals; {statistics.mean(r['others'] for r in rows):.0f} % of the machine "
-                f"went to work outside this run (not its processes, PostgreSQL, RabbitMQ or wrk), at most "
-                f"{int(max(r['others'] for r in rows))} % in one interval")
+                f"average during the intervals; "
+                + (f"{statistics.mean(known):.0f} % of the machine went to work outside this run (not its "
+                   f"processes, PostgreSQL, RabbitMQ or wrk), at most {int(max(known))} % in one interval"
+                   if known else "what went to work outside this run is unknown")
+                + (f" ({len(rows) - len(known)} interval(s) unknown: a counted process restarted)"
+                   if len(known) < len(rows) else ""))
 
 out.extend(verdicts)
 print("\n".join(out))
