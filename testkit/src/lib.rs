@@ -399,6 +399,15 @@ impl Drop for KillOnDrop {
 mod ses_standin;
 pub use ses_standin::{SesStandIn, StandInConfig, StandInStats};
 
+/// A port nothing listens on now, for a listener a test or a real binary binds next. Another
+/// process may take it first; what then fails to bind says so.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// The path of one of the workspace's binaries (`ingest`, `dispatcher`, `dashboard`), built
 /// into the same target directory as the running test (`scripts/test` builds them all first).
 /// Works from any crate's tests, unlike `CARGO_BIN_EXE_*`, which only a binary's own package

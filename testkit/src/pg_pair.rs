@@ -36,7 +36,7 @@ impl PgPair {
             .args(["postgres:postgres"])
             .arg(&dir)
             .status();
-        let (p1, p2) = (spare_port(), spare_port());
+        let (p1, p2) = (crate::free_port(), crate::free_port());
         let pair = Self {
             primary: ([127, 0, 0, 1], p1).into(),
             replica: ([127, 0, 0, 1], p2).into(),
@@ -247,11 +247,4 @@ fn pg_bin() -> PathBuf {
             .expect("PostgreSQL's initdb: install PostgreSQL's server package");
         PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
     })
-}
-
-fn spare_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a spare port")
-        .port()
 }

@@ -7,7 +7,6 @@
 //! aborted) leaves the node running: the next [`RabbitNode::start`] stops the nodes whose test
 //! process is gone, so they never pile up.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -35,7 +34,7 @@ impl RabbitNode {
         reap_orphans();
         let id = &uuid::Uuid::new_v4().simple().to_string()[..12];
         let name = format!("mailroom-test-{id}@localhost");
-        let (port, dist_port) = (spare_port(), spare_port());
+        let (port, dist_port) = (crate::free_port(), crate::free_port());
         let dir = std::env::temp_dir().join(format!("{PREFIX}{}-{id}", std::process::id()));
         for sub in ["mnesia", "log"] {
             std::fs::create_dir_all(dir.join(sub)).expect("node directory");
@@ -128,15 +127,6 @@ fn ctl(node: &str, args: &[&str]) -> Output {
 fn stop(node: &str, dir: &Path) {
     let _ = ctl(node, &["stop"]);
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// A port nothing listens on now. Another process may take it before the node does; the node
-/// then fails to start, and the test says so.
-fn spare_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a spare port")
-        .port()
 }
 
 /// Stops the nodes (and deletes the directories) of test processes that are gone.

@@ -1,7 +1,6 @@
 //! Every process on the database's clock: the real dispatcher binary run under `faketime`,
 //! its machine clock ten minutes ahead or two hours behind, next to the database's.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use mailroom::store;
@@ -20,25 +19,14 @@ fn dispatcher_with_clock(app: &TestApp, skew: &str) -> testkit::KillOnDrop {
         std::path::Path::new(LIBFAKETIME).exists(),
         "{LIBFAKETIME} is missing: install Debian's package faketime (scripts/test does)"
     );
-    let child = Command::new(testkit::bin_path("dispatcher"))
-        .arg("run")
+    let child = app
+        .dispatcher_command()
         .env("LD_PRELOAD", LIBFAKETIME)
         .env("FAKETIME", skew)
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .env("DATABASE_URL", &app.db.url)
-        .env("AMQP_URL", &app.amqp_url)
-        .env("QUEUE_PREFIX", &app.queues.prefix)
-        .env("MAIL_FROM", &app.sender)
-        .env("PUBLIC_URL", &app.base)
-        .env("SES_ENDPOINT_URL", &app.ses_endpoint)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("MAX_SEND_RATE", "50")
         .env("SES_TIMEOUT", "30s")
         .env("RETRY_DELAYS", "200ms,400ms")
-        .env("DISPATCHER_METRICS_LISTEN", "off")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
         .spawn()
         .expect("start the dispatcher binary");
     testkit::KillOnDrop(child)

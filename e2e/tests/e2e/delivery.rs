@@ -5,7 +5,6 @@
 //! tests running in parallel.
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use dispatcher::dead::{self, Filter, ReplayOptions};
@@ -448,24 +447,13 @@ pub(crate) fn spawn_dispatcher_process_at(
     concurrency: usize,
     rate: f64,
 ) -> testkit::KillOnDrop {
-    let child = Command::new(mailroom_testkit::bin_path("dispatcher"))
-        .arg("run")
-        .env("DATABASE_URL", &app.db.url)
-        .env("AMQP_URL", &app.amqp_url)
-        .env("QUEUE_PREFIX", &app.queues.prefix)
-        .env("MAIL_FROM", &app.sender)
-        .env("PUBLIC_URL", &app.base)
-        .env("SES_ENDPOINT_URL", &app.ses_endpoint)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
+    let child = app
+        .dispatcher_command()
         .env("MAX_SEND_RATE", rate.to_string())
         // A short claim lease (2 × this), so the jobs a killed process held go out soon.
         .env("SES_TIMEOUT", "2s")
         .env("SEND_CONCURRENCY", concurrency.to_string())
         .env("RETRY_DELAYS", "200ms,400ms")
-        .env("DISPATCHER_METRICS_LISTEN", "off")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
         .spawn()
         .expect("start the dispatcher binary");
     testkit::KillOnDrop(child)

@@ -39,15 +39,6 @@ async fn a_dispatcher_started_before_any_migration_applies_them_and_registers() 
     task.await.unwrap().unwrap();
 }
 
-/// A port free now, for a listener the real binary binds.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn dispatcher_readiness(
     http: &reqwest::Client,
     port: u16,
@@ -69,23 +60,12 @@ async fn the_dispatcher_is_ready_while_consuming_and_says_why_not_while_paused()
         ..Settings::default()
     })
     .await;
-    let port = free_port();
+    let port = testkit::free_port();
     let _dispatcher = mailroom_testkit::KillOnDrop(
-        std::process::Command::new(mailroom_testkit::bin_path("dispatcher"))
-            .arg("run")
-            .env("DATABASE_URL", &app.db.url)
-            .env("AMQP_URL", &app.amqp_url)
-            .env("QUEUE_PREFIX", &app.queues.prefix)
-            .env("MAIL_FROM", &app.sender)
-            .env("PUBLIC_URL", &app.base)
-            .env("SES_ENDPOINT_URL", &app.ses_endpoint)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
+        app.dispatcher_command()
             .env("MAX_SEND_RATE", "50")
             .env("PAUSE_PROBE_INTERVAL", "500ms")
             .env("DISPATCHER_METRICS_LISTEN", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap(),
     );

@@ -8,14 +8,6 @@ use std::time::Duration;
 
 use mailroom_testkit::{self as testkit, KillOnDrop, Moto, PgPair, TcpProxy, TestQueues};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switchover_to_the_promoted_replica_loses_no_accepted_signup() {
     let pair = PgPair::start().await;
@@ -25,7 +17,7 @@ async fn a_switchover_to_the_promoted_replica_loses_no_accepted_signup() {
     let moto = Moto::new();
     let sender = format!("sender-{}@example.com", uuid::Uuid::new_v4().simple());
     moto.verify_sender(&sender).await;
-    let port = free_port();
+    let port = testkit::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let env = |c: &mut Command| {
         c.env("DATABASE_URL", &db_url)

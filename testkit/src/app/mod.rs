@@ -1,7 +1,8 @@
 //! `TestApp`: a real ingest and (optionally) a real dispatcher in-process, each test with its
 //! own database, queue prefix, sender identity and clock. Helper methods are named after what a
 //! user does.
-//! [`Settings`] (how a test wants its services wired) is in `settings.rs`.
+//! [`Settings`] (how a test wants its services wired) is in `settings.rs`; starting the
+//! services, in-process or as the real binaries, in `processes.rs`.
 //!
 //! Over 500 lines on purpose: it is one type, whose methods are the vocabulary every test is
 //! written in; split by feature, they would only be harder to find.
@@ -20,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 pub const API_KEY: &str = "test-key-0123456789";
 
+mod processes;
 mod settings;
+use processes::spawn_ingest;
 pub use settings::Settings;
 
 pub struct TestApp {
@@ -562,28 +565,4 @@ pub fn token_of(link: &str) -> String {
         .nth(1)
         .expect("link has a token")
         .to_owned()
-}
-
-/// Builds and runs an ingest on `listener` in a task of its own. Gives back the address of its
-/// operations listener (None when the build failed: the task's result says why), and what stops
-/// it.
-async fn spawn_ingest(
-    listener: tokio::net::TcpListener,
-    config: ingest::Config,
-    clock: Clock,
-) -> (
-    Option<SocketAddr>,
-    CancellationToken,
-    JoinHandle<anyhow::Result<()>>,
-) {
-    let cancel = CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let stop = cancel.clone();
-    let handle = tokio::spawn(async move {
-        let settings = ingest::Settings::try_from(config)?;
-        let app = ingest::Application::build(settings, clock, listener).await?;
-        let _ = tx.send(app.operations_addr());
-        app.run_until_stopped(stop.cancelled_owned()).await
-    });
-    (rx.await.ok().flatten(), cancel, handle)
 }
