@@ -381,6 +381,7 @@ impl DataSource for LiveSource {
                     &addr,
                     JobKind::Verification,
                     self.limits,
+                    store::RequestedBy::default(),
                     Utc::now(),
                 )
                 .await

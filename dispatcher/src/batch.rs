@@ -38,7 +38,13 @@ pub struct Batches {
 impl Batches {
     /// Starts the batching tasks on `pool`; claims use `email_lease` for emails and
     /// `webhook_lease` for webhook deliveries. Must be called inside a tokio runtime.
-    pub fn new(pool: PgPool, email_lease: Duration, webhook_lease: Duration) -> Arc<Self> {
+    /// Sends are recorded with their `email.sent` events for `hooks`.
+    pub fn new(
+        pool: PgPool,
+        email_lease: Duration,
+        webhook_lease: Duration,
+        hooks: mailroom::events::Endpoints,
+    ) -> Arc<Self> {
         let p = pool.clone();
         let claims = Batcher::spawn(
             |r: &ClaimReq| r.job.job_id,
@@ -75,10 +81,12 @@ impl Batches {
             |r: &SentRecord| r.job_id,
             1,
             move |reqs: Vec<SentRecord>| {
-                let p = p.clone();
+                let (p, hooks) = (p.clone(), hooks.clone());
                 async move {
                     let n = reqs.len();
-                    sql::record_sent(&p, &reqs).await.map(|()| vec![(); n])
+                    sql::record_sent(&p, &reqs, &hooks)
+                        .await
+                        .map(|()| vec![(); n])
                 }
             },
         );

@@ -288,6 +288,7 @@ mod tests {
             metrics_listen: "localhost".into(),
             webhooks: WebhookArgs {
                 webhook_urls: vec!["https://example.com/hooks".into()],
+                webhook_events: Vec::new(),
                 ..WebhookArgs::default()
             },
             ..config()

@@ -319,6 +319,7 @@ fn new_worker(settings: &Settings, shared: Shared) -> anyhow::Result<Worker> {
             shared.pool.clone(),
             claim_lease,
             settings.webhooks.timeout * 2,
+            settings.webhooks.endpoints.clone(),
         ),
         pool: shared.pool,
         ses: shared.ses,

@@ -43,8 +43,10 @@ pub struct Config {
     #[arg(long, env = "INGEST_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
 
-    /// API keys accepted from services, comma-separated (`Authorization: Bearer <key>`).
-    /// Required: ingest refuses to start without one.
+    /// API keys accepted from services, comma-separated (`Authorization: Bearer <key>`), each
+    /// `name:key` or a bare key (named `default`). The name is recorded with every job and
+    /// request; two keys of one name rotate a key. Required: ingest refuses to start without
+    /// one.
     #[arg(
         long,
         env = "INGEST_API_KEYS",
@@ -52,6 +54,11 @@ pub struct Config {
         hide_env_values = true
     )]
     pub api_keys: Vec<Secret>,
+
+    /// How long the answer of a request sent with an `Idempotency-Key` is kept: a repeat
+    /// within it gets the same answer and does nothing again.
+    #[arg(long, env = "IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub idempotency_ttl: Duration,
 
     /// Folder of the handlebars templates (pages are read from its pages/ folder).
     #[arg(long, env = "TEMPLATES_DIR", default_value = mailroom::templates::DEFAULT_DIR)]

@@ -42,6 +42,16 @@ pub enum ApiError {
         fields: BTreeMap<String, String>,
         message: String,
     },
+    /// 422 `idempotency_key_reused`: the `Idempotency-Key` was first used with another
+    /// request (another body or endpoint).
+    #[error(
+        "this Idempotency-Key was used with a different request; use a new key for a new request"
+    )]
+    IdempotencyKeyReused,
+    /// 409 `idempotency_key_in_progress` with `Retry-After`: the first request with this key
+    /// has not been answered yet.
+    #[error("a request with this Idempotency-Key is still in progress; retry shortly")]
+    IdempotencyKeyInProgress,
     /// 410: the token expired or was already used.
     #[error("{message}")]
     Gone { code: &'static str, message: String },
@@ -130,7 +140,8 @@ impl ApiError {
             ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Conflict { .. } | ApiError::IdempotencyKeyInProgress => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Gone { .. } => StatusCode::GONE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -150,6 +161,8 @@ impl ApiError {
             ApiError::NotFound { code, .. } | ApiError::Gone { code, .. } => code,
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict { .. } => "conflict",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::IdempotencyKeyInProgress => "idempotency_key_in_progress",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Invalid(_) => "invalid_fields",
@@ -191,7 +204,8 @@ impl ApiError {
             );
         }
         // Both kinds of 503 pass by themselves: say when to try again.
-        if let ApiError::Busy | ApiError::Unavailable(_) = self {
+        if let ApiError::Busy | ApiError::Unavailable(_) | ApiError::IdempotencyKeyInProgress = self
+        {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, "1".parse().expect("static"));
         }

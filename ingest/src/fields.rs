@@ -83,3 +83,15 @@ impl Fields {
         }
     }
 }
+
+/// A caller's `reference` for a job: 1 to 128 characters, no control characters. Echoed in the
+/// job's status and its webhooks, so it is kept as given.
+pub fn reference(s: &str) -> Result<String, Invalid> {
+    if s.is_empty() || s.chars().count() > 128 {
+        return Err(Invalid("must be 1 to 128 characters".into()));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(Invalid("must not contain control characters".into()));
+    }
+    Ok(s.to_owned())
+}

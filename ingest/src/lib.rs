@@ -16,6 +16,7 @@ pub mod error;
 pub mod feedback;
 mod fields;
 pub mod hashing;
+pub mod idempotency;
 mod in_flight;
 pub mod metrics;
 pub mod print_config;

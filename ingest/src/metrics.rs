@@ -24,11 +24,14 @@ pub struct Metrics {
     registry: Registry,
 }
 
-/// `{route, status}` of an HTTP request: the route as listed in [`crate::ROUTES`] (or `other`).
+/// `{route, status, api_key}` of an HTTP request: the route as listed in [`crate::ROUTES`]
+/// (or `other`), and the name of the API key it came with (`none` for public routes and
+/// refused keys). Names are the operator's, so the label's values are bounded.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: &'static str,
     pub status: u16,
+    pub api_key: String,
 }
 
 /// `{kind, outcome}` of a reset or resend request.
@@ -50,7 +53,7 @@ impl Default for Metrics {
         let requests = registered(
             &mut registry,
             "mailroom_ingest_requests",
-            "HTTP requests by route and status.",
+            "HTTP requests by route, status and API key name.",
             Family::default(),
         );
         let accepted = registered(

@@ -22,6 +22,16 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Resp {
         .expect("valid response")
 }
 
+/// A JSON body already serialised (a stored answer replayed), with the API's headers.
+pub fn raw_json(status: StatusCode, body: String) -> Resp {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}
+
 /// A body of another type than JSON, as it is (`/metrics`, `/openapi.json`).
 pub fn text_response(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp {
     Response::builder()

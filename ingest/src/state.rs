@@ -10,8 +10,7 @@ use mailroom::batch::Batcher;
 use mailroom::clock::Clock;
 use mailroom::config::redact_url;
 use mailroom::domain::Password;
-use mailroom::job::Job;
-use mailroom::store::{self, NewUser, SignupOutcome};
+use mailroom::store::{self, Signup, SignupOutcome};
 use mailroom::templates::Templates;
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -46,7 +45,7 @@ pub struct AppState {
     pub sns: Option<Sns>,
     /// Signups, written together with the signups that arrive at the same time: one statement
     /// and one commit for a batch instead of one per signup.
-    pub signups: Batcher<(NewUser, Job), SignupOutcome>,
+    pub signups: Batcher<Signup, SignupOutcome>,
     /// The reset tokens whose confirmation is being hashed: one at a time per token.
     pub resets_in_flight: crate::in_flight::InFlight,
 }
@@ -109,11 +108,11 @@ impl AppState {
 }
 
 /// The batcher that writes concurrent signups in one statement (`mailroom::batch`).
-fn signup_batcher(pool: PgPool) -> Batcher<(NewUser, Job), SignupOutcome> {
+fn signup_batcher(pool: PgPool) -> Batcher<Signup, SignupOutcome> {
     Batcher::spawn(
-        |s: &(NewUser, Job)| s.1.job_id,
+        |s: &Signup| s.job.job_id,
         SIGNUP_STATEMENTS,
-        move |batch: Vec<(NewUser, Job)>| {
+        move |batch: Vec<Signup>| {
             let pool = pool.clone();
             async move { store::create_users_with_jobs(&pool, &batch).await }
         },

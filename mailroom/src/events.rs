@@ -26,16 +26,31 @@ pub enum EventType {
     EmailSuppressed,
     /// An email job was dead-lettered: the person did not get it.
     EmailDead,
+    /// SES accepted an email (recorded by the dispatcher, in the transaction of its record).
+    EmailSent,
+    /// SES feedback about a sent email: delivered to the recipient's server.
+    EmailDelivered,
+    /// SES feedback: the email bounced (permanently or not: see `feedback_type`).
+    EmailBounced,
+    /// SES feedback: the recipient marked it as spam.
+    EmailComplained,
+    /// SES feedback: delivery is delayed; SES keeps trying.
+    EmailDelayed,
     /// `dispatcher webhooks test`: checks the endpoint and its signature check.
     Ping,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 5] = [
+    pub const ALL: [EventType; 10] = [
         EventType::UserVerified,
         EventType::PasswordChanged,
         EventType::EmailSuppressed,
         EventType::EmailDead,
+        EventType::EmailSent,
+        EventType::EmailDelivered,
+        EventType::EmailBounced,
+        EventType::EmailComplained,
+        EventType::EmailDelayed,
         EventType::Ping,
     ];
 
@@ -45,14 +60,20 @@ impl EventType {
             EventType::PasswordChanged => "password.changed",
             EventType::EmailSuppressed => "email.suppressed",
             EventType::EmailDead => "email.dead",
+            EventType::EmailSent => "email.sent",
+            EventType::EmailDelivered => "email.delivered",
+            EventType::EmailBounced => "email.bounced",
+            EventType::EmailComplained => "email.complained",
+            EventType::EmailDelayed => "email.delayed",
             EventType::Ping => "ping",
         }
     }
 }
 
-/// One event's `data`. Implemented by the structs below, one per [`EventType`].
+/// One event's `data`. Implemented by the structs below (one per [`EventType`]; the four SES
+/// feedback types share [`EmailFeedback`]).
 pub trait Event: Serialize {
-    const TYPE: EventType;
+    fn event_type(&self) -> EventType;
     /// The user the event is about, if any: its delivery job names them.
     fn user_id(&self) -> Option<Uuid>;
 }
@@ -88,8 +109,52 @@ pub struct EmailDead {
     /// The job's kind (`verification`, `password_reset`, `password_changed`).
     pub email_kind: String,
     pub job_id: Uuid,
+    /// The calling service's reference of the job, if it gave one.
+    pub reference: Option<String>,
     pub error_class: String,
     pub error: String,
+}
+
+/// `email.sent`: SES accepted the email.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmailSent {
+    pub job_id: Uuid,
+    pub user_id: Uuid,
+    pub email_kind: String,
+    pub reference: Option<String>,
+    pub ses_message_id: String,
+}
+
+/// `email.delivered`, `email.bounced`, `email.complained`, `email.delayed`: what SES said of
+/// a sent email. `feedback_type` is SES's own word for it (`Permanent/General`,
+/// `Transient/MailboxFull`, `abuse`, `MailboxFull`, …; null for a delivery), and `diagnostic`
+/// the receiving server's answer when SES passed one on.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmailFeedback {
+    #[serde(skip)]
+    pub kind: EventType,
+    pub job_id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub email_kind: String,
+    pub reference: Option<String>,
+    pub email: Option<String>,
+    pub ses_message_id: String,
+    pub feedback_type: Option<String>,
+    pub diagnostic: Option<String>,
+}
+
+impl EmailFeedback {
+    /// The event an SES event type (lower case: `delivery`, `bounce`, `complaint`,
+    /// `delivery_delay`) is announced as; None for the others (`send`, `reject`, …).
+    pub fn type_of(ses_type: &str) -> Option<EventType> {
+        match ses_type {
+            "delivery" => Some(EventType::EmailDelivered),
+            "bounce" => Some(EventType::EmailBounced),
+            "complaint" => Some(EventType::EmailComplained),
+            "delivery_delay" => Some(EventType::EmailDelayed),
+            _ => None,
+        }
+    }
 }
 
 /// `ping`: sent by `dispatcher webhooks test`, never stored.
@@ -99,49 +164,121 @@ pub struct Ping {
 }
 
 impl Event for UserVerified {
-    const TYPE: EventType = EventType::UserVerified;
+    fn event_type(&self) -> EventType {
+        EventType::UserVerified
+    }
     fn user_id(&self) -> Option<Uuid> {
         Some(self.user_id)
     }
 }
 
 impl Event for PasswordChanged {
-    const TYPE: EventType = EventType::PasswordChanged;
+    fn event_type(&self) -> EventType {
+        EventType::PasswordChanged
+    }
     fn user_id(&self) -> Option<Uuid> {
         Some(self.user_id)
     }
 }
 
 impl Event for EmailSuppressed {
-    const TYPE: EventType = EventType::EmailSuppressed;
+    fn event_type(&self) -> EventType {
+        EventType::EmailSuppressed
+    }
     fn user_id(&self) -> Option<Uuid> {
         self.user_id
     }
 }
 
 impl Event for EmailDead {
-    const TYPE: EventType = EventType::EmailDead;
+    fn event_type(&self) -> EventType {
+        EventType::EmailDead
+    }
     fn user_id(&self) -> Option<Uuid> {
         self.user_id
     }
 }
 
 impl Event for Ping {
-    const TYPE: EventType = EventType::Ping;
+    fn event_type(&self) -> EventType {
+        EventType::Ping
+    }
     fn user_id(&self) -> Option<Uuid> {
         None
     }
 }
 
-/// The endpoints, checked: every one is an absolute http or https URL with a host.
+impl Event for EmailSent {
+    fn event_type(&self) -> EventType {
+        EventType::EmailSent
+    }
+    fn user_id(&self) -> Option<Uuid> {
+        Some(self.user_id)
+    }
+}
+
+impl Event for EmailFeedback {
+    fn event_type(&self) -> EventType {
+        self.kind
+    }
+    fn user_id(&self) -> Option<Uuid> {
+        self.user_id
+    }
+}
+
+/// The endpoints, checked: every one is an absolute http or https URL with a host, and what it
+/// subscribes to (`WEBHOOK_EVENTS`, or its own `#events=` list).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Endpoints(Vec<String>);
+pub struct Endpoints {
+    urls: Vec<String>,
+    /// Per endpoint, the patterns of the events it gets (`*`, `email.*`, `user.verified`).
+    filters: Vec<Vec<String>>,
+}
+
+/// Whether `pattern` (`*`, `prefix.*` or an event's name) takes `t`.
+fn takes(pattern: &str, t: EventType) -> bool {
+    let name = t.as_str();
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
+/// Checks the patterns of a subscription: each must take at least one event (a typo would
+/// otherwise silently take none).
+fn patterns(list: &str, sep: char, what: &str) -> Result<Vec<String>, String> {
+    let out: Vec<String> = list
+        .split(sep)
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for p in &out {
+        if !EventType::ALL.iter().any(|t| takes(p, *t)) {
+            let names: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+            return Err(format!(
+                "{what}: {p:?} names no event; use *, a prefix such as email.*, or one of {}",
+                names.join(", ")
+            ));
+        }
+    }
+    Ok(out)
+}
 
 impl Endpoints {
+    /// Every endpoint gets every event.
     pub fn parse(urls: &[String]) -> Result<Self, String> {
-        let mut out = Vec::new();
+        Self::parse_with_events(urls, &[])
+    }
+
+    /// `WEBHOOK_URL` and `WEBHOOK_EVENTS`: an endpoint subscribes to the events its URL's
+    /// fragment names (`https://hooks.example.com/in#events=email.*|user.verified`; the
+    /// fragment is never sent), else to `WEBHOOK_EVENTS` (empty: all).
+    pub fn parse_with_events(urls: &[String], events: &[String]) -> Result<Self, String> {
+        let default = patterns(&events.join(","), ',', "WEBHOOK_EVENTS")?;
+        let mut out = Self::default();
         for raw in urls.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
-            let url = url::Url::parse(raw)
+            let mut url = url::Url::parse(raw)
                 .map_err(|e| format!("WEBHOOK_URL {raw:?} is not a URL: {e}"))?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(format!(
@@ -152,17 +289,41 @@ impl Endpoints {
             if url.host_str().is_none_or(str::is_empty) {
                 return Err(format!("WEBHOOK_URL {raw:?} has no host"));
             }
-            out.push(url.to_string());
+            let filter = match url.fragment() {
+                Some(f) => {
+                    let list = f.strip_prefix("events=").ok_or_else(|| {
+                        format!(
+                            "WEBHOOK_URL {}: a fragment must be #events=<pattern>|<pattern>…",
+                            redact_url(raw)
+                        )
+                    })?;
+                    patterns(list, '|', "WEBHOOK_URL #events")?
+                }
+                None => default.clone(),
+            };
+            url.set_fragment(None);
+            out.urls.push(url.to_string());
+            out.filters.push(filter);
         }
-        Ok(Self(out))
+        Ok(out)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.urls.is_empty()
     }
 
+    /// Every endpoint, whatever it subscribes to.
     pub fn urls(&self) -> &[String] {
-        &self.0
+        &self.urls
+    }
+
+    /// The endpoints that subscribe to `t` (an empty subscription takes everything).
+    pub fn urls_for(&self, t: EventType) -> impl Iterator<Item = &String> {
+        self.urls
+            .iter()
+            .zip(&self.filters)
+            .filter(move |(_, f)| f.is_empty() || f.iter().any(|p| takes(p, t)))
+            .map(|(u, _)| u)
     }
 }
 
@@ -192,7 +353,7 @@ pub fn new_event_id() -> String {
 /// The body: `{"type": …, "timestamp": …, "data": {…}}`.
 pub fn body<E: Event>(event: &E, at: DateTime<Utc>) -> String {
     let data = serde_json::to_value(event).expect("event structs serialise");
-    raw_body(E::TYPE, &data, at)
+    raw_body(event.event_type(), &data, at)
 }
 
 /// [`body`] from a `data` value already built.
@@ -261,17 +422,54 @@ mod tests {
                     email: None,
                     email_kind: "verification".into(),
                     job_id: id,
+                    reference: None,
                     error_class: "permanent".into(),
                     error: "x".into(),
                 }),
             ),
             (
-                EventType::Ping,
-                v(&Ping {
-                    message: "hi".into(),
+                EventType::EmailSent,
+                v(&EmailSent {
+                    job_id: id,
+                    user_id: id,
+                    email_kind: "verification".into(),
+                    reference: Some("crm-42".into()),
+                    ses_message_id: "m".into(),
                 }),
             ),
         ]
+        .into_iter()
+        .chain(
+            [
+                EventType::EmailDelivered,
+                EventType::EmailBounced,
+                EventType::EmailComplained,
+                EventType::EmailDelayed,
+            ]
+            .map(|kind| {
+                (
+                    kind,
+                    v(&EmailFeedback {
+                        kind,
+                        job_id: id,
+                        user_id: Some(id),
+                        email_kind: "verification".into(),
+                        reference: None,
+                        email: Some("a@example.com".into()),
+                        ses_message_id: "m".into(),
+                        feedback_type: None,
+                        diagnostic: None,
+                    }),
+                )
+            }),
+        )
+        .chain([(
+            EventType::Ping,
+            v(&Ping {
+                message: "hi".into(),
+            }),
+        )])
+        .collect()
     }
 
     mod erased {
@@ -329,12 +527,52 @@ mod tests {
         assert_eq!(ok.urls().len(), 2);
     }
 
+    #[test]
+    fn each_endpoint_gets_what_it_subscribes_to() {
+        let e = Endpoints::parse_with_events(
+            &[
+                "https://a.example/in".into(),
+                "https://b.example/in#events=email.delivered|email.bounced".into(),
+                "https://c.example/in#events=*".into(),
+            ],
+            &["user.*".into(), "email.dead".into()],
+        )
+        .unwrap();
+        let to = |t| e.urls_for(t).cloned().collect::<Vec<_>>();
+        assert_eq!(
+            to(EventType::UserVerified),
+            ["https://a.example/in", "https://c.example/in"]
+        );
+        assert_eq!(
+            to(EventType::EmailBounced),
+            ["https://b.example/in", "https://c.example/in"]
+        );
+        assert_eq!(to(EventType::EmailSent), ["https://c.example/in"]);
+        assert_eq!(
+            e.urls()[1],
+            "https://b.example/in",
+            "the fragment is not kept"
+        );
+        let err = Endpoints::parse_with_events(&[], &["email.delivred".into()]).unwrap_err();
+        assert!(err.contains("names no event"), "{err}");
+        let err = Endpoints::parse(&["https://a.example/#x".into()]).unwrap_err();
+        assert!(err.contains("#events="), "{err}");
+        // No WEBHOOK_EVENTS: everything.
+        let all = Endpoints::parse(&["https://a.example/in".into()]).unwrap();
+        assert_eq!(all.urls_for(EventType::EmailDelayed).count(), 1);
+    }
+
     /// The schema in ingest's OpenAPI document that describes each event's `data`.
     fn schema_of(t: EventType) -> &'static str {
         match t {
             EventType::UserVerified | EventType::PasswordChanged => "WebhookUser",
             EventType::EmailSuppressed => "WebhookSuppressed",
             EventType::EmailDead => "WebhookEmailDead",
+            EventType::EmailSent => "WebhookEmailSent",
+            EventType::EmailDelivered
+            | EventType::EmailBounced
+            | EventType::EmailComplained
+            | EventType::EmailDelayed => "WebhookEmailFeedback",
             EventType::Ping => "WebhookPing",
         }
     }

@@ -75,6 +75,14 @@ pub struct Job {
     pub user_id: Uuid,
     pub locale: Locale,
     pub requested_at: DateTime<Utc>,
+    /// The calling service's own reference for this email (≤ 128 characters), echoed in its
+    /// status and in every webhook about it. Absent in jobs written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The name of the API key whose request raised the job; None for jobs Mailroom raised
+    /// itself (the "password changed" notice, reminders).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
 }
 
 /// A message from the queue that is not a job we understand. Permanent: it goes to the dead
@@ -93,7 +101,16 @@ impl Job {
             user_id,
             locale,
             requested_at: now,
+            reference: None,
+            api_key: None,
         }
+    }
+
+    /// The job as raised by a caller's request: the API key's name and the caller's reference.
+    pub fn from_caller(mut self, api_key: &str, reference: Option<String>) -> Self {
+        self.api_key = Some(api_key.to_owned());
+        self.reference = reference;
+        self
     }
 
     pub fn from_slice(bytes: &[u8]) -> Result<Self, MalformedJob> {
@@ -127,6 +144,14 @@ mod tests {
             ["job_id", "kind", "locale", "requested_at", "user_id"]
         );
         assert_eq!(Job::from_slice(&job.to_vec()).unwrap(), job);
+        // A caller's job carries its key's name and reference; older jobs without them parse.
+        let called = job.clone().from_caller("web", Some("order-7".into()));
+        let v: serde_json::Value = serde_json::from_slice(&called.to_vec()).unwrap();
+        assert_eq!(
+            (v["api_key"].as_str(), v["reference"].as_str()),
+            (Some("web"), Some("order-7"))
+        );
+        assert_eq!(Job::from_slice(&called.to_vec()).unwrap(), called);
     }
 
     #[test]

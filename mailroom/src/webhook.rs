@@ -28,6 +28,12 @@ pub struct WebhookArgs {
     )]
     pub webhook_urls: Vec<String>,
 
+    /// The events endpoints get, comma-separated patterns: `*`, a prefix such as `email.*`,
+    /// or an event's name (`user.verified`). Unset: all. An endpoint may subscribe on its own
+    /// with a fragment on its URL (`…/hook#events=email.delivered|email.bounced`).
+    #[arg(long = "webhook-events", env = "WEBHOOK_EVENTS", value_delimiter = ',')]
+    pub webhook_events: Vec<String>,
+
     /// Signing secrets, `whsec_` + base64 of 24 to 64 random bytes; several, space-separated,
     /// while rotating (each request carries one signature per secret). Required with
     /// WEBHOOK_URL.
@@ -44,6 +50,7 @@ impl Default for WebhookArgs {
     fn default() -> Self {
         Self {
             webhook_urls: Vec::new(),
+            webhook_events: Vec::new(),
             webhook_secret: None,
             webhook_timeout: Duration::from_secs(10),
         }
@@ -126,7 +133,7 @@ pub struct Webhooks {
 
 impl Webhooks {
     pub fn from_args(args: &WebhookArgs) -> Result<Self, String> {
-        let endpoints = Endpoints::parse(&args.webhook_urls)?;
+        let endpoints = Endpoints::parse_with_events(&args.webhook_urls, &args.webhook_events)?;
         let signer = match &args.webhook_secret {
             Some(s) if !s.expose().trim().is_empty() => Some(Signer::parse(s.expose())?),
             _ => None,
@@ -184,6 +191,7 @@ mod tests {
 
         let args = WebhookArgs {
             webhook_urls: vec!["https://example.com/hooks".into()],
+            webhook_events: Vec::new(),
             webhook_secret: None,
             webhook_timeout: Duration::from_secs(10),
         };

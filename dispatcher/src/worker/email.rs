@@ -152,6 +152,9 @@ impl Worker {
         let latency_ms = sent.latency.as_millis().min(i32::MAX as u128) as i32;
         let record = SentRecord {
             job_id: job.job_id,
+            kind: job.kind,
+            user_id: job.user_id,
+            reference: job.reference.clone(),
             recipient: user.email.clone(),
             ses_message_id: sent.message_id.clone(),
             at: self.clock.now(),
@@ -179,6 +182,7 @@ impl Worker {
     /// [`super::RECORD_DEADLINE`] once shutdown has begun. False when that ran out.
     async fn record_sent_past_shutdown(&self, record: SentRecord) -> bool {
         let (pool, cancel) = (self.pool.clone(), self.cancel.clone());
+        let hooks = self.webhooks.endpoints.clone();
         let batches = self.batches.clone();
         let task = self.records.spawn(async move {
             if batches.sent.call(record.clone()).await.is_ok() {
@@ -187,7 +191,7 @@ impl Worker {
             let mut backoff = Duration::from_millis(200);
             let mut deadline = None;
             loop {
-                let e = match store::record_sent(&pool, std::slice::from_ref(&record)).await {
+                let e = match store::record_sent(&pool, std::slice::from_ref(&record), &hooks).await {
                     Ok(()) => return true,
                     Err(e) => e,
                 };

@@ -91,8 +91,9 @@ async fn a_backlog_sent_with_many_in_flight_gives_every_job_its_own_link_once() 
 }
 
 /// Signups that arrive together are written by one statement; each still gets its own answer:
-/// of several signups for one address (or one name) at once, exactly one is accepted and the
-/// others get 409 naming the field, and nothing of theirs is written.
+/// of several signups for one new address (or one new name) at once, one creates the user and
+/// the others take that unverified user over (202, the same user id: one user); a name or an
+/// address of a verified user gets 409 naming the field, and nothing of theirs is written.
 #[tokio::test]
 async fn signups_written_together_each_get_their_own_answer() {
     let app = TestApp::ingest_only().await;
@@ -103,6 +104,10 @@ async fn signups_written_together_each_get_their_own_answer() {
         202,
         "the first signup"
     );
+    sqlx::query("UPDATE users SET email_verified = TRUE")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
     let shared_email = app.unique_email();
     let shared_name = app.unique_name();
     let mut requests = Vec::new();
@@ -142,10 +147,16 @@ async fn signups_written_together_each_get_their_own_answer() {
             .filter(|(w, s, _)| *w == what && *s == status)
             .count()
     };
-    assert_eq!(count("email", 202), 1, "{answers:?}");
-    assert_eq!(count("email", 409), 9, "{answers:?}");
-    assert_eq!(count("name", 202), 1, "{answers:?}");
-    assert_eq!(count("name", 409), 9, "{answers:?}");
+    assert_eq!(count("email", 202), 10, "{answers:?}");
+    assert_eq!(count("name", 202), 10, "{answers:?}");
+    for what in ["email", "name"] {
+        let ids: std::collections::HashSet<&serde_json::Value> = answers
+            .iter()
+            .filter(|(w, _, _)| *w == what)
+            .map(|(_, _, b)| &b["user_id"])
+            .collect();
+        assert_eq!(ids.len(), 1, "{what}: one user, taken over: {answers:?}");
+    }
     assert_eq!(count("taken name", 409), 5, "{answers:?}");
     assert_eq!(count("taken email", 409), 5, "{answers:?}");
     assert_eq!(count("fresh", 202), 20, "{answers:?}");
@@ -170,11 +181,20 @@ async fn signups_written_together_each_get_their_own_answer() {
         .await
         .unwrap();
     assert_eq!(users, 23);
+    // A job per answer that named one: the 22 creations, and each takeover within its
+    // address's limit (the shared address's first one; every shared-name signup has its own
+    // address).
+    let jobs = answers
+        .iter()
+        .filter(|(_, _, b)| b["job_id"].is_string())
+        .count()
+        + 1;
+    assert_eq!(jobs, 23 + 1 + 9, "{answers:?}");
     let queue = format!("{}.emails", app.queues.prefix);
     testkit::eventually(
-        "23 jobs in the work queue",
+        &format!("{jobs} jobs in the work queue"),
         Duration::from_secs(20),
-        || async { (app.queue_len(&queue).await == 23).then_some(()) },
+        || async { (app.queue_len(&queue).await as usize == jobs).then_some(()) },
     )
     .await;
     // The relay deletes its rows after the broker's confirm, so the queue can show the jobs a
@@ -192,8 +212,8 @@ async fn signups_written_together_each_get_their_own_answer() {
     )
     .await;
     assert_eq!(
-        app.queue_len(&queue).await,
-        23,
+        app.queue_len(&queue).await as usize,
+        jobs,
         "every job was relayed, none twice"
     );
 }

@@ -293,6 +293,7 @@ pub fn worker_for(app: &TestApp) -> dispatcher::worker::Worker {
             app.db.pool.clone(),
             Duration::from_secs(10),
             Duration::from_secs(10),
+            Default::default(),
         ),
         service_time: Default::default(),
         records: Default::default(),

@@ -15,9 +15,14 @@ use mailroom_testkit::app::{Settings, TestApp};
 const SECRET_A: &str = "whsec_bWFpbHJvb20tdGVzdC1zZWNyZXQtb25lLTMyYnl0ZXM=";
 const SECRET_B: &str = "whsec_bWFpbHJvb20tdGVzdC1zZWNyZXQtdHdvLTMyYnl0ZXM=";
 
+/// Endpoints for `receiver`, subscribed to the account events (these tests count what they
+/// get: the per-email delivery events have their own test, in ingest's feedback tests).
 fn hooks_to(receiver: &WebhookReceiver, secrets: &str, timeout: Duration) -> WebhookArgs {
     WebhookArgs {
         webhook_urls: vec![receiver.url()],
+        webhook_events: ["user.*", "password.*", "email.dead", "email.suppressed"]
+            .map(String::from)
+            .to_vec(),
         webhook_secret: Some(mailroom::config::Secret::new(secrets)),
         webhook_timeout: timeout,
     }
@@ -332,6 +337,7 @@ async fn bad_webhook_settings_stop_both_services_at_start() {
         .await;
         app.webhooks = WebhookArgs {
             webhook_urls: urls.iter().map(|u| u.to_string()).collect(),
+            webhook_events: Vec::new(),
             webhook_secret: secret.map(mailroom::config::Secret::new),
             webhook_timeout: Duration::from_secs(5),
         };
@@ -426,6 +432,7 @@ async fn webhook_urls_are_redacted_in_the_send_log_and_a_removed_endpoint_is_par
     let mut app = TestApp::start(Settings {
         webhooks: WebhookArgs {
             webhook_urls: vec![secret_url.clone()],
+            webhook_events: Vec::new(),
             ..hooks_to(&receiver, SECRET_A, Duration::from_secs(5))
         },
         retry_delays: vec![Duration::from_millis(100)],

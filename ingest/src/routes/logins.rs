@@ -22,6 +22,9 @@ use crate::state::AppState;
 /// password) gets the same 401 body after the same argon2 work, and counts towards the
 /// address's lockout; a locked address gets 429 before any hashing.
 pub async fn check(state: &AppState, parts: Parts, body: Incoming) -> Result<Resp, ApiError> {
+    // Taken and checked like on every API-key POST, but a login is never replayed: its answer
+    // must be the password check of now, and a login changes nothing a retry could double.
+    crate::idempotency::check_header(&parts)?;
     let body = read_json(&parts, body, state.settings.http.max_body_bytes).await?;
     let mut f = Fields::new(body, &["email", "password", "client_ip"]);
     let email = f.required("email", EmailAddress::parse);

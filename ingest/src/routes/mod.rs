@@ -16,12 +16,14 @@ use http::request::Parts;
 use http::{Method, Request};
 use hyper::body::Incoming;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::metrics::RequestLabels;
 use crate::response::Resp;
 use crate::state::AppState;
 
 pub(crate) mod health;
+mod jobs;
 mod logins;
 mod openapi;
 mod password_resets;
@@ -53,7 +55,8 @@ pub enum Access {
 /// One method and path, and what answers it.
 pub struct Route {
     pub method: Method,
-    /// The exact path (ingest has no path parameters).
+    /// The path, as in openapi.json: literal segments, and `{name}` for a segment that is a
+    /// parameter (read with [`path_param`]).
     pub path: &'static str,
     pub access: Access,
     handler: Handler,
@@ -116,6 +119,18 @@ pub static ROUTES: &[Route] = &[
         handler: |s, p, _| Box::pin(users::find(s, p)),
     },
     Route {
+        method: Method::GET,
+        path: "/v1/jobs/{job_id}",
+        access: Access::ApiKey,
+        handler: |s, p, _| Box::pin(jobs::show(s, p)),
+    },
+    Route {
+        method: Method::GET,
+        path: "/v1/users/{id}/emails",
+        access: Access::ApiKey,
+        handler: |s, p, _| Box::pin(jobs::of_user(s, p)),
+    },
+    Route {
         method: Method::POST,
         path: "/v1/ses/notifications",
         access: Access::Public,
@@ -146,6 +161,38 @@ pub static ROUTES: &[Route] = &[
         handler: |_, _, _| Box::pin(openapi::document()),
     },
 ];
+
+/// The parameters of the request's path, in order (see [`Route::path`]). Put in the request's
+/// extensions by [`dispatch`].
+#[derive(Debug, Clone, Default)]
+pub struct PathParams(Vec<String>);
+
+/// The `i`-th parameter of the request's path (`{…}` segments, counted from 0).
+pub fn path_param(parts: &Parts, i: usize) -> &str {
+    parts
+        .extensions
+        .get::<PathParams>()
+        .and_then(|p| p.0.get(i))
+        .map_or("", String::as_str)
+}
+
+/// Whether `path` is an instance of the route template `template`; its parameters if so. A
+/// parameter segment is never empty.
+fn match_path(template: &str, path: &str) -> Option<Vec<String>> {
+    let mut params = Vec::new();
+    let mut t = template.split('/');
+    let mut p = path.split('/');
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return Some(params),
+            (Some(a), Some(b)) if a.starts_with('{') && a.ends_with('}') && !b.is_empty() => {
+                params.push(b.to_owned());
+            }
+            (Some(a), Some(b)) if a == b => {}
+            _ => return None,
+        }
+    }
+}
 
 /// The request id of the request being answered (see [`handle`]), for error bodies.
 pub fn current_request_id() -> Option<String> {
@@ -184,8 +231,10 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Resp {
     let id = request_id(&req);
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), route);
     let timeout = state.settings.http.request_timeout;
+    // Set by dispatch once the key checked out, for the metrics label.
+    let caller = std::sync::Mutex::new(None::<Caller>);
     let answer = async {
-        match tokio::time::timeout(timeout, guard_panics(dispatch(state, req))).await {
+        match tokio::time::timeout(timeout, guard_panics(dispatch(state, req, &caller))).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => e.into_response(),
             Err(_) => {
@@ -203,6 +252,11 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Resp {
         .get_or_create(&RequestLabels {
             route,
             status: resp.status().as_u16(),
+            api_key: caller
+                .into_inner()
+                .ok()
+                .flatten()
+                .map_or_else(|| "none".to_owned(), |c| c.name().to_owned()),
         })
         .inc();
     resp
@@ -229,20 +283,45 @@ async fn guard_panics(handler: impl std::future::Future<Output = Handled>) -> Ha
     }
 }
 
-/// Finds the route, checks the API key where the route wants one, and runs its handler.
-async fn dispatch(state: &AppState, req: Request<Incoming>) -> Handled {
-    let (parts, body) = req.into_parts();
+/// Finds the route, checks the API key where the route wants one (the [`Caller`] goes into
+/// the request's extensions, and into `caller` for the metrics), and runs its handler.
+async fn dispatch(
+    state: &AppState,
+    req: Request<Incoming>,
+    caller: &std::sync::Mutex<Option<Caller>>,
+) -> Handled {
+    let (mut parts, body) = req.into_parts();
     let route = find(&parts.method, parts.uri.path())?;
+    if let Some(params) = match_path(route.path, parts.uri.path()) {
+        parts.extensions.insert(PathParams(params));
+    }
     if route.access == Access::ApiKey {
-        state.settings.api_keys.authorize(&parts)?;
+        let who = state.settings.api_keys.authorize(&parts)?;
+        if let Ok(mut c) = caller.lock() {
+            *c = Some(who.clone());
+        }
+        parts.extensions.insert(who);
     }
     (route.handler)(state, parts, body).await
+}
+
+/// The caller of an API-key route (set by [`dispatch`] before the handler runs).
+pub fn caller_of(parts: &Parts) -> Caller {
+    parts
+        .extensions
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_else(|| Caller(std::sync::Arc::from(Caller::DEFAULT)))
 }
 
 /// The route of `method` and `path`: 404 when no route has the path, 405 when none of its
 /// routes has the method (`HEAD` is taken by a `GET` route).
 fn find(method: &Method, path: &str) -> Result<&'static Route, ApiError> {
-    let of_path = || ROUTES.iter().filter(move |r| r.path == path);
+    let of_path = || {
+        ROUTES
+            .iter()
+            .filter(move |r| match_path(r.path, path).is_some())
+    };
     let takes =
         |r: &&Route| r.method == *method || (*method == Method::HEAD && r.method == Method::GET);
     if let Some(route) = of_path().find(takes) {
@@ -259,11 +338,11 @@ fn find(method: &Method, path: &str) -> Result<&'static Route, ApiError> {
     }
 }
 
-/// The metrics label of a path: the path itself when it is routed, else `other`.
+/// The metrics label of a path: its route's template when it is routed, else `other`.
 fn route_name(path: &str) -> &'static str {
     ROUTES
         .iter()
-        .find(|r| r.path == path)
+        .find(|r| match_path(r.path, path).is_some())
         .map_or("other", |r| r.path)
 }
 
@@ -329,7 +408,26 @@ mod tests {
             Err(ApiError::NotFound { .. })
         ));
         assert_eq!(route_name("/v1/users"), "/v1/users");
-        assert_eq!(route_name("/v1/users/1"), "other");
+        assert_eq!(route_name("/v1/users/1/x"), "other");
+        assert_eq!(route_name("/v1/jobs/abc"), "/v1/jobs/{job_id}");
+        assert_eq!(route_name("/v1/jobs/"), "other");
+    }
+
+    #[test]
+    fn path_parameters_are_whole_non_empty_segments() {
+        let m = |t, p| match_path(t, p);
+        assert_eq!(
+            m("/v1/jobs/{job_id}", "/v1/jobs/42"),
+            Some(vec!["42".into()])
+        );
+        assert_eq!(m("/v1/jobs/{job_id}", "/v1/jobs/"), None);
+        assert_eq!(m("/v1/jobs/{job_id}", "/v1/jobs/4/2"), None);
+        assert_eq!(
+            m("/v1/users/{id}/emails", "/v1/users/u1/emails"),
+            Some(vec!["u1".into()])
+        );
+        assert_eq!(m("/v1/users", "/v1/users"), Some(vec![]));
+        assert_eq!(m("/v1/users", "/v1/users/"), None);
     }
 
     #[tokio::test]

@@ -12,10 +12,12 @@ use mailroom::store;
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::fields::Fields;
+use crate::fields::{self, Fields};
+use crate::idempotency::{self, Begin};
 use crate::metrics::KindOutcomeLabels;
 use crate::request::read_json;
-use crate::response::{Resp, json_response};
+use crate::response::{Resp, raw_json};
+use crate::routes::caller_of;
 use crate::state::AppState;
 
 /// `POST /v1/verifications/resend`.
@@ -46,13 +48,35 @@ async fn request_email(
     kind: JobKind,
 ) -> Result<Resp, ApiError> {
     let body = read_json(&parts, body, state.settings.http.max_body_bytes).await?;
-    let mut f = Fields::new(body, &["email"]);
+    let route = match kind {
+        JobKind::Verification => "POST /v1/verifications/resend",
+        _ => "POST /v1/password-resets",
+    };
+    let reservation = match idempotency::begin(state, &parts, route, &body).await? {
+        Begin::Answer(replayed) => return Ok(replayed),
+        Begin::Run(r) => r,
+    };
+    let mut f = Fields::new(body, &["email", "reference"]);
     let email = f.required("email", EmailAddress::parse);
+    let reference = f.optional("reference", fields::reference);
     f.finish()?;
     let email = email.expect("checked");
+    let reference = reference.flatten();
     let limits = state.settings.address_limits;
+    let caller = caller_of(&parts);
+    let answer = json!({"status": "accepted"}).to_string();
+    let by = store::RequestedBy {
+        api_key: Some(caller.name()),
+        reference: reference.as_deref(),
+        idempotency: reservation
+            .as_ref()
+            .map(|r| (r.record(), StatusCode::ACCEPTED.as_u16(), answer.as_str())),
+    };
     let (outcome, job) =
-        store::request_email(&state.pool, &email, kind, limits, state.clock.now()).await?;
+        store::request_email(&state.pool, &email, kind, limits, by, state.clock.now()).await?;
+    if let Some(r) = reservation {
+        r.completed();
+    }
     if job.is_some() {
         state.relay_wake.notify_one();
     }
@@ -77,8 +101,5 @@ async fn request_email(
         ?job,
         "email request"
     );
-    Ok(json_response(
-        StatusCode::ACCEPTED,
-        &json!({"status": "accepted"}),
-    ))
+    Ok(raw_json(StatusCode::ACCEPTED, answer))
 }

@@ -31,6 +31,8 @@ pub struct Settings {
     /// `AMQP_URL` (every node an AMQP URL) and `QUEUE_PREFIX`.
     pub broker: BrokerArgs,
     pub api_keys: ApiKeys,
+    /// `IDEMPOTENCY_TTL`, more than 0.
+    pub idempotency_ttl: Duration,
     /// `TEMPLATES_DIR`, as given: its templates are found and compiled when the state is
     /// built ([`crate::AppState::build`]), by `mailroom::templates`, which resolves the
     /// default folder.
@@ -178,6 +180,15 @@ impl TryFrom<Config> for Settings {
             &c.metrics_listen,
         ));
         let relay_interval = p.take(more_than_zero("RELAY_INTERVAL", c.relay_interval));
+        let idempotency_ttl = p.take(
+            more_than_zero("IDEMPOTENCY_TTL", c.idempotency_ttl).and_then(|d| {
+                chrono::Duration::from_std(d)
+                    .ok()
+                    .filter(|d| *d < chrono::Duration::days(3650))
+                    .map(|_| d)
+                    .ok_or_else(|| "IDEMPOTENCY_TTL must be shorter than ten years".to_owned())
+            }),
+        );
         let address_limits = p.take(address_limits(
             c.address_limit_per_minute,
             c.address_limit_per_hour,
@@ -200,6 +211,7 @@ impl TryFrom<Config> for Settings {
             db: db.expect(checked),
             broker: broker.expect(checked),
             api_keys: api_keys.expect(checked),
+            idempotency_ttl: idempotency_ttl.expect(checked),
             templates_dir: c.templates_dir,
             http: http.expect(checked),
             relay_interval: relay_interval.expect(checked),

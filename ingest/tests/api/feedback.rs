@@ -561,3 +561,106 @@ async fn the_sns_headers_are_checked_before_the_body_is_read() {
     assert_eq!(r.status(), 403);
     assert_eq!(events(&app).await, 0);
 }
+
+/// The calling service hears what became of its email: a job's status reads `sent`, then
+/// `delivered` once SES's delivery notification arrives; its webhook receiver got `email.sent`
+/// and `email.delivered`, each with the job, the user and the request's reference. A second
+/// endpoint subscribed to bounces only got neither.
+#[tokio::test]
+async fn a_delivery_reaches_the_job_status_and_the_services_webhooks_with_its_reference() {
+    use mailroom_testkit::WebhookReceiver;
+    let signer = Signer::start().await;
+    let (all, bounces) = (
+        WebhookReceiver::start().await,
+        WebhookReceiver::start().await,
+    );
+    let app = TestApp::start(Settings {
+        sns_topic_arns: vec![TOPIC.into()],
+        sns_cert_url_prefixes: vec![signer.base.clone()],
+        webhooks: mailroom::webhook::WebhookArgs {
+            webhook_urls: vec![all.url(), format!("{}#events=email.bounced", bounces.url())],
+            webhook_events: Vec::new(),
+            webhook_secret: Some(mailroom::config::Secret::new(
+                "whsec_bWFpbHJvb20tdGVzdC1zZWNyZXQtb25lLTMyYnl0ZXM=",
+            )),
+            webhook_timeout: Duration::from_secs(5),
+        },
+        ..Settings::default()
+    })
+    .await;
+    let email = app.unique_email();
+    let r = app
+        .post(
+            "/v1/signups",
+            &json!({"name": app.unique_name(), "email": email, "reference": "crm-7"}),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.unwrap();
+    let job: uuid::Uuid = v["job_id"].as_str().unwrap().parse().unwrap();
+    let sent = app.wait_for_status(job, "sent").await;
+    let ses_id = sent.ses_message_id.unwrap();
+    let status = |app: &TestApp| {
+        let url = format!("{}/v1/jobs/{job}", app.base);
+        let http = app.http.clone();
+        async move {
+            http.get(url)
+                .bearer_auth(mailroom_testkit::app::API_KEY)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let before = status(&app).await;
+    assert_eq!(
+        (before["status"].as_str(), before["delivery"].as_str()),
+        (Some("sent"), None)
+    );
+
+    let note = json!({"eventType": "Delivery", "delivery": {"recipients": [email]}, "mail": {"messageId": ses_id}});
+    let r = deliver(&app, &signer.notification(&note, "1")).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let after = status(&app).await;
+    assert_eq!(after["delivery"], "delivered", "{after}");
+    assert_eq!(after["reference"], "crm-7");
+
+    let got = mailroom_testkit::eventually(
+        "email.sent and email.delivered",
+        Duration::from_secs(30),
+        || async {
+            let types: Vec<Value> = all.received().iter().map(|r| r.json()).collect();
+            (types
+                .iter()
+                .filter(|b| b["type"] == "email.sent" || b["type"] == "email.delivered")
+                .count()
+                >= 2)
+                .then_some(types)
+        },
+    )
+    .await;
+    for t in ["email.sent", "email.delivered"] {
+        let b = got
+            .iter()
+            .find(|b| b["type"] == t)
+            .unwrap_or_else(|| panic!("{t}: {got:?}"));
+        assert_eq!(b["data"]["job_id"], job.to_string(), "{b}");
+        assert_eq!(b["data"]["user_id"], v["user_id"], "{b}");
+        assert_eq!(b["data"]["reference"], "crm-7", "{b}");
+        assert_eq!(b["data"]["email_kind"], "verification", "{b}");
+        assert_eq!(b["data"]["ses_message_id"], ses_id.as_str(), "{b}");
+    }
+    // The bounce-only endpoint: nothing of these (given the time the other needed, and more).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        bounces.received().is_empty(),
+        "{:?}",
+        bounces
+            .received()
+            .iter()
+            .map(|r| r.json())
+            .collect::<Vec<_>>()
+    );
+}

@@ -6,6 +6,7 @@
 mod accounts;
 mod api;
 mod config;
+mod contract;
 mod documents;
 mod feedback;
 mod logins;

@@ -1,4 +1,4 @@
-//! What one SES event does: to the send log's `delivery` (delivered, bounced, complained; a
+//! What one SES event does: to the send log's `delivery` (delayed, delivered, bounced, complained; a
 //! later, weaker event never hides a worse one) and to the suppression list (a permanent
 //! bounce or a complaint other than `not-spam` at once; transient bounces once there are
 //! [`FeedbackRules::soft_bounce_limit`] of them within [`FeedbackRules::soft_bounce_window`]).
@@ -28,9 +28,11 @@ impl FeedbackRules {
     }
 }
 
-/// What the send log says of a sent email, worst last.
+/// What the send log says of a sent email, worst last (a delay is the mildest: the mail may
+/// still arrive, and a delivery replaces it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Delivery {
+    Delayed,
     Delivered,
     Bounced,
     Complained,
@@ -39,6 +41,7 @@ pub enum Delivery {
 impl Delivery {
     pub fn as_str(self) -> &'static str {
         match self {
+            Delivery::Delayed => "delayed",
             Delivery::Delivered => "delivered",
             Delivery::Bounced => "bounced",
             Delivery::Complained => "complained",
@@ -46,9 +49,14 @@ impl Delivery {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Delivered, Self::Bounced, Self::Complained]
-            .into_iter()
-            .find(|d| d.as_str() == s)
+        [
+            Self::Delayed,
+            Self::Delivered,
+            Self::Bounced,
+            Self::Complained,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
     }
 }
 
@@ -75,6 +83,7 @@ impl EventFacts<'_> {
 pub fn delivery(e: EventFacts<'_>) -> Option<Delivery> {
     match e.kind {
         "delivery" => Some(Delivery::Delivered),
+        "delivery_delay" => Some(Delivery::Delayed),
         "bounce" if e.permanent() => Some(Delivery::Bounced),
         "complaint" => Some(Delivery::Complained),
         _ => None,
@@ -171,7 +180,12 @@ mod tests {
             ),
             ("send", None, None, No),
             ("reject", None, None, No),
-            ("delivery_delay", Some("MailboxFull"), None, No),
+            (
+                "delivery_delay",
+                Some("MailboxFull"),
+                Some(Delivery::Delayed),
+                No,
+            ),
         ];
         for (kind, sub, d, s) in table {
             assert_eq!(delivery(e(kind, *sub)), *d, "{kind} {sub:?}");
@@ -182,9 +196,15 @@ mod tests {
     #[test]
     fn a_weaker_delivery_never_hides_a_worse_one() {
         use Delivery::*;
-        let all = [None, Some(Delivered), Some(Bounced), Some(Complained)];
+        let all = [
+            None,
+            Some(Delayed),
+            Some(Delivered),
+            Some(Bounced),
+            Some(Complained),
+        ];
         for current in all {
-            for new in [Delivered, Bounced, Complained] {
+            for new in [Delayed, Delivered, Bounced, Complained] {
                 let replaces = delivery_replaces(current, new);
                 // The status after applying the event is the worse of the two, always.
                 let after = if replaces { Some(new) } else { current };

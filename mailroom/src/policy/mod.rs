@@ -9,7 +9,12 @@
 //!   list (permanent bounces, soft bounces within a window, complaints).
 //! - [`requests`]: whether a reset or resend request for an address is sent, and why not.
 //! - [`logins`]: when an address is locked after failed logins, and until when.
+//! - [`signups`]: what a signup does to an address or name held by another user (verified:
+//!   409; unverified: taken over).
+//! - [`idempotency`]: what a repeated `Idempotency-Key` gets.
 
 pub mod feedback;
+pub mod idempotency;
 pub mod logins;
 pub mod requests;
+pub mod signups;

@@ -6,8 +6,9 @@ use sqlx::{PgPool, Postgres, Transaction};
 
 use super::suppressions::suppressed_event;
 use crate::domain::SuppressionReason;
-use crate::events::Endpoints;
+use crate::events::{EmailFeedback, Endpoints};
 use crate::policy::feedback::{self as policy, FeedbackRules};
+use uuid::Uuid;
 
 /// One SES event about one recipient, as the feedback endpoint read it.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +60,7 @@ pub async fn record_feedback(
         if let (Some(new), Some(m)) = (policy::delivery(facts), &e.ses_message_id) {
             apply_delivery(&mut tx, m, new).await?;
         }
+        announce(&mut tx, e, hooks, now).await?;
         let Some(recipient) = &e.recipient else {
             continue;
         };
@@ -82,6 +84,48 @@ pub async fn record_feedback(
 }
 
 type Tx<'a> = Transaction<'a, Postgres>;
+
+/// Announces the event to the endpoints that subscribe to it (`email.delivered`, `…bounced`,
+/// `…complained`, `…delayed`), with the job SES sent it for: its kind, user and reference.
+/// Nothing for an event of no job of ours.
+async fn announce(
+    tx: &mut Tx<'_>,
+    e: &NewSesEvent,
+    hooks: &Endpoints,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let (Some(kind), Some(message_id)) = (EmailFeedback::type_of(&e.kind), &e.ses_message_id)
+    else {
+        return Ok(());
+    };
+    if hooks.urls_for(kind).next().is_none() {
+        return Ok(());
+    }
+    let job: Option<(Uuid, String, Option<Uuid>, Option<String>)> = sqlx::query_as(
+        "SELECT s.job_id, s.kind, s.user_id, j.reference
+           FROM sends s LEFT JOIN jobs j USING (job_id)
+          WHERE s.ses_message_id = $1 AND s.kind <> 'webhook' LIMIT 1",
+    )
+    .bind(message_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((job_id, email_kind, user_id, reference)) = job else {
+        return Ok(());
+    };
+    let event = EmailFeedback {
+        kind,
+        job_id,
+        user_id,
+        email_kind,
+        reference,
+        email: e.recipient.clone(),
+        ses_message_id: message_id.clone(),
+        feedback_type: e.subtype.clone(),
+        diagnostic: e.diagnostic.clone(),
+    };
+    super::webhooks::enqueue(tx, hooks, &event, now).await?;
+    Ok(())
+}
 
 /// Stores one event with the job SES accepted under its message id. None when SNS delivered
 /// it before (the SNS message id and recipient are unique together).

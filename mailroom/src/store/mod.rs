@@ -10,6 +10,8 @@
 //! - [`sends`]: the send log and its status lifecycle: claims, records of each outcome.
 //! - [`dead_letters`]: dead letters as the send log knows them, and their replay marks.
 //! - [`requests`]: per-address reset and resend requests and their limits.
+//! - [`jobs`]: the calling service's view of its jobs (status, a user's emails).
+//! - [`idempotency`]: idempotency keys, reserved before a request's work and completed by it.
 //! - [`suppressions`]: the suppression list.
 //! - [`feedback`]: SES events and what they do.
 //! - [`logins`]: login attempts and lockout.
@@ -35,6 +37,8 @@ pub mod audit;
 pub mod dead_letters;
 pub mod dispatchers;
 pub mod feedback;
+pub mod idempotency;
+pub mod jobs;
 pub mod logins;
 pub mod outbox;
 pub mod read;
@@ -48,6 +52,8 @@ pub mod webhooks;
 pub use audit::*;
 pub use dead_letters::*;
 pub use feedback::*;
+pub use idempotency::*;
+pub use jobs::*;
 pub use logins::*;
 pub use outbox::*;
 pub use requests::*;

@@ -6,15 +6,25 @@ use uuid::Uuid;
 
 use crate::job::Job;
 
-/// Adds a job to the outbox inside the caller's transaction.
+/// Adds a job to the outbox inside the caller's transaction; an email job also gets its row in
+/// `jobs` (what `GET /v1/jobs/{id}` reads), in the same statement.
 pub async fn enqueue(tx: &mut Transaction<'_, Postgres>, job: &Job) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO outbox (job_id, routing_key, payload, created_at) VALUES ($1, $2, $3, $4)",
+        "WITH j AS (
+             INSERT INTO jobs (job_id, kind, user_id, api_key, reference, created_at)
+             SELECT $1, $5, $6, $7, $8, $4 WHERE $9
+         )
+         INSERT INTO outbox (job_id, routing_key, payload, created_at) VALUES ($1, $2, $3, $4)",
     )
     .bind(job.job_id)
     .bind(job.kind.routing_key())
     .bind(sqlx::types::Json(job))
     .bind(job.requested_at)
+    .bind(job.kind.as_str())
+    .bind(job.user_id)
+    .bind(job.api_key.as_deref())
+    .bind(job.reference.as_deref())
+    .bind(job.kind.is_email())
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::suppressions::Suppression;
 use super::users::User;
 use super::webhooks;
-use crate::events::{EmailDead, Endpoints};
+use crate::events::{EmailDead, EmailSent, Endpoints, EventType};
 use crate::job::{Job, JobKind};
 
 /// The state of a job in the send log.
@@ -174,10 +174,12 @@ pub async fn record_dead(
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let row: Option<(String, Option<Uuid>, Option<String>)> = sqlx::query_as(
+    type DeadRow = (String, Option<Uuid>, Option<String>, Option<String>);
+    let row: Option<DeadRow> = sqlx::query_as(
         "UPDATE sends SET status = 'dead', error_class = $2, last_error = $3, updated_at = $4
           WHERE job_id = $1
-         RETURNING kind, user_id, recipient",
+         RETURNING kind, user_id, recipient,
+                   (SELECT reference FROM jobs j WHERE j.job_id = sends.job_id)",
     )
     .bind(job_id)
     .bind(error_class)
@@ -185,7 +187,7 @@ pub async fn record_dead(
     .bind(now)
     .fetch_optional(&mut *tx)
     .await?;
-    if let Some((kind, user_id, recipient)) = row
+    if let Some((kind, user_id, recipient, reference)) = row
         && JobKind::parse(&kind).is_some_and(JobKind::is_email)
     {
         let event = EmailDead {
@@ -193,6 +195,7 @@ pub async fn record_dead(
             email: recipient,
             email_kind: kind,
             job_id,
+            reference,
             error_class: error_class.to_owned(),
             error: last_error.to_owned(),
         };
@@ -403,6 +406,10 @@ pub async fn claim_jobs(
 #[derive(Debug, Clone)]
 pub struct SentRecord {
     pub job_id: Uuid,
+    /// The job's kind, user and reference: what its `email.sent` event says.
+    pub kind: JobKind,
+    pub user_id: Uuid,
+    pub reference: Option<String>,
     pub recipient: String,
     pub ses_message_id: String,
     pub at: DateTime<Utc>,
@@ -410,8 +417,15 @@ pub struct SentRecord {
 }
 
 /// Records successful sends: once a row says `sent`, a redelivery of its job is not sent
-/// again. Job ids must be distinct.
-pub async fn record_sent(pool: &PgPool, sent: &[SentRecord]) -> Result<(), sqlx::Error> {
+/// again. Each is announced as `email.sent` to the endpoints that subscribe to it, in the same
+/// transaction. Job ids must be distinct.
+pub async fn record_sent(
+    pool: &PgPool,
+    sent: &[SentRecord],
+    hooks: &Endpoints,
+) -> Result<(), sqlx::Error> {
+    let announce = hooks.urls_for(EventType::EmailSent).next().is_some();
+    let mut tx = pool.begin().await?;
     let jobs: Vec<Uuid> = sent.iter().map(|s| s.job_id).collect();
     let recipients: Vec<&str> = sent.iter().map(|s| s.recipient.as_str()).collect();
     let ids: Vec<&str> = sent.iter().map(|s| s.ses_message_id.as_str()).collect();
@@ -430,7 +444,22 @@ pub async fn record_sent(pool: &PgPool, sent: &[SentRecord]) -> Result<(), sqlx:
     .bind(&ids)
     .bind(&at)
     .bind(&latency)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    if announce {
+        let events: Vec<EmailSent> = sent
+            .iter()
+            .filter(|s| s.kind.is_email())
+            .map(|s| EmailSent {
+                job_id: s.job_id,
+                user_id: s.user_id,
+                email_kind: s.kind.as_str().to_owned(),
+                reference: s.reference.clone(),
+                ses_message_id: s.ses_message_id.clone(),
+            })
+            .collect();
+        let now = sent.iter().map(|s| s.at).max().unwrap_or_else(Utc::now);
+        webhooks::enqueue_many(&mut tx, hooks, &events, now).await?;
+    }
+    tx.commit().await
 }

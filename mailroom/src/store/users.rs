@@ -5,8 +5,12 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::idempotency::{self, IdempotencyRecord};
+use super::outbox;
 use crate::domain::{EmailAddress, Locale, UserName};
-use crate::job::Job;
+use crate::job::{Job, JobKind};
+use crate::policy::requests::{self as request_policy, AddressLimits, RequestOutcome};
+use crate::policy::signups as policy;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct User {
@@ -51,6 +55,10 @@ pub async fn create_user_with_job(
              INSERT INTO users (id, name, email, hashed_password, locale, created_at)
              VALUES ($1, $2, $3, $4, $5, $6)
              RETURNING id
+         ),
+         job AS (
+             INSERT INTO jobs (job_id, kind, user_id, api_key, reference, created_at)
+             SELECT $7, $8, id, $10, $11, $6 FROM new_user
          )
          INSERT INTO outbox (job_id, routing_key, payload, created_at)
          SELECT $7, $8, $9, $6 FROM new_user",
@@ -64,6 +72,8 @@ pub async fn create_user_with_job(
     .bind(job.job_id)
     .bind(job.kind.routing_key())
     .bind(sqlx::types::Json(job))
+    .bind(job.api_key.as_deref())
+    .bind(job.reference.as_deref())
     .execute(pool)
     .await;
     match inserted {
@@ -131,54 +141,83 @@ pub async fn upgrade_password_hash(
     Ok(r.rows_affected() == 1)
 }
 
+/// One signup to write: the user, its verification job, and the idempotency key whose answer
+/// is stored with it (when the request had one).
+#[derive(Clone)]
+pub struct Signup {
+    pub user: NewUser,
+    pub job: Job,
+    pub idempotency: Option<IdempotencyRecord>,
+}
+
+/// The body of a signup's 202: written by ingest, and stored with the idempotency key in the
+/// signup's own statement, so both must come from here. `job_id` is null when a takeover was
+/// over the address's limits and sent nothing.
+pub fn signup_answer(user_id: Uuid, job_id: Option<Uuid>) -> String {
+    serde_json::json!({"user_id": user_id, "job_id": job_id}).to_string()
+}
+
 /// What became of one signup of [`create_users_with_jobs`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignupOutcome {
     Created,
-    NameTaken,
-    EmailTaken,
-    /// Not written, and which of the two was taken could not be read (the connection failed
-    /// after the insert): the caller may try again and learn it.
-    NotWritten,
+    /// Not written: its name or address is held (by an existing user, a concurrent signup, or
+    /// an earlier one in the same batch). [`sign_up_over_holders`] decides what it does.
+    Held,
 }
 
-/// Writes many signups, each user with the outbox row of its verification job, as
-/// [`create_user_with_job`] does for one: one statement, so each user that is written
-/// has its job, and a user whose name or address is taken (by an existing user, a concurrent
-/// signup, or an earlier one in the same batch) is written with neither. The answer says which,
-/// per signup, in order.
+/// Writes many signups, each user with the outbox row of its verification job, its `jobs` row
+/// and its idempotency answer, as [`create_user_with_job`] does for one: one statement, so each
+/// user that is written has all of them, and a user whose name or address is held is written
+/// with none. The answer says which, per signup, in order.
 ///
-/// `ON CONFLICT DO NOTHING` skips a taken row instead of failing the whole statement; which
-/// constraint it hit is read afterwards, from the rows as committed (the statement's own
-/// snapshot cannot see a concurrent signup or an earlier row of the same batch). Like the
-/// unique checks themselves, a taken name is reported before a taken address. Once the insert
-/// has committed, nothing fails the signups it wrote: the reading is on the same connection,
-/// and if it fails anyway only the skipped signups are answered [`SignupOutcome::NotWritten`].
+/// `ON CONFLICT DO NOTHING` skips a held row instead of failing the whole statement; the
+/// skipped ones go the slow way, one transaction each ([`sign_up_over_holders`]).
 pub async fn create_users_with_jobs(
     pool: &PgPool,
-    signups: &[(NewUser, Job)],
+    signups: &[Signup],
 ) -> Result<Vec<SignupOutcome>, sqlx::Error> {
-    let ids: Vec<Uuid> = signups.iter().map(|(_, j)| j.user_id).collect();
-    let names: Vec<&str> = signups.iter().map(|(u, _)| u.name.as_str()).collect();
-    let emails: Vec<&str> = signups.iter().map(|(u, _)| u.email.as_str()).collect();
-    let hashes: Vec<Option<&str>> = signups
-        .iter()
-        .map(|(u, _)| u.hashed_password.as_deref())
-        .collect();
-    let locales: Vec<&str> = signups.iter().map(|(u, _)| u.locale.as_str()).collect();
-    let at: Vec<DateTime<Utc>> = signups.iter().map(|(_, j)| j.requested_at).collect();
-    let jobs: Vec<Uuid> = signups.iter().map(|(_, j)| j.job_id).collect();
-    let keys: Vec<&str> = signups.iter().map(|(_, j)| j.kind.routing_key()).collect();
+    let col = |f: fn(&Signup) -> Option<&str>| signups.iter().map(f).collect::<Vec<_>>();
+    let ids: Vec<Uuid> = signups.iter().map(|s| s.job.user_id).collect();
+    let names = col(|s| Some(s.user.name.as_str()));
+    let emails = col(|s| Some(s.user.email.as_str()));
+    let hashes = col(|s| s.user.hashed_password.as_deref());
+    let locales = col(|s| Some(s.user.locale.as_str()));
+    let at: Vec<DateTime<Utc>> = signups.iter().map(|s| s.job.requested_at).collect();
+    let jobs: Vec<Uuid> = signups.iter().map(|s| s.job.job_id).collect();
+    let keys = col(|s| Some(s.job.kind.routing_key()));
     let payloads: Vec<sqlx::types::Json<&Job>> =
-        signups.iter().map(|(_, j)| sqlx::types::Json(j)).collect();
-    let mut conn = pool.acquire().await?;
+        signups.iter().map(|s| sqlx::types::Json(&s.job)).collect();
+    let api_keys = col(|s| s.job.api_key.as_deref());
+    let references = col(|s| s.job.reference.as_deref());
+    fn idem(s: &Signup) -> Option<&IdempotencyRecord> {
+        s.idempotency.as_ref()
+    }
+    let idem_keys = col(|s| idem(s).map(|r| r.key.as_str()));
+    let idem_api_keys = col(|s| idem(s).map(|r| r.api_key.as_str()));
+    let idem_routes = col(|s| idem(s).map(|r| r.route.as_str()));
+    let idem_prints: Vec<Option<Vec<u8>>> = signups
+        .iter()
+        .map(|s| idem(s).map(|r| r.fingerprint.clone()))
+        .collect();
+    let idem_expiry: Vec<Option<DateTime<Utc>>> = signups
+        .iter()
+        .map(|s| idem(s).map(|r| r.expires_at))
+        .collect();
+    let answers: Vec<String> = signups
+        .iter()
+        .map(|s| signup_answer(s.job.user_id, Some(s.job.job_id)))
+        .collect();
     let created: Vec<Uuid> = sqlx::query_scalar(
         "WITH input AS (
              SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                  $6::timestamptz[], $7::uuid[], $8::text[], $9::jsonb[])
+                                  $6::timestamptz[], $7::uuid[], $8::text[], $9::jsonb[],
+                                  $10::text[], $11::text[], $12::text[], $13::text[],
+                                  $14::text[], $15::bytea[], $16::timestamptz[], $17::text[])
                       WITH ORDINALITY
                       AS i(id, name, email, hashed_password, locale, created_at, job_id,
-                           routing_key, payload, n)
+                           routing_key, payload, api_key, reference, idem_key, idem_api_key,
+                           idem_route, idem_print, idem_expiry, answer, n)
          ),
          new_users AS (
              INSERT INTO users (id, name, email, hashed_password, locale, created_at)
@@ -186,10 +225,25 @@ pub async fn create_users_with_jobs(
              ON CONFLICT DO NOTHING
              RETURNING id
          ),
-         jobs AS (
+         outbox_rows AS (
              INSERT INTO outbox (job_id, routing_key, payload, created_at)
              SELECT i.job_id, i.routing_key, i.payload, i.created_at
                FROM input i JOIN new_users u ON u.id = i.id ORDER BY i.n
+         ),
+         job_rows AS (
+             INSERT INTO jobs (job_id, kind, user_id, api_key, reference, created_at)
+             SELECT i.job_id, i.routing_key, i.id, i.api_key, i.reference, i.created_at
+               FROM input i JOIN new_users u ON u.id = i.id
+         ),
+         answered AS (
+             INSERT INTO idempotency_keys (api_key, key, route, fingerprint, created_at,
+                                           expires_at, status, body)
+             SELECT i.idem_api_key, i.idem_key, i.idem_route, i.idem_print, i.created_at,
+                    i.idem_expiry, 202, i.answer
+               FROM input i JOIN new_users u ON u.id = i.id
+              WHERE i.idem_key IS NOT NULL
+             ON CONFLICT (api_key, key) DO UPDATE SET status = EXCLUDED.status,
+                                                      body = EXCLUDED.body
          )
          SELECT id FROM new_users",
     )
@@ -202,35 +256,175 @@ pub async fn create_users_with_jobs(
     .bind(&jobs)
     .bind(&keys)
     .bind(&payloads)
-    .fetch_all(&mut *conn)
+    .bind(&api_keys)
+    .bind(&references)
+    .bind(&idem_keys)
+    .bind(&idem_api_keys)
+    .bind(&idem_routes)
+    .bind(&idem_prints)
+    .bind(&idem_expiry)
+    .bind(&answers)
+    .fetch_all(pool)
     .await?;
-    let mut out: Vec<SignupOutcome> = ids
+    Ok(ids
         .iter()
         .map(|id| {
             if created.contains(id) {
                 SignupOutcome::Created
             } else {
-                SignupOutcome::EmailTaken
+                SignupOutcome::Held
             }
         })
-        .collect();
-    let skipped: Vec<usize> = (0..ids.len())
-        .filter(|i| out[*i] != SignupOutcome::Created)
-        .collect();
-    if !skipped.is_empty() {
-        let taken: Vec<&str> = skipped.iter().map(|i| names[*i]).collect();
-        let names_taken: Result<Vec<String>, _> =
-            sqlx::query_scalar("SELECT name FROM users WHERE name = ANY($1)")
-                .bind(&taken)
-                .fetch_all(&mut *conn)
-                .await;
-        for i in skipped {
-            out[i] = match &names_taken {
-                Ok(n) if n.iter().any(|n| n == names[i]) => SignupOutcome::NameTaken,
-                Ok(_) => SignupOutcome::EmailTaken,
-                Err(_) => SignupOutcome::NotWritten,
-            };
+        .collect())
+}
+
+/// What [`sign_up_over_holders`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldSignup {
+    /// The holders were gone by then: created as a new user.
+    Created,
+    /// An unverified user was taken over; `job_id` is None when the address was over its
+    /// verification limits (nothing sent; the answer is still 202).
+    TakenOver { user_id: Uuid, job_id: Option<Uuid> },
+    /// 409: verified users hold the name, the address or both.
+    Taken { name: bool, email: bool },
+}
+
+/// A signup whose name or address is held, in a transaction of its own: reads the holders
+/// under per-address and per-name locks, asks [`policy::decide`], and carries it out. A
+/// takeover replaces the unverified user's name, address, password and locale, kills every
+/// older link (its tokens are deleted, and its pending verification and reset jobs are
+/// superseded, so none of them mints a link when it is sent), and queues a fresh verification
+/// job within the address's limits (`email_requests`, kind `verification`, like a resend).
+/// The idempotency answer is stored in the same transaction.
+pub async fn sign_up_over_holders(
+    pool: &PgPool,
+    signup: &Signup,
+    limits: AddressLimits,
+    now: DateTime<Utc>,
+) -> Result<HeldSignup, sqlx::Error> {
+    let user = &signup.user;
+    let mut tx = pool.begin().await?;
+    // The address lock is the one resend and reset requests take (their limits are shared);
+    // always the address before the name, so two signups cannot wait for each other.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtext('mailroom-request:' || lower($1))),
+                pg_advisory_xact_lock(hashtext('mailroom-name:' || $2))",
+    )
+    .bind(user.email.as_str())
+    .bind(user.name.as_str())
+    .execute(&mut *tx)
+    .await?;
+    let rows: Vec<(Uuid, bool, bool, bool)> = sqlx::query_as(
+        "SELECT id, email_verified, lower(email) = lower($1), name = $2 FROM users
+          WHERE lower(email) = lower($1) OR name = $2
+          FOR UPDATE",
+    )
+    .bind(user.email.as_str())
+    .bind(user.name.as_str())
+    .fetch_all(&mut *tx)
+    .await?;
+    let holder = |want: fn(&(Uuid, bool, bool, bool)) -> bool| {
+        rows.iter().find(|r| want(r)).map(|r| policy::Holder {
+            id: r.0,
+            verified: r.1,
+        })
+    };
+    let decision = policy::decide(holder(|r| r.2), holder(|r| r.3));
+    let out = match decision {
+        policy::Signup::Taken { name, email } => {
+            tx.rollback().await?;
+            return Ok(HeldSignup::Taken { name, email });
         }
-    }
+        policy::Signup::Create => {
+            // The holders went away meanwhile (an expiry, an erasure): an ordinary signup.
+            insert_user(&mut tx, user, &signup.job).await?;
+            outbox::enqueue(&mut tx, &signup.job).await?;
+            if let Some(r) = &signup.idempotency {
+                let body = signup_answer(signup.job.user_id, Some(signup.job.job_id));
+                idempotency::complete_key(&mut tx, r, 202, &body).await?;
+            }
+            HeldSignup::Created
+        }
+        policy::Signup::TakeOver {
+            user: user_id,
+            remove,
+        } => {
+            if let Some(other) = remove {
+                sqlx::query("DELETE FROM users WHERE id = $1 AND NOT email_verified")
+                    .bind(other)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let (minute, hour) =
+                super::requests::recent_queued(&mut tx, &user.email, JobKind::Verification, now)
+                    .await?;
+            let outcome = request_policy::within_limits(minute, hour, limits);
+            let job = (outcome == RequestOutcome::Queued).then(|| Job {
+                user_id,
+                ..signup.job.clone()
+            });
+            let at = job.as_ref().map_or(now, |j| j.requested_at);
+            sqlx::query(
+                "UPDATE users SET name = $2, email = $3, hashed_password = $4, locale = $5,
+                        verification_job_id = $6, verification_job_at = $7,
+                        verification_token_expiry = NULL,
+                        reset_job_id = NULL, reset_job_at = $7, reset_token_expiry = NULL
+                  WHERE id = $1",
+            )
+            .bind(user_id)
+            .bind(user.name.as_str())
+            .bind(user.email.as_str())
+            .bind(user.hashed_password.as_deref())
+            .bind(user.locale.as_str())
+            .bind(job.as_ref().map(|j| j.job_id))
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM link_tokens WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            if let Some(job) = &job {
+                outbox::enqueue(&mut tx, job).await?;
+            }
+            super::requests::record_request(
+                &mut tx,
+                &user.email,
+                JobKind::Verification,
+                outcome,
+                job.as_ref().map(|j| j.job_id),
+                signup.job.api_key.as_deref(),
+                now,
+            )
+            .await?;
+            let job_id = job.map(|j| j.job_id);
+            if let Some(r) = &signup.idempotency {
+                idempotency::complete_key(&mut tx, r, 202, &signup_answer(user_id, job_id)).await?;
+            }
+            HeldSignup::TakenOver { user_id, job_id }
+        }
+    };
+    tx.commit().await?;
     Ok(out)
+}
+
+async fn insert_user(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    user: &NewUser,
+    job: &Job,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO users (id, name, email, hashed_password, locale, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(job.user_id)
+    .bind(user.name.as_str())
+    .bind(user.email.as_str())
+    .bind(user.hashed_password.as_deref())
+    .bind(user.locale.as_str())
+    .bind(job.requested_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -20,6 +20,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub const API_KEY: &str = "test-key-0123456789";
+/// A second caller: configured as `partner:<this>`, so its jobs and requests carry the name
+/// `partner` (the bare keys are named `default`).
+pub const PARTNER_API_KEY: &str = "partner-key-0123456789";
 
 mod processes;
 mod settings;
@@ -252,7 +255,11 @@ impl TestApp {
         config.broker = self.broker_args();
         config.listen = self.addr;
         config.metrics_listen = "127.0.0.1:0".into();
-        config.api_keys = vec![Secret::new(API_KEY), Secret::new("second-key")];
+        config.api_keys = vec![
+            Secret::new(API_KEY),
+            Secret::new("second-key"),
+            Secret::new(format!("partner:{PARTNER_API_KEY}")),
+        ];
         // Faster than the defaults, so that tests do not wait on them.
         config.relay_interval = Duration::from_millis(200);
         config.shutdown_timeout = Duration::from_secs(2);
