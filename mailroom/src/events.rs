@@ -36,12 +36,14 @@ pub enum EventType {
     EmailComplained,
     /// SES feedback: delivery is delayed; SES keeps trying.
     EmailDelayed,
+    /// A person was erased (`DELETE /v1/users/{id}`).
+    UserDeleted,
     /// `dispatcher webhooks test`: checks the endpoint and its signature check.
     Ping,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 11] = [
         EventType::UserVerified,
         EventType::PasswordChanged,
         EventType::EmailSuppressed,
@@ -51,6 +53,7 @@ impl EventType {
         EventType::EmailBounced,
         EventType::EmailComplained,
         EventType::EmailDelayed,
+        EventType::UserDeleted,
         EventType::Ping,
     ];
 
@@ -65,6 +68,7 @@ impl EventType {
             EventType::EmailBounced => "email.bounced",
             EventType::EmailComplained => "email.complained",
             EventType::EmailDelayed => "email.delayed",
+            EventType::UserDeleted => "user.deleted",
             EventType::Ping => "ping",
         }
     }
@@ -154,6 +158,21 @@ impl EmailFeedback {
             "delivery_delay" => Some(EventType::EmailDelayed),
             _ => None,
         }
+    }
+}
+
+/// `user.deleted`: the person was erased; only their id is said.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserDeleted {
+    pub user_id: Uuid,
+}
+
+impl Event for UserDeleted {
+    fn event_type(&self) -> EventType {
+        EventType::UserDeleted
+    }
+    fn user_id(&self) -> Option<Uuid> {
+        Some(self.user_id)
     }
 }
 
@@ -463,12 +482,15 @@ mod tests {
                 )
             }),
         )
-        .chain([(
-            EventType::Ping,
-            v(&Ping {
-                message: "hi".into(),
-            }),
-        )])
+        .chain([
+            (EventType::UserDeleted, v(&UserDeleted { user_id: id })),
+            (
+                EventType::Ping,
+                v(&Ping {
+                    message: "hi".into(),
+                }),
+            ),
+        ])
         .collect()
     }
 
@@ -573,6 +595,7 @@ mod tests {
             | EventType::EmailBounced
             | EventType::EmailComplained
             | EventType::EmailDelayed => "WebhookEmailFeedback",
+            EventType::UserDeleted => "WebhookUserDeleted",
             EventType::Ping => "WebhookPing",
         }
     }

@@ -131,6 +131,12 @@ pub static ROUTES: &[Route] = &[
         handler: |s, p, _| Box::pin(jobs::of_user(s, p)),
     },
     Route {
+        method: Method::DELETE,
+        path: "/v1/users/{id}",
+        access: Access::ApiKey,
+        handler: |s, p, _| Box::pin(users::erase(s, p)),
+    },
+    Route {
         method: Method::POST,
         path: "/v1/ses/notifications",
         access: Access::Public,

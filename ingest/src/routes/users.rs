@@ -1,5 +1,5 @@
 //! `GET /v1/users?email=`: what the calling service may know of a user, including whether
-//! Mailroom can mail them (`email_status`).
+//! Mailroom can mail them (`email_status`); and `DELETE /v1/users/{id}`: erasing them.
 
 use http::StatusCode;
 use http::request::Parts;
@@ -36,4 +36,32 @@ pub async fn find(state: &AppState, parts: Parts) -> Result<Resp, ApiError> {
         body["suppression"] = json!({"reason": s.reason, "since": s.created_at});
     }
     Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `DELETE /v1/users/{id}`: erases the person (see `mailroom::store::erasure`); 204, or 404
+/// when there is no such user (a second call too).
+pub async fn erase(state: &AppState, parts: Parts) -> Result<Resp, ApiError> {
+    let id = uuid::Uuid::parse_str(crate::routes::path_param(&parts, 0))
+        .map_err(|_| ApiError::BadRequest("the user id must be a UUID".into()))?;
+    let actor = format!("api:{}", crate::routes::caller_of(&parts).name());
+    let erased = store::erase_user(
+        &state.pool,
+        id,
+        &actor,
+        &state.settings.webhooks,
+        state.clock.now(),
+    )
+    .await?;
+    if !erased {
+        return Err(ApiError::NotFound {
+            code: "user_not_found",
+            message: "no user has that id".into(),
+        });
+    }
+    state.relay_wake.notify_one();
+    tracing::info!(user_id = %id, "user erased");
+    Ok(http::Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("valid response"))
 }

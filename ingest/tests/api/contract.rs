@@ -392,3 +392,112 @@ async fn a_name_held_by_an_unverified_user_is_taken_over_and_their_address_repla
         "first was {first}"
     );
 }
+
+/// Every text column of every table in the test's database that holds `needle`, as
+/// `table.column`.
+async fn columns_holding(app: &TestApp, needle: &str) -> Vec<String> {
+    let columns: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_name::text, column_name::text FROM information_schema.columns
+          WHERE table_schema = 'public' AND data_type IN ('text', 'character varying', 'jsonb')
+            AND table_name <> '_sqlx_migrations'",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    let mut found = Vec::new();
+    for (table, column) in columns {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {table} WHERE strpos(lower({column}::text), lower($1)) > 0"
+        )))
+        .bind(needle)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+        if n > 0 {
+            found.push(format!("{table}.{column}"));
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn an_erased_user_is_in_no_table_but_their_suppression_still_holds() {
+    let app = TestApp::spawn().await;
+    let email = app.unique_email();
+    let (user, job) = app.sign_up_job(&app.unique_name(), &email).await;
+    app.wait_for_status(job, "sent").await;
+    // Everything that remembers the address: a reset request, a failed login, an SES event,
+    // a suppression, an audit row.
+    app.post("/v1/password-resets", &json!({"email": email}))
+        .await;
+    app.post(
+        "/v1/logins",
+        &json!({"email": email, "password": "wrong password!"}),
+    )
+    .await;
+    sqlx::query(
+        "INSERT INTO ses_events (sns_message_id, type, subtype, recipient, ses_message_id,
+                                 job_id, diagnostic, occurred_at, received_at)
+         SELECT 'sns-1', 'bounce', 'Permanent/General', $2, ses_message_id, job_id,
+                'smtp; 550 ' || $2 || ' unknown', now(), now()
+           FROM sends WHERE job_id = $1",
+    )
+    .bind(job)
+    .bind(&email)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO suppressions (email, reason, detail, created_at) VALUES ($1, 'bounce', $1, now())",
+    )
+    .bind(&email)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    mailroom::store::audit(&app.db.pool, "operator", "unsuppress", &email, 1)
+        .await
+        .unwrap();
+    assert!(!columns_holding(&app, &email).await.is_empty());
+
+    let delete = |id: uuid::Uuid| {
+        let app = &app;
+        async move {
+            app.http
+                .delete(format!("{}/v1/users/{id}", app.base))
+                .bearer_auth(API_KEY)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(delete(user).await, 204);
+    let left = columns_holding(&app, &email).await;
+    assert!(left.is_empty(), "the address is still in {left:?}");
+    // The counts stay: the send log row and the SES event, without the address.
+    assert_eq!(app.count("sends WHERE kind = 'verification'").await, 1);
+    assert_eq!(app.count("ses_events").await, 1);
+    assert_eq!(app.count("audit_log WHERE action = 'erase_user'").await, 1);
+    assert_eq!(delete(user).await, 404, "a second erasure finds nobody");
+    let r = app
+        .http
+        .delete(format!("{}/v1/users/not-a-uuid", app.base))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // The address signs up again: its suppression (now a hash) still keeps it from being mailed.
+    let (again, job) = app.sign_up_job(&app.unique_name(), &email).await;
+    assert_ne!(again, user);
+    app.wait_for_status(job, "suppressed").await;
+    assert_eq!(app.user(&email).await["email_status"], "suppressed");
+    let mut now_holding = columns_holding(&app, &email).await;
+    now_holding.sort();
+    assert_eq!(
+        now_holding,
+        ["sends.detail", "sends.recipient", "users.email"],
+        "only the new signup's own rows name it"
+    );
+}

@@ -18,6 +18,7 @@
 //! - [`webhooks`]: webhook events and deliveries.
 //! - [`dispatchers`]: the dispatchers sharing one SES rate.
 //! - [`audit`]: the audit log of operator actions.
+//! - [`erasure`]: erasing a person: what names them goes, what counts stays.
 //! - [`read`]: the read models of the dashboard and of health checks.
 //!
 //! The store imports nothing from the rest of `mailroom` but domain types ([`crate::domain`],
@@ -36,6 +37,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 pub mod audit;
 pub mod dead_letters;
 pub mod dispatchers;
+pub mod erasure;
 pub mod feedback;
 pub mod idempotency;
 pub mod jobs;
@@ -51,6 +53,7 @@ pub mod webhooks;
 
 pub use audit::*;
 pub use dead_letters::*;
+pub use erasure::*;
 pub use feedback::*;
 pub use idempotency::*;
 pub use jobs::*;

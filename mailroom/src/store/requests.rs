@@ -44,7 +44,8 @@ pub async fn request_email(
     .fetch_optional(&mut *tx)
     .await?;
     let listed: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM suppressions WHERE lower(email) = lower($1))",
+        "SELECT EXISTS (SELECT 1 FROM suppressions
+                        WHERE lower(email) IN (lower($1), suppression_key($1)))",
     )
     .bind(email.as_str())
     .fetch_one(&mut *tx)

@@ -380,7 +380,8 @@ pub async fn claim_jobs(
            LEFT JOIN claimed c ON c.job_id = i.job_id
            LEFT JOIN prev p ON p.job_id = i.job_id
            LEFT JOIN users u ON u.id = i.user_id AND c.job_id IS NOT NULL AND i.kind <> 'webhook'
-           LEFT JOIN suppressions sp ON lower(sp.email) = lower(u.email)
+           LEFT JOIN suppressions sp
+                  ON lower(sp.email) IN (lower(u.email), suppression_key(u.email))
           ORDER BY i.n",
     )
     .bind(&ids)

@@ -126,7 +126,7 @@ pub async fn unsuppress_entry(pool: &PgPool, stored: &str) -> Result<bool, sqlx:
 pub async fn suppression(pool: &PgPool, email: &str) -> Result<Option<Suppression>, sqlx::Error> {
     sqlx::query_as(
         "SELECT email, reason, detail, created_at FROM suppressions
-          WHERE lower(email) = lower($1)",
+          WHERE lower(email) IN (lower($1), suppression_key($1))",
     )
     .bind(email)
     .fetch_optional(pool)
