@@ -91,6 +91,7 @@ async fn main() {
             shutdown_timeout: Duration::from_secs(10),
             pause_probe_interval: Duration::from_secs(5),
             webhooks: Default::default(),
+            sweep: Default::default(),
         },
         Clock::system(),
         testkit::sdk_config(),

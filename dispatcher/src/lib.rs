@@ -37,6 +37,7 @@ pub mod rate;
 pub mod service_time;
 pub mod settings;
 pub mod startup;
+pub mod sweep;
 pub mod worker;
 
 /// Dead letters live in the shared library: the dashboard replays through the same functions.
@@ -132,6 +133,9 @@ pub struct RunConfig {
 
     #[command(flatten)]
     pub webhooks: mailroom::webhook::WebhookArgs,
+
+    #[command(flatten)]
+    pub sweep: crate::sweep::SweepArgs,
 }
 
 /// Runs the dispatcher until `shutdown` resolves; then stops consuming, lets in-flight sends

@@ -24,10 +24,20 @@ pub struct Metrics {
     pub pauses: Counter,
     pub latency: Histogram,
     pub webhooks: Family<OutcomeLabel, Counter>,
+    /// Rows the sweep deleted, by table.
+    pub retention_deleted: Family<TableLabel, Counter>,
+    /// Unverified users the sweep reminded or expired.
+    pub unverified: Family<OutcomeLabel, Counter>,
     /// Set when /metrics is read, from the shared rate and the pause state.
     rate: RateGauges,
     paused: Family<ReasonLabel, Gauge>,
     registry: Registry,
+}
+
+/// `{table}` of what the retention sweep deleted.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct TableLabel {
+    pub table: &'static str,
 }
 
 /// The shared rate as this dispatcher sees it; set when /metrics is read.
@@ -104,6 +114,18 @@ impl Default for Metrics {
                 &mut r,
                 "mailroom_webhook_deliveries",
                 "Webhook delivery attempts, by outcome (delivered, failed).",
+                Family::default(),
+            ),
+            retention_deleted: registered(
+                &mut r,
+                "mailroom_retention_deleted",
+                "Rows the retention sweep deleted, by table.",
+                Family::default(),
+            ),
+            unverified: registered(
+                &mut r,
+                "mailroom_unverified_users",
+                "Unverified users the sweep acted on, by outcome (reminded, expired).",
                 Family::default(),
             ),
             latency: registered(

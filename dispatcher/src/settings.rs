@@ -53,6 +53,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     pub pause_probe_interval: Duration,
     pub webhooks: Arc<Webhooks>,
+    /// Retention, reminders and expiry (see [`crate::sweep`]).
+    pub sweep: crate::sweep::SweepArgs,
 }
 
 /// Every problem found in a configuration, in the order of the options.
@@ -93,6 +95,9 @@ impl TryFrom<RunConfig> for Settings {
         check(max_send_rate(c.max_send_rate));
         check(send_concurrency(c.send_concurrency));
         check(webhook_concurrency(c.webhook_concurrency));
+        for p in c.sweep.problems() {
+            check(Some(p));
+        }
         let metrics_listen = metrics_listen(&c.metrics_listen).unwrap_or_else(|p| {
             check(Some(p));
             None
@@ -127,6 +132,7 @@ impl TryFrom<RunConfig> for Settings {
             max_send_rate: c.max_send_rate,
             shutdown_timeout: c.shutdown_timeout,
             pause_probe_interval: c.pause_probe_interval,
+            sweep: c.sweep,
         })
     }
 }
@@ -245,6 +251,7 @@ mod tests {
             shutdown_timeout: Duration::from_secs(10),
             pause_probe_interval: Duration::from_secs(30),
             webhooks: WebhookArgs::default(),
+            sweep: Default::default(),
         }
     }
 

@@ -49,6 +49,8 @@ pub struct Dispatcher {
     records: tokio_util::task::TaskTracker,
     /// The worker's clock: corrected to the database's once the database answers.
     clock: Clock,
+    /// Retention, reminders and expiry, every `RETENTION_SWEEP_INTERVAL` (see [`crate::sweep`]).
+    sweep: crate::sweep::Sweep,
 }
 
 impl Dispatcher {
@@ -104,7 +106,15 @@ impl Dispatcher {
             },
         )?;
         let worker = Arc::new(worker);
+        let sweep = crate::sweep::Sweep {
+            pool: pool.clone(),
+            args: settings.sweep.clone(),
+            hooks: settings.webhooks.endpoints.clone(),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+        };
         Ok(Self {
+            sweep,
             webhook_consumer: webhook_consumer(&settings, worker.clone()),
             consumer: new_consumer(&settings, worker, paused.clone()),
             prefix: settings.broker.queue_prefix,
@@ -145,6 +155,7 @@ impl Dispatcher {
             cancel,
             records,
             clock,
+            sweep,
         } = self;
         // Stops the consumer, the shared rate and the metrics server if this future is dropped
         // before its graceful stop (its task aborted): left running, the consumer would go on
@@ -178,6 +189,9 @@ impl Dispatcher {
         // (see mailroom::clock).
         clock.follow_database(&pool).await;
         let rate_task = tokio::spawn(rate.clone().run(cancel.clone()));
+        // Its own task: a long sweep never delays a send, and shutdown stops it between
+        // batches.
+        let sweep_task = tokio::spawn(sweep.run(cancel.clone()));
         tracing::info!(
             prefix = %prefix,
             rate = rate.account_rate(),
@@ -202,6 +216,7 @@ impl Dispatcher {
                 wait_for_records(&records).await;
                 // Leave the shared rate (deletes this dispatcher's row) before the pool closes.
                 let _ = tokio::time::timeout(Duration::from_secs(2), rate_task).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), sweep_task).await;
             }
             // The consumer only ends by itself for what retrying cannot fix.
             ended = &mut task => {

@@ -38,12 +38,14 @@ pub enum EventType {
     EmailDelayed,
     /// A person was erased (`DELETE /v1/users/{id}`).
     UserDeleted,
+    /// An unverified user was deleted after `UNVERIFIED_EXPIRE_AFTER`: name and address free.
+    UserExpired,
     /// `dispatcher webhooks test`: checks the endpoint and its signature check.
     Ping,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 11] = [
+    pub const ALL: [EventType; 12] = [
         EventType::UserVerified,
         EventType::PasswordChanged,
         EventType::EmailSuppressed,
@@ -54,6 +56,7 @@ impl EventType {
         EventType::EmailComplained,
         EventType::EmailDelayed,
         EventType::UserDeleted,
+        EventType::UserExpired,
         EventType::Ping,
     ];
 
@@ -69,6 +72,7 @@ impl EventType {
             EventType::EmailComplained => "email.complained",
             EventType::EmailDelayed => "email.delayed",
             EventType::UserDeleted => "user.deleted",
+            EventType::UserExpired => "user.expired",
             EventType::Ping => "ping",
         }
     }
@@ -170,6 +174,22 @@ pub struct UserDeleted {
 impl Event for UserDeleted {
     fn event_type(&self) -> EventType {
         EventType::UserDeleted
+    }
+    fn user_id(&self) -> Option<Uuid> {
+        Some(self.user_id)
+    }
+}
+
+/// `user.expired`: an unverified user was deleted after `UNVERIFIED_EXPIRE_AFTER`.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserExpired {
+    pub user_id: Uuid,
+    pub email: String,
+}
+
+impl Event for UserExpired {
+    fn event_type(&self) -> EventType {
+        EventType::UserExpired
     }
     fn user_id(&self) -> Option<Uuid> {
         Some(self.user_id)
@@ -485,6 +505,13 @@ mod tests {
         .chain([
             (EventType::UserDeleted, v(&UserDeleted { user_id: id })),
             (
+                EventType::UserExpired,
+                v(&UserExpired {
+                    user_id: id,
+                    email: "a@example.com".into(),
+                }),
+            ),
+            (
                 EventType::Ping,
                 v(&Ping {
                     message: "hi".into(),
@@ -596,6 +623,7 @@ mod tests {
             | EventType::EmailComplained
             | EventType::EmailDelayed => "WebhookEmailFeedback",
             EventType::UserDeleted => "WebhookUserDeleted",
+            EventType::UserExpired => "WebhookUser",
             EventType::Ping => "WebhookPing",
         }
     }

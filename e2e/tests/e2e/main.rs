@@ -19,6 +19,7 @@ mod config;
 mod delivery;
 mod faults;
 mod identities;
+mod lifecycle;
 mod scale;
 mod security;
 mod shared_rate;

@@ -137,6 +137,12 @@ pub static ROUTES: &[Route] = &[
         handler: |s, p, _| Box::pin(users::erase(s, p)),
     },
     Route {
+        method: Method::PATCH,
+        path: "/v1/users/{id}",
+        access: Access::ApiKey,
+        handler: |s, p, b| Box::pin(users::correct(s, p, b)),
+    },
+    Route {
         method: Method::POST,
         path: "/v1/ses/notifications",
         access: Access::Public,

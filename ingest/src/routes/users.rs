@@ -65,3 +65,60 @@ pub async fn erase(state: &AppState, parts: Parts) -> Result<Resp, ApiError> {
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .expect("valid response"))
 }
+
+/// `PATCH /v1/users/{id}` `{email, reference?}`: corrects the address of an unverified user
+/// (see `mailroom::store::correct_address`). 202 `{user_id, job_id}`; 404 unknown user; 409
+/// `user_verified` (a verified address changes by an email change) or `email_taken`.
+pub async fn correct(
+    state: &AppState,
+    parts: Parts,
+    body: hyper::body::Incoming,
+) -> Result<Resp, ApiError> {
+    let id = uuid::Uuid::parse_str(crate::routes::path_param(&parts, 0))
+        .map_err(|_| ApiError::BadRequest("the user id must be a UUID".into()))?;
+    let body = crate::request::read_json(&parts, body, state.settings.http.max_body_bytes).await?;
+    let mut f = crate::fields::Fields::new(body, &["email", "reference"]);
+    let email = f.required("email", EmailAddress::parse);
+    let reference = f.optional("reference", crate::fields::reference);
+    f.finish()?;
+    let (email, reference) = (email.expect("checked"), reference.flatten());
+    let locale: Option<String> = sqlx::query_scalar("SELECT locale FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&state.pool)
+        .await?;
+    let locale = locale
+        .and_then(|l| mailroom::domain::Locale::parse(&l).ok())
+        .unwrap_or_else(mailroom::domain::Locale::default_locale);
+    let job = mailroom::job::Job::new(
+        mailroom::job::JobKind::Verification,
+        id,
+        locale,
+        state.clock.now(),
+    )
+    .from_caller(crate::routes::caller_of(&parts).name(), reference);
+    let limits = state.settings.address_limits;
+    match store::correct_address(&state.pool, id, &email, limits, job, state.clock.now()).await? {
+        store::Correction::Corrected { job_id } => {
+            if job_id.is_some() {
+                state.relay_wake.notify_one();
+            }
+            Ok(json_response(
+                StatusCode::ACCEPTED,
+                &json!({"user_id": id, "job_id": job_id}),
+            ))
+        }
+        store::Correction::NoSuchUser => Err(ApiError::NotFound {
+            code: "user_not_found",
+            message: "no user has that id".into(),
+        }),
+        store::Correction::Verified => Err(ApiError::Conflict {
+            fields: [(
+                "email".to_owned(),
+                "the user is verified: change a verified address with an email change".to_owned(),
+            )]
+            .into(),
+            message: "only an unverified user's address can be corrected".into(),
+        }),
+        store::Correction::Taken => Err(ApiError::taken(false, true)),
+    }
+}

@@ -501,3 +501,68 @@ async fn an_erased_user_is_in_no_table_but_their_suppression_still_holds() {
         "only the new signup's own rows name it"
     );
 }
+
+#[tokio::test]
+async fn a_typo_in_an_unverified_address_is_corrected_and_only_the_new_address_verifies() {
+    let app = TestApp::spawn().await;
+    let (typo, right) = (app.unique_email(), app.unique_email());
+    let user = app.sign_up_ok(&app.unique_name(), &typo).await;
+    let old_link = app
+        .wait_for_email(&typo)
+        .await
+        .link("/verify-email")
+        .unwrap();
+    let patch = |id: uuid::Uuid, body: Value| {
+        let app = &app;
+        async move {
+            app.http
+                .patch(format!("{}/v1/users/{id}", app.base))
+                .bearer_auth(API_KEY)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = patch(user, json!({"email": right, "reference": "typo-fix"})).await;
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["user_id"], user.to_string());
+    let job = v["job_id"].as_str().expect("a fresh email").to_owned();
+    let new_link = app
+        .wait_for_email(&right)
+        .await
+        .link("/verify-email")
+        .unwrap();
+    assert_eq!(
+        app.follow(&old_link).await.status(),
+        404,
+        "the typo's link died"
+    );
+    assert_eq!(app.follow(&new_link).await.status(), 200);
+    assert_eq!(app.user(&right).await["email_verified"], true);
+    assert_eq!(status_of(&app, &job).await["reference"], "typo-fix");
+    // Verified now: corrections are refused; so are unknown users, taken and bad addresses.
+    assert_eq!(
+        patch(user, json!({"email": app.unique_email()}))
+            .await
+            .status(),
+        409
+    );
+    assert_eq!(
+        patch(uuid::Uuid::new_v4(), json!({"email": app.unique_email()}))
+            .await
+            .status(),
+        404
+    );
+    let other = app
+        .sign_up_ok(&app.unique_name(), &app.unique_email())
+        .await;
+    assert_eq!(patch(other, json!({"email": right})).await.status(), 409);
+    assert_eq!(
+        patch(other, json!({"email": "not an address"}))
+            .await
+            .status(),
+        422
+    );
+}

@@ -12,9 +12,11 @@
 //! - [`signups`]: what a signup does to an address or name held by another user (verified:
 //!   409; unverified: taken over).
 //! - [`idempotency`]: what a repeated `Idempotency-Key` gets.
+//! - [`retention`]: how long each table keeps its rows, and which tables are never swept.
 
 pub mod feedback;
 pub mod idempotency;
 pub mod logins;
 pub mod requests;
+pub mod retention;
 pub mod signups;

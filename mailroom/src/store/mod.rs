@@ -18,6 +18,8 @@
 //! - [`webhooks`]: webhook events and deliveries.
 //! - [`dispatchers`]: the dispatchers sharing one SES rate.
 //! - [`audit`]: the audit log of operator actions.
+//! - [`retention`]: the sweep's statements: expired rows in batches, reminders and expiry of
+//!   unverified users, and its leader lock.
 //! - [`erasure`]: erasing a person: what names them goes, what counts stays.
 //! - [`read`]: the read models of the dashboard and of health checks.
 //!
@@ -45,6 +47,7 @@ pub mod logins;
 pub mod outbox;
 pub mod read;
 pub mod requests;
+pub mod retention;
 pub mod sends;
 pub mod suppressions;
 pub mod tokens;

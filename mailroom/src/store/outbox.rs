@@ -30,6 +30,41 @@ pub async fn enqueue(tx: &mut Transaction<'_, Postgres>, job: &Job) -> Result<()
     Ok(())
 }
 
+/// [`enqueue`] for many email jobs, in one statement.
+pub async fn enqueue_many(
+    tx: &mut Transaction<'_, Postgres>,
+    jobs: &[Job],
+) -> Result<(), sqlx::Error> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.job_id).collect();
+    let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
+    let users: Vec<Uuid> = jobs.iter().map(|j| j.user_id).collect();
+    let at: Vec<chrono::DateTime<chrono::Utc>> = jobs.iter().map(|j| j.requested_at).collect();
+    let payloads: Vec<sqlx::types::Json<&Job>> = jobs.iter().map(sqlx::types::Json).collect();
+    sqlx::query(
+        "WITH input AS (
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::timestamptz[],
+                                  $5::jsonb[]) AS i(job_id, kind, user_id, created_at, payload)
+         ),
+         j AS (
+             INSERT INTO jobs (job_id, kind, user_id, created_at)
+             SELECT job_id, kind, user_id, created_at FROM input
+         )
+         INSERT INTO outbox (job_id, routing_key, payload, created_at)
+         SELECT job_id, kind, payload, created_at FROM input",
+    )
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&users)
+    .bind(&at)
+    .bind(&payloads)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutboxRow {
     pub id: i64,

@@ -428,3 +428,94 @@ async fn insert_user(
     .await?;
     Ok(())
 }
+
+/// What [`correct_address`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Correction {
+    /// The address was replaced; `job_id` is the fresh verification email's (None: the new
+    /// address was over its limits, nothing sent).
+    Corrected {
+        job_id: Option<Uuid>,
+    },
+    NoSuchUser,
+    /// The user is verified: their address changes by an email change, not a correction.
+    Verified,
+    /// Another user has the new address.
+    Taken,
+}
+
+/// `PATCH /v1/users/{id}` `{email}`: corrects the address of an unverified user (the typo at
+/// signup). The old address's links die (its tokens are deleted, its pending emails
+/// superseded) and a fresh verification email goes to the new one, within the new address's
+/// limits, all in one transaction.
+pub async fn correct_address(
+    pool: &PgPool,
+    user_id: Uuid,
+    email: &EmailAddress,
+    limits: AddressLimits,
+    job: Job,
+    now: DateTime<Utc>,
+) -> Result<Correction, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('mailroom-request:' || lower($1)))")
+        .bind(email.as_str())
+        .execute(&mut *tx)
+        .await?;
+    let user: Option<(bool,)> =
+        sqlx::query_as("SELECT email_verified FROM users WHERE id = $1 FOR UPDATE")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    match user {
+        None => return Ok(Correction::NoSuchUser),
+        Some((true,)) => return Ok(Correction::Verified),
+        Some((false,)) => {}
+    }
+    let other: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM users WHERE lower(email) = lower($1) AND id <> $2")
+            .bind(email.as_str())
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if other.is_some() {
+        return Ok(Correction::Taken);
+    }
+    let (minute, hour) =
+        super::requests::recent_queued(&mut tx, email, JobKind::Verification, now).await?;
+    let outcome = request_policy::within_limits(minute, hour, limits);
+    let job = (outcome == RequestOutcome::Queued).then_some(Job { user_id, ..job });
+    let at = job.as_ref().map_or(now, |j| j.requested_at);
+    sqlx::query(
+        "UPDATE users SET email = $2, verification_job_id = $3, verification_job_at = $4,
+                verification_token_expiry = NULL,
+                reset_job_id = NULL, reset_job_at = $4, reset_token_expiry = NULL
+          WHERE id = $1",
+    )
+    .bind(user_id)
+    .bind(email.as_str())
+    .bind(job.as_ref().map(|j| j.job_id))
+    .bind(at)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM link_tokens WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    if let Some(job) = &job {
+        outbox::enqueue(&mut tx, job).await?;
+    }
+    let job_id = job.as_ref().map(|j| j.job_id);
+    let api_key = job.as_ref().and_then(|j| j.api_key.clone());
+    super::requests::record_request(
+        &mut tx,
+        email,
+        JobKind::Verification,
+        outcome,
+        job_id,
+        api_key.as_deref(),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Correction::Corrected { job_id })
+}
