@@ -29,6 +29,8 @@ pub struct SendRow {
     pub status: String,
     pub latency_ms: Option<i32>,
     pub error: String,
+    /// The name of the API key whose request raised it; empty for Mailroom's own.
+    pub api_key: String,
 }
 
 /// Counts since midnight (UTC).
@@ -83,6 +85,8 @@ pub struct UserRow {
     pub created_at: DateTime<Utc>,
     /// The verification link has expired (or none was sent yet: `None`).
     pub link_expired: Option<bool>,
+    /// What the dispatcher's sweep does next to them, and from when (None: nothing).
+    pub next: Option<mailroom::policy::retention::NextStep>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -86,6 +86,14 @@ pub struct Config {
     /// How often each source is refreshed.
     #[arg(long, env = "REFRESH_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub refresh_interval: Duration,
+
+    /// The dispatcher's UNVERIFIED_REMINDER_AFTER, for the Users view's "next" column.
+    #[arg(long, env = "UNVERIFIED_REMINDER_AFTER", default_value = "24h", value_parser = mailroom::policy::retention::parse_keep)]
+    pub unverified_reminder_after: mailroom::policy::retention::Keep,
+
+    /// The dispatcher's UNVERIFIED_EXPIRE_AFTER, for the Users view's "next" column.
+    #[arg(long, env = "UNVERIFIED_EXPIRE_AFTER", default_value = "30d", value_parser = mailroom::policy::retention::parse_keep)]
+    pub unverified_expire_after: mailroom::policy::retention::Keep,
 }
 
 /// Refreshes every source in the background: one task per source, one request in flight each,

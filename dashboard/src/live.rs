@@ -37,6 +37,9 @@ pub struct LiveSource {
     pub actor: String,
     /// Limits for the resend action, as ingest applies them.
     pub limits: AddressLimits,
+    /// The dispatcher's UNVERIFIED_REMINDER_AFTER and UNVERIFIED_EXPIRE_AFTER, to show what
+    /// its sweep does next to each unverified user.
+    pub unverified: (Option<std::time::Duration>, Option<std::time::Duration>),
     conn: Mutex<Option<Arc<Connection>>>,
 }
 
@@ -68,8 +71,22 @@ impl LiveSource {
                 .expect("http client"),
             actor,
             limits,
+            unverified: (
+                Some(std::time::Duration::from_secs(86_400)),
+                Some(std::time::Duration::from_secs(30 * 86_400)),
+            ),
             conn: Mutex::new(None),
         }
+    }
+
+    /// With the dispatcher's reminder and expiry ages instead of their defaults.
+    pub fn with_unverified_rules(
+        mut self,
+        reminder_after: Option<std::time::Duration>,
+        expire_after: Option<std::time::Duration>,
+    ) -> Self {
+        self.unverified = (reminder_after, expire_after);
+        self
     }
 
     /// With `AMQP_HEARTBEAT` instead of its default.
@@ -207,6 +224,7 @@ impl LiveSource {
                     status: r.status,
                     latency_ms: r.latency_ms,
                     error: r.last_error.or(r.detail).unwrap_or_default(),
+                    api_key: r.api_key.unwrap_or_default(),
                 })
                 .collect(),
             today: Today {
@@ -260,6 +278,13 @@ impl LiveSource {
                     email: u.email,
                     created_at: u.created_at,
                     link_expired: u.link_expired,
+                    next: mailroom::policy::retention::next_step(
+                        u.created_at,
+                        u.last_email_at,
+                        u.reminded,
+                        self.unverified.0,
+                        self.unverified.1,
+                    ),
                 })
                 .collect(),
         })

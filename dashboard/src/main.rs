@@ -51,7 +51,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             actor,
             settings.limits,
         )
-        .with_heartbeat(settings.amqp_heartbeat),
+        .with_heartbeat(settings.amqp_heartbeat)
+        .with_unverified_rules(settings.unverified.0, settings.unverified.1),
     );
     let mut terminal = ratatui::init();
     let result = dashboard::run_app(

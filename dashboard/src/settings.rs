@@ -24,6 +24,8 @@ pub struct Settings {
     pub retry_delays: Vec<Duration>,
     pub limits: AddressLimits,
     pub refresh_interval: Duration,
+    /// `UNVERIFIED_REMINDER_AFTER` and `UNVERIFIED_EXPIRE_AFTER` (None: `off`).
+    pub unverified: (Option<Duration>, Option<Duration>),
 }
 
 /// Every problem found in the configuration.
@@ -84,6 +86,7 @@ impl TryFrom<Config> for Settings {
                 per_hour: c.address_limit_per_hour,
             },
             refresh_interval: c.refresh_interval,
+            unverified: (c.unverified_reminder_after.0, c.unverified_expire_after.0),
         })
     }
 }

@@ -19,14 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
-/// A retention or an age setting: a duration, or None for `off`. (A type of its own: clap
-/// reads an `Option` field as "may be absent", not as a value that may be `off`.)
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Keep(pub Option<Duration>);
-
-fn parse_retention(s: &str) -> Result<Keep, String> {
-    retention::parse(s).map(Keep)
-}
+pub use mailroom::policy::retention::Keep;
+use mailroom::policy::retention::parse_keep as parse_retention;
 
 /// The sweep's settings, as `dispatcher run` reads them. Each retention is a duration, or
 /// `off` (never swept).

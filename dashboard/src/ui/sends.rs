@@ -16,10 +16,11 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let columns = [
         column("time", Constraint::Length(8)),
         kind_column(),
-        column("recipient", Constraint::Min(22)),
+        column("recipient", Constraint::Min(16)),
+        column("key", Constraint::Length(8)),
         column("status", Constraint::Length(8)),
         column("latency", Constraint::Length(7)),
-        column("error", Constraint::Min(10)),
+        column("error", Constraint::Min(4)),
     ];
     let list = List {
         view: View::Sends,
@@ -41,6 +42,11 @@ fn row(s: &SendRow) -> Row<'static> {
         Cell::from(s.at.format("%H:%M:%S").to_string()),
         Cell::from(s.kind.clone()),
         Cell::from(s.recipient.clone()),
+        Cell::from(if s.api_key.is_empty() {
+            Span::styled("-", THEME.dim)
+        } else {
+            Span::raw(s.api_key.clone())
+        }),
         Cell::from(Span::styled(s.status.clone(), style)),
         Cell::from(s.latency_ms.map_or("-".into(), |l| format!("{l}ms"))),
         Cell::from(s.error.clone()),

@@ -26,6 +26,7 @@ fn user(name: &str) -> UserRow {
         email: format!("{}@example.com", name.to_lowercase()),
         created_at: now().utc - chrono::Duration::hours(2),
         link_expired: None,
+        next: None,
     }
 }
 
@@ -42,6 +43,7 @@ fn app(users: usize) -> App {
                 status: "sent".into(),
                 latency_ms: Some(41),
                 error: String::new(),
+                api_key: "web".into(),
             }],
             ..Activity::default()
         }),

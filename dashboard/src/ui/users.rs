@@ -26,10 +26,11 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect, now: Now) {
         .spans
         .push(Span::styled(format!(" {total} in all "), THEME.dim));
     let columns = [
-        column("name", Constraint::Length(20)),
+        column("name", Constraint::Length(12)),
         column("email", Constraint::Min(24)),
         column("age", Constraint::Length(6)),
         column("link", Constraint::Length(9)),
+        column("next", Constraint::Length(15)),
     ];
     let list = List {
         view: View::Users,
@@ -50,5 +51,23 @@ fn row(u: &UserRow, now: Now) -> Row<'static> {
             Some(false) => Span::styled("valid", THEME.ok),
             None => Span::styled("not sent", THEME.dim),
         }),
+        Cell::from(next(u, now)),
     ])
+}
+
+/// What the sweep does next: `reminder in 3h`, `reminder due`, `expires in 2d`, `expiring`.
+fn next(u: &UserRow, now: Now) -> Span<'static> {
+    use mailroom::policy::retention::NextStep;
+    let (what, at) = match u.next {
+        Some(NextStep::Reminder(at)) => ("reminder", at),
+        Some(NextStep::Expiry(at)) => ("expires", at),
+        None => return Span::styled("-", THEME.dim),
+    };
+    let left = (at - now.utc).num_seconds();
+    match (what, left > 0) {
+        ("reminder", true) => Span::raw(format!("reminder in {}", age(left))),
+        ("reminder", false) => Span::styled("reminder due", THEME.warn),
+        (_, true) => Span::raw(format!("expires in {}", age(left))),
+        (_, false) => Span::styled("expiring", THEME.warn),
+    }
 }

@@ -58,6 +58,7 @@ pub fn updates() -> Vec<Update> {
                     status: "sent".into(),
                     latency_ms: Some(41),
                     error: String::new(),
+                    api_key: "web".into(),
                 },
                 SendRow {
                     at: t0(),
@@ -66,6 +67,7 @@ pub fn updates() -> Vec<Update> {
                     status: "retrying".into(),
                     latency_ms: None,
                     error: "SES TooManyRequestsException".into(),
+                    api_key: String::new(),
                 },
                 SendRow {
                     at: t0(),
@@ -74,6 +76,7 @@ pub fn updates() -> Vec<Update> {
                     status: "dead".into(),
                     latency_ms: None,
                     error: "SES MessageRejected".into(),
+                    api_key: "billing".into(),
                 },
             ],
             today: Today {
@@ -103,12 +106,18 @@ pub fn updates() -> Vec<Update> {
                     email: "grace@example.com".into(),
                     created_at: t0() - chrono::Duration::hours(30),
                     link_expired: Some(true),
+                    next: Some(mailroom::policy::retention::NextStep::Expiry(
+                        t0() + chrono::Duration::days(29) - chrono::Duration::hours(6),
+                    )),
                 },
                 UserRow {
                     name: "Linus".into(),
                     email: "linus@example.org".into(),
                     created_at: t0() - chrono::Duration::minutes(5),
                     link_expired: Some(false),
+                    next: Some(mailroom::policy::retention::NextStep::Reminder(
+                        t0() + chrono::Duration::hours(24) - chrono::Duration::minutes(5),
+                    )),
                 },
             ],
         }),

@@ -10,6 +10,52 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
+/// A retention or an age setting as clap reads it: a duration, or None for `off`. (A type of
+/// its own: clap reads an `Option` field as "may be absent", not as a value that may be `off`.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keep(pub Option<Duration>);
+
+/// [`parse`] for clap's `value_parser`.
+pub fn parse_keep(s: &str) -> Result<Keep, String> {
+    parse(s).map(Keep)
+}
+
+/// What the sweep does next to an unverified user, and from when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    Reminder(DateTime<Utc>),
+    Expiry(DateTime<Utc>),
+}
+
+/// The next step for an unverified user who signed up at `created_at`, was last sent a
+/// verification email at `last_email_at` (None: not yet) and was `reminded` already, under
+/// `UNVERIFIED_REMINDER_AFTER` and `UNVERIFIED_EXPIRE_AFTER` (None: `off`). The sweep's own
+/// conditions, as the dashboard shows them: a reminder counts from the last email, once; an
+/// expiry from the signup, and it comes first when both are due.
+pub fn next_step(
+    created_at: DateTime<Utc>,
+    last_email_at: Option<DateTime<Utc>>,
+    reminded: bool,
+    reminder_after: Option<Duration>,
+    expire_after: Option<Duration>,
+) -> Option<NextStep> {
+    let plus = |t: DateTime<Utc>, d: Duration| {
+        t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX / 2)
+    };
+    let expiry = expire_after.map(|d| plus(created_at, d));
+    let reminder = reminder_after
+        .filter(|_| !reminded)
+        .map(|d| plus(last_email_at.unwrap_or(created_at).max(created_at), d));
+    match (reminder, expiry) {
+        (Some(r), Some(e)) if r < e => Some(NextStep::Reminder(r)),
+        (Some(r), None) => Some(NextStep::Reminder(r)),
+        (_, Some(e)) => Some(NextStep::Expiry(e)),
+        (None, None) => None,
+    }
+}
+
 /// A table the sweep keeps short.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Table {
@@ -140,5 +186,45 @@ mod tests {
         }
         assert_eq!(parse("off").unwrap(), None);
         assert!(parse("soon").is_err());
+    }
+
+    #[test]
+    fn the_next_step_is_the_reminder_once_then_the_expiry() {
+        let t = DateTime::parse_from_rfc3339("2026-12-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let h = |n: i64| t + chrono::Duration::hours(n);
+        let (day, month) = (
+            Some(Duration::from_secs(86_400)),
+            Some(Duration::from_secs(30 * 86_400)),
+        );
+        assert_eq!(
+            next_step(t, None, false, day, month),
+            Some(NextStep::Reminder(h(24)))
+        );
+        // From the last email: a resend moves the reminder.
+        assert_eq!(
+            next_step(t, Some(h(10)), false, day, month),
+            Some(NextStep::Reminder(h(34)))
+        );
+        assert_eq!(
+            next_step(t, None, true, day, month),
+            Some(NextStep::Expiry(h(720)))
+        );
+        assert_eq!(
+            next_step(t, None, false, None, month),
+            Some(NextStep::Expiry(h(720)))
+        );
+        assert_eq!(
+            next_step(t, None, false, day, None),
+            Some(NextStep::Reminder(h(24)))
+        );
+        assert_eq!(next_step(t, None, true, day, None), None);
+        // A reminder that would come after the expiry never comes.
+        let late = Some(Duration::from_secs(40 * 86_400));
+        assert_eq!(
+            next_step(t, None, false, late, month),
+            Some(NextStep::Expiry(h(720)))
+        );
     }
 }

@@ -15,13 +15,18 @@ pub struct RecentSend {
     pub latency_ms: Option<i32>,
     pub last_error: Option<String>,
     pub detail: Option<String>,
+    /// The name of the API key whose request raised the job (None: Mailroom's own).
+    pub api_key: Option<String>,
 }
 
 /// The newest `limit` rows of the send log, newest first.
 pub async fn recent_sends(pool: &PgPool, limit: i64) -> Result<Vec<RecentSend>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT updated_at, kind, recipient, status, latency_ms, last_error, detail
-           FROM sends ORDER BY updated_at DESC LIMIT $1",
+        "SELECT s.updated_at, s.kind, s.recipient, s.status, s.latency_ms, s.last_error,
+                s.detail, j.api_key
+           FROM (SELECT * FROM sends ORDER BY updated_at DESC LIMIT $1) s
+           LEFT JOIN jobs j USING (job_id)
+          ORDER BY s.updated_at DESC",
     )
     .bind(limit)
     .fetch_all(pool)
@@ -120,6 +125,9 @@ pub struct UnverifiedUser {
     pub email: String,
     pub created_at: DateTime<Utc>,
     pub link_expired: Option<bool>,
+    /// When their current verification email was requested (None: not sent yet).
+    pub last_email_at: Option<DateTime<Utc>>,
+    pub reminded: bool,
 }
 
 /// The oldest `limit` unverified users. Whether a link exists and until when is the user's
@@ -131,7 +139,8 @@ pub async fn oldest_unverified(
     sqlx::query_as(
         "SELECT name, email, created_at,
                 CASE WHEN verification_token_expiry IS NULL THEN NULL
-                     ELSE verification_token_expiry < now() END AS link_expired
+                     ELSE verification_token_expiry < now() END AS link_expired,
+                verification_job_at AS last_email_at, reminded_at IS NOT NULL AS reminded
            FROM users WHERE NOT email_verified ORDER BY created_at LIMIT $1",
     )
     .bind(limit)
