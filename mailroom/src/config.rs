@@ -197,6 +197,74 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// The effective configuration of a command (`ingest --print-config`, `dispatcher config`):
+/// one `NAME=value  # source` line per environment variable its arguments read, sorted, where
+/// the source is the command line, the environment or clap's default. Values of `secret`
+/// variables are never printed (only how many there are); `DATABASE_URL` and `AMQP_URL` lose
+/// their password, `WEBHOOK_URL` its userinfo and query. A variable that `dotenv` (the
+/// `./.env` of the working directory) sets but the environment does not is marked: the
+/// services read the environment only, so that value is *not* used.
+pub fn effective_config(
+    command: &clap::Command,
+    matches: &clap::ArgMatches,
+    secret: &[&str],
+    dotenv: &std::collections::BTreeSet<String>,
+) -> Vec<String> {
+    use clap::parser::ValueSource;
+    let mut out: Vec<(String, String)> = Vec::new();
+    for arg in command.get_arguments() {
+        let id = arg.get_id().as_str();
+        let Some(env) = arg.get_env().and_then(|e| e.to_str()) else {
+            continue;
+        };
+        let raw: Vec<String> = matches
+            .get_raw(id)
+            .map(|v| v.map(|s| s.to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let value = raw.join(",");
+        let shown = if raw.is_empty() {
+            "(unset)".to_owned()
+        } else if secret.contains(&env) {
+            format!("[redacted: {} value(s)]", raw.len())
+        } else if ["DATABASE_URL", "AMQP_URL"].contains(&env) {
+            redact_url(&value)
+        } else if env == "WEBHOOK_URL" {
+            raw.iter()
+                .map(|u| crate::events::redact_url(u))
+                .collect::<Vec<_>>()
+                .join(",")
+        } else {
+            value
+        };
+        let source = match matches.value_source(id) {
+            Some(ValueSource::CommandLine) => "command line",
+            Some(ValueSource::EnvVariable) => "environment",
+            Some(ValueSource::DefaultValue) => "default",
+            _ => "unset",
+        };
+        let note = if dotenv.contains(env) && source != "environment" {
+            " (./.env sets it too, but the services read only the environment)"
+        } else {
+            ""
+        };
+        out.push((env.to_owned(), format!("{env}={shown}  # {source}{note}")));
+    }
+    out.sort();
+    out.into_iter().map(|(_, l)| l).collect()
+}
+
+/// The variables `./.env` sets that the environment does not (empty without a `./.env`).
+pub fn dotenv_only() -> std::collections::BTreeSet<String> {
+    dotenvy::from_path_iter(".env")
+        .map(|it| {
+            it.filter_map(Result::ok)
+                .map(|(k, _)| k)
+                .filter(|k| std::env::var_os(k).is_none())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 //! module each, which own their arguments, their subcommands and what they print:
 //!
 //! - [`run`]: `dispatcher run` (its options are [`crate::RunConfig`]).
+//! - [`config`]: `dispatcher config` (what `run` would run with, and whether it passes).
 //! - [`identities`]: `dispatcher identities …` (SES identities and their policies).
 //! - [`account`]: `dispatcher account` (the SES account and configuration set).
 //! - [`dead`]: `dispatcher dead list` and `dispatcher replay`.
@@ -19,6 +20,7 @@
 //! secret (see [`SECRET_ENV`]).
 
 pub mod account;
+pub mod config;
 pub mod connect;
 pub mod dead;
 pub mod identities;
@@ -57,6 +59,11 @@ pub enum Command {
     /// Consume jobs and send emails until SIGTERM or Ctrl-C.
     #[command(mut_args(hide_secret))]
     Run(Box<crate::RunConfig>),
+    /// Print what `run` would run with: every variable, its value (secrets redacted) and where
+    /// it came from; then check it as `run` does (exit 1 when `run` would refuse it). Takes
+    /// the same options as `run`.
+    #[command(mut_args(hide_secret))]
+    Config(Box<crate::RunConfig>),
     /// Manage SES identities: list, verify-email, verify-domain, show, delete.
     #[command(mut_args(shared))]
     Identities(identities::IdentitiesArgs),
@@ -99,9 +106,22 @@ impl Cli {
 }
 
 /// Runs the command `cli` names. Logging is the caller's (see [`Cli::default_log_level`]).
-pub async fn main_with(cli: Cli) -> anyhow::Result<()> {
+/// `matches` are what `cli` was parsed from (`dispatcher config` reports where each value came
+/// from).
+pub async fn main_with(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(config) => run::main(*config).await,
+        Command::Config(config) => {
+            use clap::CommandFactory;
+            let command = Cli::command();
+            let sub = command
+                .find_subcommand("config")
+                .expect("the config subcommand exists");
+            let sub_matches = matches
+                .subcommand_matches("config")
+                .expect("parsed as config");
+            config::main(*config, sub, sub_matches)
+        }
         Command::Identities(args) => identities::main(args).await,
         Command::Account(args) => account::main(args).await,
         Command::Dead(args) => dead::main(args).await,
