@@ -207,8 +207,13 @@ impl Sweep {
             return Ok(None);
         }
         let result = self.lead(&mut conn, cancel).await;
-        // Released whatever happened; a connection that broke took the lock with it.
-        let _ = store::retention::stop_leading(&mut conn).await;
+        // Released whatever happened. If the unlock itself fails, the connection is closed
+        // instead of going back to the pool: a pooled connection still holding the lock would
+        // keep every other dispatcher from sweeping for as long as this one runs.
+        if let Err(e) = store::retention::stop_leading(&mut conn).await {
+            tracing::warn!(error = %e, "could not release the sweep's lock; closing its connection");
+            drop(conn.detach());
+        }
         result.map(Some)
     }
 

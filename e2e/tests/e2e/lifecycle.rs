@@ -229,3 +229,47 @@ async fn a_million_expired_rows_are_swept_while_signups_keep_answering() {
         p99(&before)
     );
 }
+
+/// One sweeper at a time: while another dispatcher holds the leader lock, a sweep does
+/// nothing (and deletes nothing); once it is released, the next sweep leads.
+#[tokio::test]
+async fn a_sweep_skips_its_round_while_another_dispatcher_leads() {
+    let app = TestApp::ingest_only().await;
+    sqlx::query(
+        "INSERT INTO login_failures (email, reason, failed_at)
+         VALUES ('old@example.com', 'wrong_password', now() - interval '3 days')",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let sweep = Sweep {
+        pool: app.db.pool.clone(),
+        args: app.dispatcher_config().sweep,
+        hooks: Default::default(),
+        metrics: std::sync::Arc::new(dispatcher::metrics::Metrics::default()),
+        clock: app.clock.clone(),
+    };
+    let cancel = CancellationToken::new();
+    // Another dispatcher's session holds the lock.
+    let mut other = app.db.pool.acquire().await.unwrap();
+    assert!(
+        mailroom::store::retention::try_lead(&mut other)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        sweep.once(&cancel).await.unwrap(),
+        None,
+        "it skips its round"
+    );
+    assert_eq!(app.count("login_failures").await, 1, "nothing was deleted");
+    mailroom::store::retention::stop_leading(&mut other)
+        .await
+        .unwrap();
+    let report = sweep.once(&cancel).await.unwrap().expect("now it leads");
+    assert!(
+        report.deleted.contains(&("login_failures", 1)),
+        "{report:?}"
+    );
+    assert_eq!(app.count("login_failures").await, 0);
+}
