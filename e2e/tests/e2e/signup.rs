@@ -299,3 +299,26 @@ pub fn worker_for(app: &TestApp) -> dispatcher::worker::Worker {
         records: Default::default(),
     }
 }
+
+/// A token statement that committed while its connection was lost (a failover, a restart) is
+/// retried with the same hashes: the retry answers "stored" instead of failing with a unique
+/// violation forever, which held the job (and its email) until it was dead-lettered (seen in
+/// the switchover test).
+#[tokio::test]
+async fn storing_the_same_link_token_again_is_stored_not_a_conflict() {
+    let app = TestApp::ingest_only().await;
+    let job = make_user(&app, &app.unique_email()).await;
+    let token = mailroom::domain::Token::generate();
+    let new = store::NewLinkToken {
+        job: job.clone(),
+        hash: token.hash(),
+        expires_at: app.clock.now() + chrono::Duration::hours(1),
+    };
+    let kind = store::TokenKind::Verification;
+    let now = app.clock.now();
+    let first = store::set_link_tokens(&app.db.pool, kind, std::slice::from_ref(&new), now).await;
+    assert_eq!(first.unwrap(), [true]);
+    let again = store::set_link_tokens(&app.db.pool, kind, std::slice::from_ref(&new), now).await;
+    assert_eq!(again.unwrap(), [true], "the retry of a committed statement");
+    assert_eq!(app.count("link_tokens").await, 1);
+}

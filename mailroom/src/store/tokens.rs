@@ -207,6 +207,13 @@ pub struct NewLinkToken {
 /// the person twice); tokens of earlier jobs stop working. True for each token stored; false
 /// when nothing may be sent for that job: the user is gone, a newer request of the same kind
 /// superseded it, or (verification) the address is verified already. Users must be distinct.
+///
+/// Safe to run again with the same tokens: a statement that committed while its connection was
+/// lost (a failover, a restart) is retried by the caller with the very same hashes, and a hash
+/// already stored is answered as stored (`ON CONFLICT … DO UPDATE` returns the row) instead of
+/// failing with a unique violation forever. A hash is the SHA-256 of 32 random bytes, so a
+/// conflict is that earlier attempt; were it another job's, its `job_id` would not match and
+/// nothing would be sent.
 pub async fn set_link_tokens(
     pool: &PgPool,
     kind: TokenKind,
@@ -238,6 +245,7 @@ pub async fn set_link_tokens(
              )
              INSERT INTO link_tokens (token_hash, user_id, kind, job_id, expires_at, created_at)
              SELECT hash, id, $6, job_id, expires_at, $7 FROM cur
+             ON CONFLICT (token_hash) DO UPDATE SET token_hash = EXCLUDED.token_hash
              RETURNING job_id"
         }
         TokenKind::Reset => {
@@ -259,6 +267,7 @@ pub async fn set_link_tokens(
              )
              INSERT INTO link_tokens (token_hash, user_id, kind, job_id, expires_at, created_at)
              SELECT hash, id, $6, job_id, expires_at, $7 FROM cur
+             ON CONFLICT (token_hash) DO UPDATE SET token_hash = EXCLUDED.token_hash
              RETURNING job_id"
         }
     };
