@@ -356,20 +356,8 @@ pub async fn sign_up_over_holders(
                     .execute(&mut *tx)
                     .await?;
             }
-            let (minute, hour) =
-                super::requests::recent_queued(&mut tx, &user.email, JobKind::Verification, now)
-                    .await?;
-            let outcome = request_policy::within_limits(minute, hour, limits);
-            let job = (outcome == RequestOutcome::Queued).then(|| Job {
-                user_id,
-                ..signup.job.clone()
-            });
-            let at = job.as_ref().map_or(now, |j| j.requested_at);
             sqlx::query(
-                "UPDATE users SET name = $2, email = $3, hashed_password = $4, locale = $5,
-                        verification_job_id = $6, verification_job_at = $7,
-                        verification_token_expiry = NULL,
-                        reset_job_id = NULL, reset_job_at = $7, reset_token_expiry = NULL
+                "UPDATE users SET name = $2, email = $3, hashed_password = $4, locale = $5
                   WHERE id = $1",
             )
             .bind(user_id)
@@ -377,28 +365,11 @@ pub async fn sign_up_over_holders(
             .bind(user.email.as_str())
             .bind(user.hashed_password.as_deref())
             .bind(user.locale.as_str())
-            .bind(job.as_ref().map(|j| j.job_id))
-            .bind(at)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("DELETE FROM link_tokens WHERE user_id = $1")
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
-            if let Some(job) = &job {
-                outbox::enqueue(&mut tx, job).await?;
-            }
-            super::requests::record_request(
-                &mut tx,
-                &user.email,
-                JobKind::Verification,
-                outcome,
-                job.as_ref().map(|j| j.job_id),
-                signup.job.api_key.as_deref(),
-                now,
-            )
-            .await?;
-            let job_id = job.map(|j| j.job_id);
+            let job_id =
+                restart_verification(&mut tx, user_id, &user.email, limits, &signup.job, now)
+                    .await?;
             if let Some(r) = &signup.idempotency {
                 idempotency::complete_key(&mut tx, r, 202, &signup_answer(user_id, job_id)).await?;
             }
@@ -480,34 +451,60 @@ pub async fn correct_address(
     if other.is_some() {
         return Ok(Correction::Taken);
     }
+    sqlx::query("UPDATE users SET email = $2 WHERE id = $1")
+        .bind(user_id)
+        .bind(email.as_str())
+        .execute(&mut *tx)
+        .await?;
+    let job_id = restart_verification(&mut tx, user_id, email, limits, &job, now).await?;
+    tx.commit().await?;
+    Ok(Correction::Corrected { job_id })
+}
+
+/// What a takeover and an address correction share, once the user's row holds its new
+/// details: every older link dies (the tokens are deleted, and pending verification and reset
+/// jobs are superseded, so none of them mints a link when it is sent), and a fresh
+/// verification job (`job` with the user's id) is queued if `email` is within its limits
+/// (recorded in `email_requests`, like a resend). The job's id; None over the limits.
+async fn restart_verification(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    user_id: Uuid,
+    email: &EmailAddress,
+    limits: AddressLimits,
+    job: &Job,
+    now: DateTime<Utc>,
+) -> Result<Option<Uuid>, sqlx::Error> {
     let (minute, hour) =
-        super::requests::recent_queued(&mut tx, email, JobKind::Verification, now).await?;
+        super::requests::recent_queued(tx, email, JobKind::Verification, now).await?;
     let outcome = request_policy::within_limits(minute, hour, limits);
-    let job = (outcome == RequestOutcome::Queued).then_some(Job { user_id, ..job });
+    // The request is the caller's whether or not it is sent.
+    let api_key = job.api_key.clone();
+    let job = (outcome == RequestOutcome::Queued).then(|| Job {
+        user_id,
+        ..job.clone()
+    });
     let at = job.as_ref().map_or(now, |j| j.requested_at);
     sqlx::query(
-        "UPDATE users SET email = $2, verification_job_id = $3, verification_job_at = $4,
+        "UPDATE users SET verification_job_id = $2, verification_job_at = $3,
                 verification_token_expiry = NULL,
-                reset_job_id = NULL, reset_job_at = $4, reset_token_expiry = NULL
+                reset_job_id = NULL, reset_job_at = $3, reset_token_expiry = NULL
           WHERE id = $1",
     )
     .bind(user_id)
-    .bind(email.as_str())
     .bind(job.as_ref().map(|j| j.job_id))
     .bind(at)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     sqlx::query("DELETE FROM link_tokens WHERE user_id = $1")
         .bind(user_id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     if let Some(job) = &job {
-        outbox::enqueue(&mut tx, job).await?;
+        outbox::enqueue(tx, job).await?;
     }
     let job_id = job.as_ref().map(|j| j.job_id);
-    let api_key = job.as_ref().and_then(|j| j.api_key.clone());
     super::requests::record_request(
-        &mut tx,
+        tx,
         email,
         JobKind::Verification,
         outcome,
@@ -516,6 +513,5 @@ pub async fn correct_address(
         now,
     )
     .await?;
-    tx.commit().await?;
-    Ok(Correction::Corrected { job_id })
+    Ok(job_id)
 }
