@@ -92,6 +92,7 @@ async fn main() {
             pause_probe_interval: Duration::from_secs(5),
             webhooks: Default::default(),
             sweep: Default::default(),
+            codes: Default::default(),
         },
         Clock::system(),
         testkit::sdk_config(),

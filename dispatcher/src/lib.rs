@@ -136,6 +136,9 @@ pub struct RunConfig {
 
     #[command(flatten)]
     pub sweep: crate::sweep::SweepArgs,
+
+    #[command(flatten)]
+    pub codes: mailroom::config::CodeArgs,
 }
 
 /// Runs the dispatcher until `shutdown` resolves; then stops consuming, lets in-flight sends

@@ -55,6 +55,8 @@ pub struct Settings {
     pub webhooks: Arc<Webhooks>,
     /// Retention, reminders and expiry (see [`crate::sweep`]).
     pub sweep: crate::sweep::SweepArgs,
+    /// One-time codes: their key (None: off), length, life and attempts.
+    pub codes: mailroom::config::Codes,
 }
 
 /// Every problem found in a configuration, in the order of the options.
@@ -98,6 +100,10 @@ impl TryFrom<RunConfig> for Settings {
         for p in c.sweep.problems() {
             check(Some(p));
         }
+        let codes = c.codes.check().unwrap_or_else(|p| {
+            check(Some(p));
+            mailroom::config::Codes::off()
+        });
         let metrics_listen = metrics_listen(&c.metrics_listen).unwrap_or_else(|p| {
             check(Some(p));
             None
@@ -133,6 +139,7 @@ impl TryFrom<RunConfig> for Settings {
             shutdown_timeout: c.shutdown_timeout,
             pause_probe_interval: c.pause_probe_interval,
             sweep: c.sweep,
+            codes,
         })
     }
 }
@@ -252,6 +259,7 @@ mod tests {
             pause_probe_interval: Duration::from_secs(30),
             webhooks: WebhookArgs::default(),
             sweep: Default::default(),
+            codes: Default::default(),
         }
     }
 

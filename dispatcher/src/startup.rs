@@ -346,6 +346,7 @@ fn new_worker(settings: &Settings, shared: Shared) -> anyhow::Result<Worker> {
         reset_url: settings.reset_url.clone(),
         verification_ttl: settings.verification_ttl,
         reset_ttl: settings.reset_ttl,
+        codes: settings.codes.clone(),
         claim_lease,
         service_time: ServiceTime::default(),
         records: shared.records,

@@ -58,6 +58,13 @@ pub struct SweepArgs {
     /// How long link tokens are kept past their expiry.
     #[arg(long, env = "RETENTION_LINK_TOKENS", default_value = "1d", value_parser = parse_retention)]
     pub retention_link_tokens: Keep,
+    /// How long one-time codes are kept past their expiry.
+    #[arg(long, env = "RETENTION_ONE_TIME_CODES", default_value = "1d", value_parser = parse_retention)]
+    pub retention_one_time_codes: Keep,
+    /// How long the count of guesses at an address without a code is kept (keep it above
+    /// CODE_TTL).
+    #[arg(long, env = "RETENTION_CODE_MISSES", default_value = "1d", value_parser = parse_retention)]
+    pub retention_code_misses: Keep,
     /// How long idempotency keys are kept past their expiry.
     #[arg(long, env = "RETENTION_IDEMPOTENCY_KEYS", default_value = "0s", value_parser = parse_retention)]
     pub retention_idempotency_keys: Keep,
@@ -90,6 +97,8 @@ impl Default for SweepArgs {
             retention_login_failures: keep("login_failures"),
             retention_webhook_events: keep("webhook_events"),
             retention_link_tokens: keep("link_tokens"),
+            retention_one_time_codes: keep("one_time_codes"),
+            retention_code_misses: keep("code_misses"),
             retention_idempotency_keys: keep("idempotency_keys"),
             retention_audit_log: keep("audit_log"),
             retention_dispatchers: keep("dispatchers"),
@@ -111,6 +120,8 @@ impl SweepArgs {
                     "login_failures" => self.retention_login_failures.0,
                     "webhook_events" => self.retention_webhook_events.0,
                     "link_tokens" => self.retention_link_tokens.0,
+                    "one_time_codes" => self.retention_one_time_codes.0,
+                    "code_misses" => self.retention_code_misses.0,
                     "idempotency_keys" => self.retention_idempotency_keys.0,
                     "audit_log" => self.retention_audit_log.0,
                     "dispatchers" => self.retention_dispatchers.0,

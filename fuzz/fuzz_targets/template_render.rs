@@ -33,9 +33,12 @@ struct Input {
     locale: String,
     name: String,
     email: String,
-    link: String,
+    /// None: a code-only email.
+    link: Option<String>,
     expires_in: String,
     expires_hours: u64,
+    /// None: a link-only email.
+    code: Option<String>,
     page: Page,
 }
 
@@ -92,6 +95,9 @@ fn email_context(i: &Input) -> EmailContext {
         link: i.link.clone(),
         expires_in: i.expires_in.clone(),
         expires_hours: i.expires_hours,
+        code: i.code.clone(),
+        code_expires_in: i.code.as_ref().map(|_| i.expires_in.clone()),
+        code_expires_minutes: i.code.as_ref().map(|_| i.expires_hours),
     }
 }
 
@@ -105,9 +111,12 @@ fuzz_target!(|input: Input| {
     let tame_ctx = EmailContext {
         name: tame(&ctx.name).into(),
         email: tame(&ctx.email).into(),
-        link: tame(&ctx.link).into(),
+        link: ctx.link.as_deref().map(|l| tame(l).into()),
         expires_in: tame(&ctx.expires_in).into(),
         expires_hours: ctx.expires_hours,
+        code: ctx.code.as_deref().map(|c| tame(c).into()),
+        code_expires_in: ctx.code_expires_in.as_deref().map(|c| tame(c).into()),
+        code_expires_minutes: ctx.code_expires_minutes,
     };
     let hostile = t
         .render_email(kind, &locale, &ctx)
@@ -115,7 +124,13 @@ fuzz_target!(|input: Input| {
     let harmless = t
         .render_email(kind, &locale, &tame_ctx)
         .expect("every shipped email renders");
-    let values = [&*ctx.name, &*ctx.email, &*ctx.link, &*ctx.expires_in];
+    let values = [
+        &*ctx.name,
+        &*ctx.email,
+        ctx.link.as_deref().unwrap_or_default(),
+        &*ctx.expires_in,
+        ctx.code.as_deref().unwrap_or_default(),
+    ];
     assert_escaped("html part", &hostile.html, &harmless.html, &values);
     assert!(
         !hostile.subject.contains(['\r', '\n']),

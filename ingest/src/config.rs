@@ -144,6 +144,9 @@ pub struct Config {
     #[command(flatten)]
     pub webhooks: mailroom::webhook::WebhookArgs,
 
+    #[command(flatten)]
+    pub codes: mailroom::config::CodeArgs,
+
     /// Print the effective configuration (every variable, where its value came from, secrets
     /// redacted) and exit, without connecting to anything.
     #[arg(long)]

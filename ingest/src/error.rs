@@ -61,6 +61,10 @@ pub enum ApiError {
     /// 415: not `application/json`.
     #[error("send the body as application/json")]
     UnsupportedMediaType,
+    /// 422 `invalid_code` with `attempts_left`: a wrong one-time code, or an address with no
+    /// live code (answered alike, so that the answer does not tell which).
+    #[error("that code is not right; {0} attempt(s) left")]
+    WrongCode(u32),
     /// 422: well-formed JSON whose fields break the rules; one message per field.
     #[error("some fields are invalid")]
     Invalid(BTreeMap<String, String>),
@@ -106,6 +110,34 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// The answer to a one-time code that did not work (see `mailroom::policy::codes`).
+    pub fn code_refused(answer: mailroom::policy::codes::Answer) -> Self {
+        use mailroom::policy::codes::Answer;
+        let gone = |code, message: &str| ApiError::Gone {
+            code,
+            message: message.to_owned(),
+        };
+        match answer {
+            Answer::Wrong { attempts_left } => ApiError::WrongCode(attempts_left),
+            Answer::Expired => gone("code_expired", "this code has expired; ask for a new one"),
+            Answer::Used => gone("code_used", "this code was already used"),
+            Answer::Exhausted => gone(
+                "code_exhausted",
+                "too many wrong attempts: this code no longer works; ask for a new one",
+            ),
+            // Not an error; a caller that got here has a bug.
+            Answer::Matched => ApiError::Internal(anyhow::anyhow!("a matched code was refused")),
+        }
+    }
+
+    /// 422 for a request that needs one-time codes on a service without `CODE_SECRET`.
+    pub fn codes_off(field: &str) -> Self {
+        ApiError::invalid(
+            field,
+            "one-time codes are off on this service (its CODE_SECRET is not set)",
+        )
+    }
+
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         let mut m = BTreeMap::new();
         m.insert(field.to_owned(), message.into());
@@ -145,7 +177,7 @@ impl ApiError {
             ApiError::Gone { .. } => StatusCode::GONE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Invalid(_) | ApiError::WrongCode(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -166,6 +198,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Invalid(_) => "invalid_fields",
+            ApiError::WrongCode(_) => "invalid_code",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Busy => "busy",
             ApiError::Internal(_) => "internal",
@@ -188,6 +221,9 @@ impl ApiError {
         };
         let mut body =
             json!({ "error": { "code": self.code(), "message": message, "fields": fields } });
+        if let ApiError::WrongCode(left) = &self {
+            body["error"]["attempts_left"] = json!(left);
+        }
         // The id the caller can quote (and find in the logs): see routes::handle.
         if let Some(id) = crate::routes::current_request_id() {
             body["error"]["request_id"] = json!(id);

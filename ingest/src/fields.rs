@@ -95,3 +95,17 @@ pub fn reference(s: &str) -> Result<String, Invalid> {
     }
     Ok(s.to_owned())
 }
+
+/// A request's `method`: `link` (the default), `code` or `both`. Codes need `CODE_SECRET`:
+/// without it a request for one is refused here rather than dead-lettered later.
+pub fn method(codes_on: bool) -> impl FnOnce(&str) -> Result<mailroom::job::Method, Invalid> {
+    move |s| {
+        let m = mailroom::job::Method::parse(s)?;
+        if m.sends_code() && !codes_on {
+            return Err(Invalid(
+                "one-time codes are off on this service (its CODE_SECRET is not set)".into(),
+            ));
+        }
+        Ok(m)
+    }
+}

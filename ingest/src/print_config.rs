@@ -6,7 +6,7 @@
 use clap::{ArgMatches, Command};
 
 /// Values never printed: API keys and signing secrets.
-const SECRET: &[&str] = &["INGEST_API_KEYS", "WEBHOOK_SECRET"];
+const SECRET: &[&str] = &["INGEST_API_KEYS", "WEBHOOK_SECRET", "CODE_SECRET"];
 
 /// The lines `--print-config` prints for `matches` of `command`, sorted by variable.
 pub fn lines(command: &Command, matches: &ArgMatches) -> Vec<String> {

@@ -148,6 +148,84 @@ pub struct SesArgs {
     pub ses_timeout: Duration,
 }
 
+/// One-time codes (`"method": "code"` or `"both"` on signups, resends, resets and sign-ins).
+/// Ingest checks them and the dispatcher mints them, so both read the same settings.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CodeArgs {
+    /// Key of the codes' HMAC, at least 32 bytes (`openssl rand -hex 32`), the same for ingest
+    /// and every dispatcher. Unset: requests for codes are refused with 422.
+    #[arg(long, env = "CODE_SECRET", hide_env_values = true)]
+    pub code_secret: Option<Secret>,
+
+    /// Digits in a one-time code (6 to 10).
+    #[arg(long, env = "CODE_LENGTH", default_value_t = 6, value_parser = clap::value_parser!(u8).range(6..=10))]
+    pub code_length: u8,
+
+    /// How long a one-time code works.
+    #[arg(long, env = "CODE_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub code_ttl: Duration,
+
+    /// Wrong guesses a code survives (1 to 20); the guess after them finds it dead (410).
+    #[arg(long, env = "CODE_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=20))]
+    pub code_max_attempts: u8,
+}
+
+impl Default for CodeArgs {
+    /// What the flags give when none is set: codes off.
+    fn default() -> Self {
+        Self {
+            code_secret: None,
+            code_length: 6,
+            code_ttl: Duration::from_secs(900),
+            code_max_attempts: 5,
+        }
+    }
+}
+
+/// [`CodeArgs`] checked: the key when codes are on.
+#[derive(Clone, Debug)]
+pub struct Codes {
+    pub key: Option<crate::domain::CodeKey>,
+    pub digits: usize,
+    pub ttl: Duration,
+    pub max_attempts: i32,
+}
+
+impl CodeArgs {
+    /// The settings, or what is wrong with them.
+    pub fn check(&self) -> Result<Codes, String> {
+        let key = match &self.code_secret {
+            None => None,
+            Some(s) if s.expose().trim().is_empty() => None,
+            Some(s) => Some(
+                crate::domain::CodeKey::new(s.expose()).map_err(|e| format!("CODE_SECRET {e}"))?,
+            ),
+        };
+        if self.code_ttl < Duration::from_secs(60) || self.code_ttl > Duration::from_secs(86_400) {
+            return Err("CODE_TTL must be between 1m and 24h".into());
+        }
+        Ok(Codes {
+            key,
+            digits: self.code_length.into(),
+            ttl: self.code_ttl,
+            max_attempts: self.code_max_attempts.into(),
+        })
+    }
+}
+
+impl Codes {
+    /// Codes off (no `CODE_SECRET`), with the defaults otherwise: what tests and tools that
+    /// never mint a code use.
+    pub fn off() -> Self {
+        Self {
+            key: None,
+            digits: 6,
+            ttl: Duration::from_secs(900),
+            max_attempts: 5,
+        }
+    }
+}
+
 /// Output format for logs.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LogFormat {

@@ -83,6 +83,55 @@ pub struct Job {
     /// itself (the "password changed" notice, reminders).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
+    /// What the email carries: a link (the default, and all that jobs written before codes
+    /// existed knew), a one-time code, or both. Omitted when it is a link, so such a job reads
+    /// as it always did.
+    #[serde(default, skip_serializing_if = "Method::is_link")]
+    pub method: Method,
+}
+
+/// What an email that proves an inbox carries: a link to follow, a code to type, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    #[default]
+    Link,
+    Code,
+    Both,
+}
+
+impl Method {
+    pub fn is_link(&self) -> bool {
+        *self == Method::Link
+    }
+
+    pub fn sends_link(self) -> bool {
+        self != Method::Code
+    }
+
+    pub fn sends_code(self) -> bool {
+        self != Method::Link
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Link => "link",
+            Method::Code => "code",
+            Method::Both => "both",
+        }
+    }
+
+    /// The request's `method` field.
+    pub fn parse(s: &str) -> Result<Self, crate::domain::Invalid> {
+        match s {
+            "link" => Ok(Method::Link),
+            "code" => Ok(Method::Code),
+            "both" => Ok(Method::Both),
+            _ => Err(crate::domain::Invalid(
+                "must be \"link\", \"code\" or \"both\"".into(),
+            )),
+        }
+    }
 }
 
 /// A message from the queue that is not a job we understand. Permanent: it goes to the dead
@@ -103,7 +152,14 @@ impl Job {
             requested_at: now,
             reference: None,
             api_key: None,
+            method: Method::Link,
         }
+    }
+
+    /// The job with what its email is to carry.
+    pub fn with_method(mut self, method: Method) -> Self {
+        self.method = method;
+        self
     }
 
     /// The job as raised by a caller's request: the API key's name and the caller's reference.
@@ -152,6 +208,12 @@ mod tests {
             (Some("web"), Some("order-7"))
         );
         assert_eq!(Job::from_slice(&called.to_vec()).unwrap(), called);
+        // A code job says so; a link job does not, as before.
+        let coded = job.clone().with_method(Method::Both);
+        let v: serde_json::Value = serde_json::from_slice(&coded.to_vec()).unwrap();
+        assert_eq!(v["method"], "both");
+        assert_eq!(Job::from_slice(&coded.to_vec()).unwrap(), coded);
+        assert!(Method::parse("sms").is_err());
     }
 
     #[test]

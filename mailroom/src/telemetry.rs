@@ -18,7 +18,11 @@ pub fn init_with_default(format: LogFormat, level: &str) {
     // before our code reports the same event with what it means and what happens next (a
     // missing queue, a reconnect): its own lines are off unless RUST_LOG asks for them.
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},lapin=off")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},lapin=off")))
+        // handlebars logs every helper's parameters at DEBUG, values included: the link (with
+        // its token) and the one-time code of every email. Never below WARN, whatever RUST_LOG
+        // says; a directive added here wins over one of the same target from the environment.
+        .add_directive("handlebars=warn".parse().expect("a valid directive"));
     // Colour only on a terminal: a log file (`scripts/up` writes them under .run/) or a log
     // shipper must get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -58,23 +58,51 @@ pub struct EmailContext {
     /// The recipient's display name, as they gave it.
     pub name: String,
     pub email: String,
-    /// The link to follow (verification or reset), with its token.
-    pub link: String,
-    /// How long the link works, in English words ("24 hours").
+    /// The link to follow (verification or reset), with its token; null when the email
+    /// carries a code only (`"method": "code"`).
+    pub link: Option<String>,
+    /// How long the link works, in English words ("24 hours"); the code's, without a link.
     pub expires_in: String,
     /// The same in whole hours (rounded up), for templates in other languages.
     pub expires_hours: u64,
+    /// The one-time code to type, when the email carries one (`"code"` or `"both"`); else null.
+    pub code: Option<String>,
+    /// How long the code works, in English words ("15 minutes"); null without a code.
+    pub code_expires_in: Option<String>,
+    /// The same in whole minutes (rounded up), for templates in other languages.
+    pub code_expires_minutes: Option<u64>,
 }
 
 impl EmailContext {
+    /// The sample as each method sends it: a link only, a code only, both.
+    pub fn samples() -> [Self; 3] {
+        let both = Self::sample();
+        let link_only = Self {
+            code: None,
+            code_expires_in: None,
+            code_expires_minutes: None,
+            ..both.clone()
+        };
+        let code_only = Self {
+            link: None,
+            expires_in: "15 minutes".into(),
+            expires_hours: 1,
+            ..both.clone()
+        };
+        [link_only, code_only, both]
+    }
+
     /// Data for previews and `templates check`, including characters that must be escaped.
     pub fn sample() -> Self {
         Self {
             name: "Ada <b>Lovelace</b> & Co".into(),
             email: "ada@example.com".into(),
-            link: "http://127.0.0.1:8080/verify-email?token=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into(),
+            link: Some("http://127.0.0.1:8080/verify-email?token=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into()),
             expires_in: "24 hours".into(),
             expires_hours: 24,
+            code: Some("042917".into()),
+            code_expires_in: Some("15 minutes".into()),
+            code_expires_minutes: Some(15),
         }
     }
 }
@@ -233,7 +261,10 @@ impl Templates {
                     .iter()
                     .any(|p| self.has(&format!("email/{locale}/{}.{p}", kind.as_str())));
                 if own {
-                    self.render_email(kind, &l, &EmailContext::sample())?;
+                    // Each of what an email may carry: a link, a code, or both.
+                    for ctx in EmailContext::samples() {
+                        self.render_email(kind, &l, &ctx)?;
+                    }
                     checked.push(format!("{locale}/{}", kind.as_str()));
                 }
             }
@@ -301,8 +332,46 @@ mod tests {
         assert!(e.html.contains("Ada &lt;b&gt;Lovelace&lt;/b&gt; &amp; Co"));
         assert!(!e.html.contains("<b>Lovelace"));
         assert!(e.text.contains("Ada <b>Lovelace</b> & Co"));
-        assert!(e.html.contains(&EmailContext::sample().link));
+        assert!(
+            e.html
+                .contains(EmailContext::sample().link.as_deref().unwrap())
+        );
         assert!(!e.subject.contains('\n'));
+    }
+
+    #[test]
+    fn a_code_shows_only_when_the_email_carries_one_and_so_does_a_link() {
+        let t = templates();
+        for kind in [JobKind::Verification, JobKind::PasswordReset] {
+            for locale in ["en", "de"] {
+                let l = Locale::parse(locale).unwrap();
+                let [link_only, code_only, both] = EmailContext::samples();
+                let link = both.link.clone().unwrap();
+                let e = t.render_email(kind, &l, &link_only).unwrap();
+                assert!(
+                    e.text.contains(&link) && !e.text.contains("042917"),
+                    "{kind} {locale}"
+                );
+                let e = t.render_email(kind, &l, &code_only).unwrap();
+                assert!(
+                    !e.text.contains(&link) && e.text.contains("042917"),
+                    "{kind} {locale}"
+                );
+                assert!(
+                    !e.html.contains(&link) && e.html.contains("042917"),
+                    "{kind} {locale}"
+                );
+                let e = t.render_email(kind, &l, &both).unwrap();
+                assert!(
+                    e.text.contains(&link) && e.text.contains("042917"),
+                    "{kind} {locale}"
+                );
+                assert!(
+                    e.html.contains(&link) && e.html.contains("042917"),
+                    "{kind} {locale}"
+                );
+            }
+        }
     }
 
     #[test]

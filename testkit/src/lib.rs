@@ -236,6 +236,17 @@ pub struct SentMessage {
 }
 
 impl SentMessage {
+    /// The one-time code in the email: the first element whose whole text is 6 to 10 digits.
+    pub fn code(&self) -> Option<String> {
+        self.body
+            .split('>')
+            .skip(1)
+            .filter_map(|s| s.split('<').next())
+            .map(str::trim)
+            .find(|t| (6..=10).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit()))
+            .map(str::to_owned)
+    }
+
     /// The first `href` that contains `path`, with HTML entities in it decoded.
     pub fn link(&self, path: &str) -> Option<String> {
         self.body

@@ -10,7 +10,7 @@ use crate::RunConfig;
 use crate::settings::Settings;
 
 /// Values never printed.
-const SECRET: &[&str] = &["WEBHOOK_SECRET"];
+const SECRET: &[&str] = &["WEBHOOK_SECRET", "CODE_SECRET"];
 
 /// Prints the configuration of `matches` (the `config` subcommand's own) and checks it.
 pub fn main(config: RunConfig, command: &Command, matches: &ArgMatches) -> anyhow::Result<()> {

@@ -135,7 +135,13 @@ pub async fn main_with(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<(
 
 /// Environment variables whose values `--help` must not show: URLs that may carry a password
 /// or a token, and signing secrets.
-pub const SECRET_ENV: &[&str] = &["DATABASE_URL", "AMQP_URL", "WEBHOOK_URL", "WEBHOOK_SECRET"];
+pub const SECRET_ENV: &[&str] = &[
+    "DATABASE_URL",
+    "AMQP_URL",
+    "WEBHOOK_URL",
+    "WEBHOOK_SECRET",
+    "CODE_SECRET",
+];
 
 /// For every option of a command: `--help` shows `[env: NAME]` without the value when the
 /// variable is one of [`SECRET_ENV`]. The shared groups of `mailroom::config` do not hide them

@@ -13,7 +13,7 @@ use mailroom::store::{self, SendStatus, SentRecord, Suppression, User};
 use mailroom::templates::{EmailContext, RenderedEmail};
 
 use super::db_retry::DbResult;
-use super::links::Link;
+use super::links::{Carried, Link};
 use super::{Outcome, Worker};
 use crate::format::{human_duration, timestamp};
 
@@ -47,11 +47,17 @@ impl Worker {
         if let Some(entry) = &claim.suppression {
             return self.suppressed(job, user, entry, now).await;
         }
-        let (link, ttl) = match self.link_for(job, user, now).await? {
-            Link::Ready { link, ttl } => (link, ttl),
+        let carried = match self.link_for(job, user, now).await? {
+            Link::Ready(carried) => carried,
             Link::Skip(reason) => return self.skip(job, reason).await,
+            Link::Dead(error) => {
+                return Ok(Outcome::Dead {
+                    error_class: "config".into(),
+                    error,
+                });
+            }
         };
-        let email = match self.render(job, user, link, ttl) {
+        let email = match self.render(job, user, carried) {
             Ok(e) => e,
             Err(dead) => return Ok(dead),
         };
@@ -89,20 +95,22 @@ impl Worker {
 
     /// Renders the email in the user's locale (the job's if the user's is unknown). A template
     /// that does not render cannot succeed later: the error is a dead outcome.
-    fn render(
-        &self,
-        job: &Job,
-        user: &User,
-        link: String,
-        ttl: Duration,
-    ) -> Result<RenderedEmail, Outcome> {
+    fn render(&self, job: &Job, user: &User, carried: Carried) -> Result<RenderedEmail, Outcome> {
         let locale = Locale::parse(&user.locale).unwrap_or_else(|_| job.locale.clone());
+        let ttl = carried.ttl;
+        let (code, code_ttl) = match carried.code {
+            Some((code, ttl)) => (Some(code), Some(ttl)),
+            None => (None, None),
+        };
         let ctx = EmailContext {
             name: user.name.clone(),
             email: user.email.clone(),
-            link,
+            link: carried.link,
             expires_in: human_duration(ttl),
             expires_hours: ttl.as_secs().div_ceil(3600),
+            code,
+            code_expires_in: code_ttl.map(human_duration),
+            code_expires_minutes: code_ttl.map(|t| t.as_secs().div_ceil(60)),
         };
         self.templates
             .render_email(job.kind, &locale, &ctx)

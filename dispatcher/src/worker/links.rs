@@ -1,29 +1,53 @@
-//! The link an email carries: a verification or password-reset token minted at send time
-//! and its hash stored, or the plain link of a notice. Tokens are stored through the batched
-//! statements of [`crate::batch`].
+//! What an email carries to prove its inbox: a verification or password-reset token minted at
+//! send time and its hash stored, a one-time code and its keyed hash, both (the job's
+//! `method`), or the plain link of a notice. Tokens are stored through the batched statements
+//! of [`crate::batch`]; codes one at a time (they are rarer, and each replaces a row).
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mailroom::batch::Batcher;
-use mailroom::domain::Token;
+use mailroom::domain::{Code, CodePurpose, Token};
 use mailroom::job::{Job, JobKind};
-use mailroom::store::{NewLinkToken, User};
+use mailroom::store::{self, NewCode, NewLinkToken, User};
 
 use super::Worker;
 use super::db_retry::DbResult;
 use crate::batch::TokenReq;
 
-/// The link of one email, or why there is nothing to send.
+/// What one email carries, or why there is nothing to send.
 pub(super) enum Link {
-    /// The link and how long it works (zero for a notice, whose link does not expire).
-    Ready { link: String, ttl: Duration },
+    Ready(Carried),
     /// Nothing to send: recorded as skipped with this reason.
     Skip(&'static str),
+    /// This job cannot be sent by this configuration (a code without `CODE_SECRET`): dead,
+    /// with this error, to be replayed once the configuration is fixed.
+    Dead(String),
+}
+
+/// The link and the code of one email.
+pub(super) struct Carried {
+    /// The link, None when the job asked for a code only.
+    pub link: Option<String>,
+    /// How long the link works (zero for a notice, whose link does not expire); the code's
+    /// life when there is no link.
+    pub ttl: Duration,
+    /// The code and how long it works, when the job asked for one.
+    pub code: Option<(String, Duration)>,
+}
+
+impl Link {
+    fn of_link(link: String, ttl: Duration) -> Self {
+        Link::Ready(Carried {
+            link: Some(link),
+            ttl,
+            code: None,
+        })
+    }
 }
 
 impl Worker {
-    /// The link for an email job of any kind but a webhook.
+    /// What an email job of any kind but a webhook carries.
     pub(super) async fn link_for(
         &self,
         job: &Job,
@@ -31,29 +55,96 @@ impl Worker {
         now: DateTime<Utc>,
     ) -> DbResult<Link> {
         // Mint at send time: the queue never held a secret, and a replayed job gets a fresh
-        // link. The hash is stored before the send so the link works when the email arrives.
-        match job.kind {
-            JobKind::Verification => self.verification_link(job, user, now).await,
-            JobKind::PasswordReset => self.reset_link(job, now).await,
+        // link and code. The hashes are stored before the send so that both work when the
+        // email arrives.
+        let (purpose, link) = match job.kind {
+            JobKind::Verification => {
+                if user.email_verified {
+                    return Ok(Link::Skip("the address is already verified"));
+                }
+                let link = match job.method.sends_link() {
+                    true => Some(self.verification_link(job, now).await?),
+                    false => None,
+                };
+                (CodePurpose::Verification, link)
+            }
+            JobKind::PasswordReset => {
+                let link = match job.method.sends_link() {
+                    true => Some(self.reset_link(job, now).await?),
+                    false => None,
+                };
+                (CodePurpose::Reset, link)
+            }
             // A notice: no token. Its link leads to the service, where a person who did not
             // change their password can ask for a reset.
-            JobKind::PasswordChanged => Ok(Link::Ready {
-                link: self.public_url.clone(),
-                ttl: Duration::ZERO,
-            }),
+            JobKind::PasswordChanged => {
+                return Ok(Link::of_link(self.public_url.clone(), Duration::ZERO));
+            }
             JobKind::Webhook => unreachable!("webhook jobs are delivered, not emailed"),
+        };
+        let link = match link {
+            Some(Link::Ready(carried)) => Some(carried),
+            Some(other) => return Ok(other),
+            None => None,
+        };
+        if !job.method.sends_code() {
+            return Ok(Link::Ready(link.expect("a link job has its link")));
         }
+        let code = match self.store_code(job, purpose, now).await? {
+            Ok(Some(code)) => code,
+            Ok(None) => {
+                return Ok(Link::Skip(
+                    "the user changed meanwhile (verified, deleted, or a newer request)",
+                ));
+            }
+            Err(dead) => return Ok(dead),
+        };
+        let ttl = self.codes.ttl;
+        Ok(Link::Ready(match link {
+            Some(mut carried) => {
+                carried.code = Some((code.expose().to_owned(), ttl));
+                carried
+            }
+            None => Carried {
+                link: None,
+                ttl,
+                code: Some((code.expose().to_owned(), ttl)),
+            },
+        }))
     }
 
-    async fn verification_link(
+    /// Mints a code for `job` and stores its keyed hash, replacing the user's older code of
+    /// this purpose. Ok(None) when the store refused it (the user changed meanwhile); Err when
+    /// this dispatcher has no `CODE_SECRET`.
+    async fn store_code(
         &self,
         job: &Job,
-        user: &User,
+        purpose: CodePurpose,
         now: DateTime<Utc>,
-    ) -> DbResult<Link> {
-        if user.email_verified {
-            return Ok(Link::Skip("the address is already verified"));
-        }
+    ) -> DbResult<Result<Option<Code>, Link>> {
+        let Some(key) = &self.codes.key else {
+            return Ok(Err(Link::Dead(
+                "this job asks for a one-time code, but CODE_SECRET is not set on this \
+                 dispatcher; set it (the same as ingest's) and replay the dead letter"
+                    .into(),
+            )));
+        };
+        let code = Code::generate(self.codes.digits);
+        let new = NewCode {
+            job: job.clone(),
+            hash: key.hash(purpose, job.user_id, &code),
+            expires_at: now
+                + chrono::Duration::from_std(self.codes.ttl)
+                    .unwrap_or(chrono::Duration::minutes(15)),
+            attempts: self.codes.max_attempts,
+        };
+        let stored = self
+            .retry_db(|| store::set_code(&self.pool, purpose, &new, now))
+            .await?;
+        Ok(Ok(stored.then_some(code)))
+    }
+
+    async fn verification_link(&self, job: &Job, now: DateTime<Utc>) -> DbResult<Link> {
         let batcher = &self.batches.verification_tokens;
         let ttl = self.verification_ttl;
         let Some(token) = self.store_token(batcher, job, ttl, now).await? else {
@@ -66,7 +157,7 @@ impl Worker {
             self.public_url.trim_end_matches('/'),
             token.expose()
         );
-        Ok(Link::Ready { link, ttl })
+        Ok(Link::of_link(link, ttl))
     }
 
     async fn reset_link(&self, job: &Job, now: DateTime<Utc>) -> DbResult<Link> {
@@ -83,7 +174,7 @@ impl Worker {
             '?'
         };
         let link = format!("{}{sep}token={}", self.reset_url, token.expose());
-        Ok(Link::Ready { link, ttl })
+        Ok(Link::of_link(link, ttl))
     }
 
     /// Mints a token that expires `ttl` after `now` and stores its hash. None when the store

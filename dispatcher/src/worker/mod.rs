@@ -51,6 +51,8 @@ pub struct Worker {
     pub reset_url: String,
     pub verification_ttl: Duration,
     pub reset_ttl: Duration,
+    /// One-time codes: the key (None: off), digits, life and attempts of each code minted.
+    pub codes: mailroom::config::Codes,
     /// How long a claim on a job protects it from a second copy being sent concurrently:
     /// about twice the SES timeout, so that a live consumer always finishes within it and a
     /// dead consumer's claim is taken over soon after.

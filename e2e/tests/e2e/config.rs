@@ -35,7 +35,8 @@ fn dispatcher_config_shows_each_value_its_source_and_whether_run_would_accept_it
             .env(
                 "WEBHOOK_SECRET",
                 "whsec_bWFpbHJvb20tdGVzdC1zZWNyZXQtb25lLTMyYnl0ZXM=",
-            );
+            )
+            .env("CODE_SECRET", "code-pw-0815-0123456789abcdef0123456789");
         for (k, v) in extra {
             cmd.env(k, v);
         }
@@ -48,7 +49,13 @@ fn dispatcher_config_shows_each_value_its_source_and_whether_run_would_accept_it
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for secret in ["db-pw-4711", "hook-pw", "t0k3n", "bWFpbHJvb20"] {
+    for secret in [
+        "db-pw-4711",
+        "hook-pw",
+        "t0k3n",
+        "bWFpbHJvb20",
+        "code-pw-0815",
+    ] {
         assert!(!text.contains(secret), "{secret} shown:\n{text}");
     }
     let line = |name: &str| {
@@ -60,6 +67,7 @@ fn dispatcher_config_shows_each_value_its_source_and_whether_run_would_accept_it
     assert!(line("MAIL_FROM").ends_with("# environment"), "{text}");
     assert!(line("RETRY_DELAYS").ends_with("# default"), "{text}");
     assert!(line("WEBHOOK_SECRET").contains("[redacted"), "{text}");
+    assert!(line("CODE_SECRET").contains("[redacted"), "{text}");
     assert!(
         line("RETENTION_SENDS").contains("./.env sets it too"),
         "{}",

@@ -3,6 +3,7 @@
 //! tests of ingest itself are in ingest/tests/api.
 //!
 //! - [`signup`]: a signup to the email in moto and the link back.
+//! - [`codes`]: one-time codes instead of (or beside) links, with their attempts.
 //! - [`delivery`]: retries, dead letters, replay, pauses.
 //! - [`faults`]: the failures of production, each held without losing mail.
 //! - [`security`]: abuse, link scanners, made-up and superseded tokens.
@@ -15,6 +16,7 @@
 //! - [`clock`]: every process on the database's clock, whatever its machine's says.
 
 mod clock;
+mod codes;
 mod config;
 mod delivery;
 mod faults;

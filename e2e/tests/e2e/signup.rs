@@ -283,6 +283,7 @@ pub fn worker_for(app: &TestApp) -> dispatcher::worker::Worker {
         reset_url: format!("{}/reset-password", app.base),
         verification_ttl: Duration::from_secs(86_400),
         reset_ttl: Duration::from_secs(3_600),
+        codes: mailroom::config::Codes::off(),
         claim_lease: Duration::from_secs(10),
         rate: Arc::new(dispatcher::rate::SharedRate::fixed(100.0)),
         metrics: Arc::new(dispatcher::Metrics::default()),

@@ -6,8 +6,8 @@
 use http::request::Parts;
 use http::{StatusCode, header};
 use hyper::body::Incoming;
-use mailroom::domain::{Password, Token};
-use mailroom::store::{self, PasswordReset, TokenKind, TokenState};
+use mailroom::domain::{Code, CodePurpose, EmailAddress, Password, Token};
+use mailroom::store::{self, CodeCheck, PasswordReset, TokenKind, TokenState};
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, LinkRefused};
@@ -24,7 +24,7 @@ pub async fn confirm(state: &AppState, parts: Parts, body: Incoming) -> Result<R
         Ok(confirm_form(state, form).await)
     } else {
         let body = read_json(&parts, body, limit).await?;
-        confirm_json(state, body).await
+        confirm_json(state, &parts, body).await
     }
 }
 
@@ -51,7 +51,12 @@ pub async fn open_link(state: &AppState, parts: Parts) -> Result<Resp, ApiError>
     )
 }
 
-async fn confirm_json(state: &AppState, body: Body) -> Result<Resp, ApiError> {
+async fn confirm_json(state: &AppState, parts: &Parts, body: Body) -> Result<Resp, ApiError> {
+    if !body.contains_key("token") && (body.contains_key("code") || body.contains_key("email")) {
+        // As for verification codes: only the calling service relays a code.
+        state.settings.api_keys.authorize(parts)?;
+        return confirm_code(state, body).await;
+    }
     let mut f = Fields::new(body, &["token", "password"]);
     let token = f.required("token", Token::parse);
     let password = f.required("password", Password::parse);
@@ -63,6 +68,67 @@ async fn confirm_json(state: &AppState, body: Body) -> Result<Resp, ApiError> {
         PasswordReset::Expired => Err(ApiError::link("reset", LinkRefused::Expired)),
         PasswordReset::Used => Err(ApiError::link("reset", LinkRefused::Used)),
         PasswordReset::Unknown => Err(ApiError::link("reset", LinkRefused::Unknown)),
+    }
+}
+
+/// `{email, code, password}`: the password's rules first (a weak one costs no attempt), then
+/// the code (one attempt), and only a right code costs an argon2 hash.
+async fn confirm_code(state: &AppState, body: Body) -> Result<Resp, ApiError> {
+    let codes = &state.settings.codes;
+    let mut f = Fields::new(body, &["email", "code", "password"]);
+    let email = f.required("email", EmailAddress::parse);
+    let code = f.required("code", |s| Code::parse(s, codes.digits));
+    let password = f.required("password", Password::parse);
+    f.finish()?;
+    let (email, code, password) = (
+        email.expect("checked"),
+        code.expect("checked"),
+        password.expect("checked"),
+    );
+    let Some(key) = &codes.key else {
+        return Err(ApiError::codes_off("code"));
+    };
+    let guessing = store::Guessing {
+        key,
+        max_attempts: codes.max_attempts,
+        window: codes.ttl,
+    };
+    let now = state.clock.now();
+    let check = store::check_code(
+        &state.pool,
+        CodePurpose::Reset,
+        &email,
+        &code,
+        guessing,
+        now,
+    )
+    .await?;
+    let (user_id, job_id) = match check {
+        CodeCheck::Matched {
+            user_id, job_id, ..
+        } => (user_id, job_id),
+        CodeCheck::Refused(answer) => return Err(ApiError::code_refused(answer)),
+    };
+    let hash = state.hash_password(password).await?;
+    // Consuming checks the code again, atomically: another use may have got there meanwhile.
+    let r = store::reset_password_with_code(
+        &state.pool,
+        user_id,
+        job_id,
+        &hash,
+        &state.settings.webhooks,
+        state.clock.now(),
+    )
+    .await?;
+    match r {
+        PasswordReset::Changed { user_id, .. } => {
+            state.relay_wake.notify_one();
+            tracing::info!(%user_id, "password changed by code");
+            Ok(json_response(StatusCode::OK, &json!({"user_id": user_id})))
+        }
+        _ => Err(ApiError::code_refused(
+            mailroom::policy::codes::Answer::Used,
+        )),
     }
 }
 

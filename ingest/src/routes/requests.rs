@@ -56,10 +56,12 @@ async fn request_email(
         Begin::Answer(replayed) => return Ok(replayed),
         Begin::Run(r) => r,
     };
-    let mut f = Fields::new(body, &["email", "reference"]);
+    let mut f = Fields::new(body, &["email", "reference", "method"]);
     let email = f.required("email", EmailAddress::parse);
     let reference = f.optional("reference", fields::reference);
+    let method = f.optional("method", fields::method(state.settings.codes.key.is_some()));
     f.finish()?;
+    let method = method.flatten().unwrap_or_default();
     let email = email.expect("checked");
     let reference = reference.flatten();
     let limits = state.settings.address_limits;
@@ -71,6 +73,7 @@ async fn request_email(
         idempotency: reservation
             .as_ref()
             .map(|r| (r.record(), StatusCode::ACCEPTED.as_u16(), answer.as_str())),
+        method,
     };
     let (outcome, job) =
         store::request_email(&state.pool, &email, kind, limits, by, state.clock.now()).await?;

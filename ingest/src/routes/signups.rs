@@ -26,13 +26,19 @@ pub async fn create(state: &AppState, parts: Parts, body: Incoming) -> Result<Re
         Begin::Answer(replayed) => return Ok(replayed),
         Begin::Run(r) => r,
     };
-    let mut f = Fields::new(body, &["name", "email", "password", "locale", "reference"]);
+    let mut f = Fields::new(
+        body,
+        &["name", "email", "password", "locale", "reference", "method"],
+    );
     let name = f.required("name", UserName::parse);
     let email = f.required("email", EmailAddress::parse);
     let password = f.optional("password", Password::parse);
     let locale = f.optional("locale", Locale::parse);
     let reference = f.optional("reference", fields::reference);
+    let codes_on = state.settings.codes.key.is_some();
+    let method = f.optional("method", fields::method(codes_on));
     f.finish()?;
+    let method = method.flatten().unwrap_or_default();
     let (name, email, password, locale, reference) = (
         name.expect("checked"),
         email.expect("checked"),
@@ -54,7 +60,8 @@ pub async fn create(state: &AppState, parts: Parts, body: Incoming) -> Result<Re
         locale.clone(),
         state.clock.now(),
     )
-    .from_caller(caller_of(&parts).name(), reference);
+    .from_caller(caller_of(&parts).name(), reference)
+    .with_method(method);
     let signup = Signup {
         user: NewUser {
             name,

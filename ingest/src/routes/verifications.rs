@@ -5,8 +5,8 @@
 use http::StatusCode;
 use http::request::Parts;
 use hyper::body::Incoming;
-use mailroom::domain::Token;
-use mailroom::store::{self, TokenKind, TokenState, Verification};
+use mailroom::domain::{Code, CodePurpose, EmailAddress, Token};
+use mailroom::store::{self, CodeCheck, TokenKind, TokenState, Verification};
 use serde_json::{Value, json};
 
 use crate::config::VerifyLinkMode;
@@ -16,14 +16,66 @@ use crate::request::{Body, is_form, query_param, read_form, read_json};
 use crate::response::{Page, Resp, form_page, html_response, json_response, page};
 use crate::state::AppState;
 
-/// `POST /v1/verifications`: consumes the token, answers JSON.
+/// `POST /v1/verifications`: consumes the token, or checks the `email` and `code` the person
+/// typed; answers JSON.
 pub async fn verify(state: &AppState, parts: Parts, body: Incoming) -> Result<Resp, ApiError> {
     let body = read_json(&parts, body, state.settings.http.max_body_bytes).await?;
+    if !body.contains_key("token") && (body.contains_key("code") || body.contains_key("email")) {
+        // A link's token is its own proof; a code is six digits, guessed at by anyone who may
+        // ask: only the calling service (with its API key) relays what a person typed.
+        state.settings.api_keys.authorize(&parts)?;
+        return verify_code(state, body).await;
+    }
     let mut f = Fields::new(body, &["token"]);
     let token = f.required("token", Token::parse);
     f.finish()?;
     let token = token.expect("checked");
-    match consume(state, &token).await? {
+    let verification = consume(state, &token).await?;
+    answer(verification, |why| ApiError::link("verification", why))
+}
+
+/// `POST /v1/verifications` with `{email, code}`: the code is checked (taking one of its
+/// attempts) and, when right, consumed with the verification in one statement.
+async fn verify_code(state: &AppState, body: Body) -> Result<Resp, ApiError> {
+    let codes = &state.settings.codes;
+    let mut f = Fields::new(body, &["email", "code"]);
+    let email = f.required("email", EmailAddress::parse);
+    let code = f.required("code", |s| Code::parse(s, codes.digits));
+    f.finish()?;
+    let (email, code) = (email.expect("checked"), code.expect("checked"));
+    let Some(key) = &codes.key else {
+        return Err(ApiError::codes_off("code"));
+    };
+    let guessing = store::Guessing {
+        key,
+        max_attempts: codes.max_attempts,
+        window: codes.ttl,
+    };
+    let now = state.clock.now();
+    let purpose = CodePurpose::Verification;
+    let check = store::check_code(&state.pool, purpose, &email, &code, guessing, now).await?;
+    let (user_id, job_id) = match check {
+        CodeCheck::Matched {
+            user_id, job_id, ..
+        } => (user_id, job_id),
+        CodeCheck::Refused(answer) => return Err(ApiError::code_refused(answer)),
+    };
+    let hooks = &state.settings.webhooks;
+    let verification = store::verify_with_code(&state.pool, user_id, job_id, hooks, now).await?;
+    if matches!(verification, Verification::Verified { .. }) {
+        state.relay_wake.notify_one(); // the user.verified event
+    }
+    answer(verification, |_| {
+        ApiError::code_refused(mailroom::policy::codes::Answer::Used)
+    })
+}
+
+/// The JSON answer to a verification, by link or code; `refused` says how a refusal reads.
+fn answer(
+    verification: Verification,
+    refused: impl FnOnce(LinkRefused) -> ApiError,
+) -> Result<Resp, ApiError> {
+    match verification {
         Verification::Verified { user_id, email } => {
             tracing::info!(%user_id, "email verified");
             Ok(json_response(
@@ -31,9 +83,9 @@ pub async fn verify(state: &AppState, parts: Parts, body: Incoming) -> Result<Re
                 &json!({"user_id": user_id, "email": email}),
             ))
         }
-        Verification::Expired => Err(ApiError::link("verification", LinkRefused::Expired)),
-        Verification::Used => Err(ApiError::link("verification", LinkRefused::Used)),
-        Verification::Unknown => Err(ApiError::link("verification", LinkRefused::Unknown)),
+        Verification::Expired => Err(refused(LinkRefused::Expired)),
+        Verification::Used => Err(refused(LinkRefused::Used)),
+        Verification::Unknown => Err(refused(LinkRefused::Unknown)),
     }
 }
 

@@ -51,6 +51,8 @@ pub struct Settings {
     /// Where webhook events go (`WEBHOOK_URL`, with a `WEBHOOK_SECRET`); their jobs are
     /// enqueued with the change they report.
     pub webhooks: Endpoints,
+    /// One-time codes: the key (None: requests for codes are refused), digits, attempts.
+    pub codes: mailroom::config::Codes,
 }
 
 /// The HTTP server's limits.
@@ -203,6 +205,7 @@ impl TryFrom<Config> for Settings {
         let feedback_rules = p.take(feedback_rules(c.soft_bounce_limit, c.soft_bounce_window));
         let webhooks =
             p.take(mailroom::webhook::Webhooks::from_args(&c.webhooks).map(|w| w.endpoints));
+        let codes = p.take(c.codes.check());
         if !p.0.is_empty() {
             return Err(InvalidConfig(p.0));
         }
@@ -222,6 +225,7 @@ impl TryFrom<Config> for Settings {
             logins: logins.expect(checked),
             feedback_rules: feedback_rules.expect(checked),
             webhooks: webhooks.expect(checked),
+            codes: codes.expect(checked),
         })
     }
 }

@@ -65,6 +65,7 @@ fn help_never_shows_a_secret_from_the_environment() {
             "WEBHOOK_SECRET",
             "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0",
         )
+        .env("CODE_SECRET", "code-secret-1234-0123456789abcdef0123")
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -76,6 +77,7 @@ fn help_never_shows_a_secret_from_the_environment() {
         "pw-hook-1234",
         "tok-1234",
         "whsec_c2Vj",
+        "code-secret-1234",
     ] {
         assert!(!help.contains(secret), "--help shows {secret}:\n{help}");
     }

@@ -9,7 +9,9 @@ use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+mod code;
 mod suppression;
+pub use code::{Code, CodeKey, CodePurpose};
 pub use suppression::{SuppressedAddress, SuppressionReason};
 
 /// Why a value was refused, in words fit for an API response.

@@ -12,8 +12,10 @@
 //! - [`signups`]: what a signup does to an address or name held by another user (verified:
 //!   409; unverified: taken over).
 //! - [`idempotency`]: what a repeated `Idempotency-Key` gets.
+//! - [`codes`]: what a guess at a one-time code gets (and an address without one).
 //! - [`retention`]: how long each table keeps its rows, and which tables are never swept.
 
+pub mod codes;
 pub mod feedback;
 pub mod idempotency;
 pub mod logins;

@@ -74,7 +74,7 @@ pub struct Table {
 
 /// Every table swept, in the order the sweep visits them (webhook deliveries go with their
 /// events, by cascade).
-pub const TABLES: [Table; 10] = [
+pub const TABLES: [Table; 12] = [
     Table {
         name: "sends",
         setting: "RETENTION_SENDS",
@@ -129,6 +129,23 @@ pub const TABLES: [Table; 10] = [
         expired: "expires_at < $1",
         default: "1d",
         counts_from: "the link's expiry",
+    },
+    Table {
+        name: "one_time_codes",
+        setting: "RETENTION_ONE_TIME_CODES",
+        // As link tokens: a late guess still hears "expired" (410).
+        expired: "expires_at < $1",
+        default: "1d",
+        counts_from: "the code's expiry",
+    },
+    Table {
+        name: "code_misses",
+        setting: "RETENTION_CODE_MISSES",
+        // A window restarts CODE_TTL (15 minutes) after its first miss; older rows count for
+        // nothing.
+        expired: "first_at < $1",
+        default: "1d",
+        counts_from: "the window's first miss (keep it above CODE_TTL)",
     },
     Table {
         name: "idempotency_keys",

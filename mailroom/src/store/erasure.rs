@@ -1,6 +1,6 @@
 //! Erasing a person (`DELETE /v1/users/{id}`, GDPR art. 17), in one transaction: what names
-//! them goes, what counts stays. Deleted: the user (its link tokens by cascade), the address's
-//! request history and login failures, every webhook event about them (their bodies hold the
+//! them goes, what counts stays. Deleted: the user (its link tokens and codes by cascade), the
+//! address's request history, login failures and missed code guesses, every webhook event about them (their bodies hold the
 //! address; deliveries by cascade, so a queued delivery finds nothing to send). Kept without
 //! the address: the send log's rows (recipient, error and detail erased) and SES events
 //! (recipient and diagnostic erased), for the counts. Kept as a keyed hash: the suppression
@@ -38,6 +38,7 @@ pub async fn erase_user(
           WHERE lower(email) = lower($2)",
         "DELETE FROM email_requests WHERE lower(email) = lower($2)",
         "DELETE FROM login_failures WHERE lower(email) = lower($2)",
+        "DELETE FROM code_misses WHERE address = lower($2)",
         "UPDATE sends SET recipient = NULL, last_error = NULL, detail = NULL
           WHERE user_id = $1 OR lower(recipient) = lower($2)",
         "UPDATE ses_events SET recipient = NULL, diagnostic = NULL

@@ -6,6 +6,7 @@
 //!   them, what a login reads and the password-hash upgrade.
 //! - [`tokens`]: link tokens (minted in batches by the dispatcher) and consuming them:
 //!   verification and password reset.
+//! - [`codes`]: one-time codes (minted by the dispatcher) and taking a guess at one.
 //! - [`outbox`]: the transactional outbox the relay publishes from.
 //! - [`sends`]: the send log and its status lifecycle: claims, records of each outcome.
 //! - [`dead_letters`]: dead letters as the send log knows them, and their replay marks.
@@ -37,6 +38,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub mod audit;
+pub mod codes;
 pub mod dead_letters;
 pub mod dispatchers;
 pub mod erasure;
@@ -55,6 +57,7 @@ pub mod users;
 pub mod webhooks;
 
 pub use audit::*;
+pub use codes::*;
 pub use dead_letters::*;
 pub use erasure::*;
 pub use feedback::*;

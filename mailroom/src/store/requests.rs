@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::idempotency::{IdempotencyRecord, complete_key};
 use super::outbox::enqueue;
 use crate::domain::{EmailAddress, Locale};
-use crate::job::{Job, JobKind};
+use crate::job::{Job, JobKind, Method};
 use crate::policy::requests::{self as policy, AddressLimits, RequestOutcome};
 
 /// Who asked for an email, as the request told it: the name of its API key, its reference for
@@ -19,6 +19,8 @@ pub struct RequestedBy<'a> {
     pub api_key: Option<&'a str>,
     pub reference: Option<&'a str>,
     pub idempotency: Option<(&'a IdempotencyRecord, u16, &'a str)>,
+    /// What the email is to carry (a link, a code, or both).
+    pub method: Method,
 }
 
 /// Handles a password-reset or resend-verification request for `email`: decides, records and
@@ -67,6 +69,7 @@ pub async fn request_email(
             let mut job = Job::new(kind, user_id, locale, now);
             job.api_key = by.api_key.map(str::to_owned);
             job.reference = by.reference.map(str::to_owned);
+            job.method = by.method;
             enqueue(&mut tx, &job).await?;
             Some(job.job_id)
         }

@@ -56,13 +56,7 @@ pub async fn consume_verification_token(
     .fetch_optional(&mut *tx)
     .await?;
     if let Some((user_id, email)) = row {
-        let event = UserVerified {
-            user_id,
-            email: email.clone(),
-        };
-        webhooks::enqueue(&mut tx, hooks, &event, now).await?;
-        tx.commit().await?;
-        return Ok(Verification::Verified { user_id, email });
+        return verified(tx, user_id, email, hooks, now).await;
     }
     tx.rollback().await?;
     Ok(
@@ -73,6 +67,71 @@ pub async fn consume_verification_token(
             TokenState::Expired | TokenState::Valid => Verification::Expired,
         },
     )
+}
+
+/// Consumes a verification code that [`super::check_code`] matched: the code is marked used
+/// and the address verified in one statement, on the conditions of the link (the code's job is
+/// still the current one, the address not yet verified). Used when another guess or a link got
+/// there first.
+pub async fn verify_with_code(
+    pool: &PgPool,
+    user_id: Uuid,
+    job_id: Uuid,
+    hooks: &Endpoints,
+    now: DateTime<Utc>,
+) -> Result<Verification, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(Uuid, String)> = sqlx::query_as(
+        "WITH c AS (
+             UPDATE one_time_codes SET used_at = $3
+              WHERE user_id = $1 AND purpose = 'verification' AND job_id = $2
+                AND used_at IS NULL
+             RETURNING user_id
+         )
+         UPDATE users u
+            SET email_verified = TRUE, verified_at = $3, verification_token_expiry = NULL
+           FROM c
+          WHERE u.id = c.user_id AND u.verification_job_id = $2 AND NOT u.email_verified
+         RETURNING u.id, u.email",
+    )
+    .bind(user_id)
+    .bind(job_id)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match row {
+        Some((user_id, email)) => verified(tx, user_id, email, hooks, now).await,
+        None => {
+            tx.rollback().await?;
+            Ok(Verification::Used)
+        }
+    }
+}
+
+/// The rest of a verification, by link or code: every code of it dies (a verified address
+/// needs none), and `user.verified` goes out with the commit.
+async fn verified(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    user_id: Uuid,
+    email: String,
+    hooks: &Endpoints,
+    now: DateTime<Utc>,
+) -> Result<Verification, sqlx::Error> {
+    sqlx::query(
+        "UPDATE one_time_codes SET used_at = $2
+          WHERE user_id = $1 AND purpose = 'verification' AND used_at IS NULL",
+    )
+    .bind(user_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let event = UserVerified {
+        user_id,
+        email: email.clone(),
+    };
+    webhooks::enqueue(&mut tx, hooks, &event, now).await?;
+    tx.commit().await?;
+    Ok(Verification::Verified { user_id, email })
 }
 
 /// What happened to a reset token presented with a new password.
@@ -112,20 +171,7 @@ pub async fn reset_password(
     .fetch_optional(&mut *tx)
     .await?;
     if let Some((user_id, locale, token_job, email)) = row {
-        sqlx::query("UPDATE link_tokens SET used_at = $2 WHERE job_id = $1 AND kind = 'reset'")
-            .bind(token_job)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        let locale = Locale::parse(&locale).unwrap_or_else(|_| Locale::default_locale());
-        let job = Job::new(JobKind::PasswordChanged, user_id, locale, now);
-        enqueue(&mut tx, &job).await?;
-        webhooks::enqueue(&mut tx, hooks, &PasswordChanged { user_id, email }, now).await?;
-        tx.commit().await?;
-        return Ok(PasswordReset::Changed {
-            user_id,
-            job_id: job.job_id,
-        });
+        return password_changed(tx, user_id, &locale, token_job, email, hooks, now).await;
     }
     tx.rollback().await?;
     Ok(
@@ -136,6 +182,83 @@ pub async fn reset_password(
             TokenState::Unknown => PasswordReset::Unknown,
         },
     )
+}
+
+/// Consumes a reset code that [`super::check_code`] matched and sets the new password hash,
+/// on the conditions of the link (the code's job is the current one, its link unused); then as
+/// [`reset_password`]. Used when another use got there first.
+pub async fn reset_password_with_code(
+    pool: &PgPool,
+    user_id: Uuid,
+    job_id: Uuid,
+    new_password_hash: &str,
+    hooks: &Endpoints,
+    now: DateTime<Utc>,
+) -> Result<PasswordReset, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(Uuid, String, String)> = sqlx::query_as(
+        "WITH c AS (
+             UPDATE one_time_codes SET used_at = $4
+              WHERE user_id = $1 AND purpose = 'reset' AND job_id = $2 AND used_at IS NULL
+             RETURNING user_id
+         )
+         UPDATE users u SET hashed_password = $3, reset_token_expiry = NULL
+           FROM c
+          WHERE u.id = c.user_id AND u.reset_job_id = $2
+            AND NOT EXISTS (SELECT 1 FROM link_tokens lt
+                             WHERE lt.job_id = $2 AND lt.kind = 'reset' AND lt.used_at IS NOT NULL)
+         RETURNING u.id, u.locale, u.email",
+    )
+    .bind(user_id)
+    .bind(job_id)
+    .bind(new_password_hash)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match row {
+        Some((user_id, locale, email)) => {
+            password_changed(tx, user_id, &locale, job_id, email, hooks, now).await
+        }
+        None => {
+            tx.rollback().await?;
+            Ok(PasswordReset::Used)
+        }
+    }
+}
+
+/// The rest of a reset, by link or code: every link and code of the job dies, and the "your
+/// password was changed" notice and `password.changed` go out with the commit.
+async fn password_changed(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    user_id: Uuid,
+    locale: &str,
+    reset_job: Uuid,
+    email: String,
+    hooks: &Endpoints,
+    now: DateTime<Utc>,
+) -> Result<PasswordReset, sqlx::Error> {
+    sqlx::query("UPDATE link_tokens SET used_at = $2 WHERE job_id = $1 AND kind = 'reset'")
+        .bind(reset_job)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE one_time_codes SET used_at = $2
+          WHERE user_id = $1 AND purpose = 'reset' AND used_at IS NULL",
+    )
+    .bind(user_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let locale = Locale::parse(locale).unwrap_or_else(|_| Locale::default_locale());
+    let job = Job::new(JobKind::PasswordChanged, user_id, locale, now);
+    enqueue(&mut tx, &job).await?;
+    webhooks::enqueue(&mut tx, hooks, &PasswordChanged { user_id, email }, now).await?;
+    tx.commit().await?;
+    Ok(PasswordReset::Changed {
+        user_id,
+        job_id: job.job_id,
+    })
 }
 
 /// The state of a token, read without consuming it (the reset page only looks).

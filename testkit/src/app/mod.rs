@@ -24,6 +24,10 @@ pub const API_KEY: &str = "test-key-0123456789";
 /// `partner` (the bare keys are named `default`).
 pub const PARTNER_API_KEY: &str = "partner-key-0123456789";
 
+/// The `CODE_SECRET` of every test app's ingest and dispatcher, so that any test can ask for a
+/// one-time code.
+pub const CODE_SECRET: &str = "test-code-secret-0123456789abcdef0123456789";
+
 mod processes;
 mod settings;
 use processes::spawn_ingest;
@@ -269,6 +273,7 @@ impl TestApp {
         config.sns_topic_arns = self.sns_topic_arns.clone();
         config.sns_cert_url_prefixes = self.sns_cert_url_prefixes.clone();
         config.webhooks = self.webhooks.clone();
+        config.codes.code_secret = Some(Secret::new(CODE_SECRET));
         if let Some(tweak) = self.ingest_tweak {
             tweak(&mut config);
         }
@@ -314,6 +319,7 @@ impl TestApp {
         config.shutdown_timeout = Duration::from_secs(5);
         config.pause_probe_interval = Duration::from_millis(500);
         config.webhooks = self.webhooks.clone();
+        config.codes.code_secret = Some(Secret::new(CODE_SECRET));
         config
     }
 
