@@ -49,15 +49,22 @@ enum Page {
         title: String,
         message: String,
         next_step: String,
+        /// An allowed `return_to`, as the "Continue" link.
+        continue_url: String,
     },
     /// `password_resets::reset_form`.
     ResetForm {
         action: String,
         token: String,
         error: String,
+        return_to: String,
     },
     /// `verifications::confirm_page`.
-    VerifyForm { action: String, token: String },
+    VerifyForm {
+        action: String,
+        token: String,
+        return_to: String,
+    },
 }
 
 /// A harmless stand-in of the same emptiness (`{{#if}}` must take the same branch).
@@ -145,27 +152,33 @@ fuzz_target!(|input: Input| {
             title,
             message,
             next_step,
+            continue_url,
         } => (
             "page",
-            json!({"title": title, "message": message, "next_step": next_step}),
-            json!({"title": tame(title), "message": tame(message), "next_step": tame(next_step)}),
-            vec![title, message, next_step],
+            json!({"title": title, "message": message, "next_step": next_step, "continue_url": continue_url}),
+            json!({"title": tame(title), "message": tame(message), "next_step": tame(next_step), "continue_url": tame(continue_url)}),
+            vec![title, message, next_step, continue_url],
         ),
         Page::ResetForm {
             action,
             token,
             error,
+            return_to,
         } => (
             "reset_form",
-            json!({"action": action, "token": token, "min_length": 8, "max_length": 128, "error": error}),
-            json!({"action": tame(action), "token": tame(token), "min_length": 8, "max_length": 128, "error": tame(error)}),
-            vec![action, token, error],
+            json!({"action": action, "token": token, "min_length": 8, "max_length": 128, "error": error, "return_to": return_to}),
+            json!({"action": tame(action), "token": tame(token), "min_length": 8, "max_length": 128, "error": tame(error), "return_to": tame(return_to)}),
+            vec![action, token, error, return_to],
         ),
-        Page::VerifyForm { action, token } => (
+        Page::VerifyForm {
+            action,
+            token,
+            return_to,
+        } => (
             "verify_form",
-            json!({"action": action, "token": token}),
-            json!({"action": tame(action), "token": tame(token)}),
-            vec![action, token],
+            json!({"action": action, "token": token, "return_to": return_to}),
+            json!({"action": tame(action), "token": tame(token), "return_to": tame(return_to)}),
+            vec![action, token, return_to],
         ),
     };
     let hostile = t.render_page(name, &data).expect("every page renders");

@@ -147,6 +147,12 @@ pub struct Config {
     #[command(flatten)]
     pub codes: mailroom::config::CodeArgs,
 
+    /// Where links may send people back to: comma-separated URL prefixes (scheme, host, port
+    /// and a path prefix, e.g. https://app.example.com/welcome). A request's `return_to` must
+    /// fall under one. Unset: any `return_to` is refused with 422.
+    #[arg(long, env = "RETURN_TO_ALLOWED", value_delimiter = ',')]
+    pub return_to_allowed: Vec<String>,
+
     /// Print the effective configuration (every variable, where its value came from, secrets
     /// redacted) and exit, without connecting to anything.
     #[arg(long)]

@@ -109,3 +109,10 @@ pub fn method(codes_on: bool) -> impl FnOnce(&str) -> Result<mailroom::job::Meth
         Ok(m)
     }
 }
+
+/// A request's `return_to`, checked against `RETURN_TO_ALLOWED`.
+pub fn return_to(
+    allowed: &mailroom::policy::return_to::AllowList,
+) -> impl FnOnce(&str) -> Result<String, Invalid> + '_ {
+    move |s| allowed.check(s)
+}

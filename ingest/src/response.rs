@@ -69,10 +69,21 @@ pub struct Page {
 
 /// The generic page (`templates/pages/page.html.hbs`) with `status`.
 pub fn page(templates: &Templates, status: StatusCode, page: Page) -> Resp {
+    continuing_page(templates, status, page, None)
+}
+
+/// [`page`] with a "Continue" link to `continue_url` (a `return_to` the allow-list passed).
+pub fn continuing_page(
+    templates: &Templates,
+    status: StatusCode,
+    page: Page,
+    continue_url: Option<&str>,
+) -> Resp {
     let html = templates
         .render_page(
             "page",
-            &json!({"title": page.title, "message": page.message, "next_step": page.next_step}),
+            &json!({"title": page.title, "message": page.message, "next_step": page.next_step,
+                    "continue_url": continue_url}),
         )
         .unwrap_or_else(|e| {
             tracing::error!(error = %e, "page template failed");

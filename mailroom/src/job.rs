@@ -88,6 +88,10 @@ pub struct Job {
     /// as it always did.
     #[serde(default, skip_serializing_if = "Method::is_link")]
     pub method: Method,
+    /// Where the person goes once the link did its work: an address the caller gave, checked
+    /// against `RETURN_TO_ALLOWED` when the request came in. Links carry it as `return_to=`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_to: Option<String>,
 }
 
 /// What an email that proves an inbox carries: a link to follow, a code to type, or both.
@@ -134,6 +138,18 @@ impl Method {
     }
 }
 
+/// The link of an email: `base` (which may have a query of its own) with `token=` and, when
+/// the job has one, `return_to=` (percent-encoded) appended.
+pub fn link_with_token(base: &str, token: &str, return_to: Option<&str>) -> String {
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let mut link = format!("{base}{sep}token={token}");
+    if let Some(r) = return_to {
+        link.push_str("&return_to=");
+        link.extend(url::form_urlencoded::byte_serialize(r.as_bytes()));
+    }
+    link
+}
+
 /// A message from the queue that is not a job we understand. Permanent: it goes to the dead
 /// letters with this text, and never crashes or stalls the consumer.
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +169,14 @@ impl Job {
             reference: None,
             api_key: None,
             method: Method::Link,
+            return_to: None,
         }
+    }
+
+    /// The job with where its link returns to.
+    pub fn with_return_to(mut self, return_to: Option<String>) -> Self {
+        self.return_to = return_to;
+        self
     }
 
     /// The job with what its email is to carry.
@@ -214,6 +237,22 @@ mod tests {
         assert_eq!(v["method"], "both");
         assert_eq!(Job::from_slice(&coded.to_vec()).unwrap(), coded);
         assert!(Method::parse("sms").is_err());
+    }
+
+    #[test]
+    fn links_carry_their_token_and_return_to() {
+        assert_eq!(
+            link_with_token("https://a.test/r", "t0", None),
+            "https://a.test/r?token=t0"
+        );
+        assert_eq!(
+            link_with_token(
+                "https://a.test/r?x=1",
+                "t0",
+                Some("https://app.test/w?a=b&c=d")
+            ),
+            "https://a.test/r?x=1&token=t0&return_to=https%3A%2F%2Fapp.test%2Fw%3Fa%3Db%26c%3Dd"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use mailroom::batch::Batcher;
 use mailroom::domain::{Code, CodePurpose, Token};
-use mailroom::job::{Job, JobKind};
+use mailroom::job::{Job, JobKind, link_with_token};
 use mailroom::store::{self, NewCode, NewLinkToken, User};
 
 use super::Worker;
@@ -152,11 +152,8 @@ impl Worker {
                 "the user changed meanwhile (verified, deleted, or a newer request)",
             ));
         };
-        let link = format!(
-            "{}/verify-email?token={}",
-            self.public_url.trim_end_matches('/'),
-            token.expose()
-        );
+        let base = format!("{}/verify-email", self.public_url.trim_end_matches('/'));
+        let link = link_with_token(&base, token.expose(), job.return_to.as_deref());
         Ok(Link::of_link(link, ttl))
     }
 
@@ -168,12 +165,7 @@ impl Worker {
                 "the user is gone, or a newer reset request replaced this one",
             ));
         };
-        let sep = if self.reset_url.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
-        let link = format!("{}{sep}token={}", self.reset_url, token.expose());
+        let link = link_with_token(&self.reset_url, token.expose(), job.return_to.as_deref());
         Ok(Link::of_link(link, ttl))
     }
 

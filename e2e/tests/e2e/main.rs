@@ -4,6 +4,7 @@
 //!
 //! - [`signup`]: a signup to the email in moto and the link back.
 //! - [`codes`]: one-time codes instead of (or beside) links, with their attempts.
+//! - [`return_to`]: where a link sends people back to, and its allow-list.
 //! - [`delivery`]: retries, dead letters, replay, pauses.
 //! - [`faults`]: the failures of production, each held without losing mail.
 //! - [`security`]: abuse, link scanners, made-up and superseded tokens.
@@ -22,6 +23,7 @@ mod delivery;
 mod faults;
 mod identities;
 mod lifecycle;
+mod return_to;
 mod scale;
 mod security;
 mod shared_rate;

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::error::{ApiError, LinkRefused};
 use crate::fields::Fields;
 use crate::request::{Body, is_form, query_param, read_form, read_json};
-use crate::response::{Page, Resp, form_page, json_response, page};
+use crate::response::{Page, Resp, continuing_page, form_page, json_response, page};
 use crate::state::AppState;
 
 /// `POST /v1/password-resets/confirm`: JSON answers JSON, the reset form's post answers pages.
@@ -33,13 +33,17 @@ pub async fn confirm(state: &AppState, parts: Parts, body: Incoming) -> Result<R
 /// afterwards.
 pub async fn open_link(state: &AppState, parts: Parts) -> Result<Resp, ApiError> {
     let token = query_param(&parts, "token").and_then(|t| Token::parse(&t).ok());
+    let back = state
+        .settings
+        .return_to
+        .allowed(query_param(&parts, "return_to").as_deref());
     let Some(token) = token else {
         return Ok(show(state, StatusCode::BAD_REQUEST, INCOMPLETE));
     };
     let now = state.clock.now();
     Ok(
         match store::token_state(&state.pool, TokenKind::Reset, &token.hash(), now).await {
-            Ok(TokenState::Valid) => reset_form(state, StatusCode::OK, &token, None),
+            Ok(TokenState::Valid) => reset_form(state, StatusCode::OK, &token, back, None),
             Ok(TokenState::Used) => show(state, StatusCode::GONE, USED),
             Ok(TokenState::Expired) => show(state, StatusCode::GONE, EXPIRED),
             Ok(TokenState::Unknown) => show(state, StatusCode::NOT_FOUND, UNKNOWN),
@@ -136,6 +140,7 @@ async fn confirm_code(state: &AppState, body: Body) -> Result<Resp, ApiError> {
 /// with what is wrong (422).
 async fn confirm_form(state: &AppState, form: Body) -> Resp {
     let get = |k: &str| form.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let back = state.settings.return_to.allowed(Some(&get("return_to")));
     let Ok(token) = Token::parse(&get("token")) else {
         return show(state, StatusCode::BAD_REQUEST, INCOMPLETE);
     };
@@ -147,12 +152,15 @@ async fn confirm_form(state: &AppState, form: Body) -> Resp {
                 state,
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &token,
+                back,
                 Some(&error),
             );
         }
     };
     match reset(state, &token, password).await {
-        Ok(PasswordReset::Changed { .. }) => show(state, StatusCode::OK, CHANGED),
+        Ok(PasswordReset::Changed { .. }) => {
+            continuing_page(&state.templates, StatusCode::OK, CHANGED, back.as_deref())
+        }
         Ok(PasswordReset::Used) => show(state, StatusCode::GONE, USED),
         Ok(PasswordReset::Expired) => show(state, StatusCode::GONE, EXPIRED),
         Ok(PasswordReset::Unknown) => show(state, StatusCode::NOT_FOUND, UNKNOWN),
@@ -210,7 +218,13 @@ async fn reset(
 }
 
 /// The form that sets a new password, with what was wrong with the last one, if anything.
-fn reset_form(state: &AppState, status: StatusCode, token: &Token, error: Option<&str>) -> Resp {
+fn reset_form(
+    state: &AppState,
+    status: StatusCode,
+    token: &Token,
+    back: Option<String>,
+    error: Option<&str>,
+) -> Resp {
     form_page(
         &state.templates,
         status,
@@ -221,6 +235,7 @@ fn reset_form(state: &AppState, status: StatusCode, token: &Token, error: Option
             "min_length": 8,
             "max_length": 128,
             "error": error.unwrap_or(""),
+            "return_to": back,
         }),
     )
 }

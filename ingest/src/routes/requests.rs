@@ -56,12 +56,14 @@ async fn request_email(
         Begin::Answer(replayed) => return Ok(replayed),
         Begin::Run(r) => r,
     };
-    let mut f = Fields::new(body, &["email", "reference", "method"]);
+    let mut f = Fields::new(body, &["email", "reference", "method", "return_to"]);
     let email = f.required("email", EmailAddress::parse);
     let reference = f.optional("reference", fields::reference);
     let method = f.optional("method", fields::method(state.settings.codes.key.is_some()));
+    let return_to = f.optional("return_to", fields::return_to(&state.settings.return_to));
     f.finish()?;
     let method = method.flatten().unwrap_or_default();
+    let return_to = return_to.flatten();
     let email = email.expect("checked");
     let reference = reference.flatten();
     let limits = state.settings.address_limits;
@@ -74,6 +76,7 @@ async fn request_email(
             .as_ref()
             .map(|r| (r.record(), StatusCode::ACCEPTED.as_u16(), answer.as_str())),
         method,
+        return_to: return_to.as_deref(),
     };
     let (outcome, job) =
         store::request_email(&state.pool, &email, kind, limits, by, state.clock.now()).await?;

@@ -28,7 +28,15 @@ pub async fn create(state: &AppState, parts: Parts, body: Incoming) -> Result<Re
     };
     let mut f = Fields::new(
         body,
-        &["name", "email", "password", "locale", "reference", "method"],
+        &[
+            "name",
+            "email",
+            "password",
+            "locale",
+            "reference",
+            "method",
+            "return_to",
+        ],
     );
     let name = f.required("name", UserName::parse);
     let email = f.required("email", EmailAddress::parse);
@@ -37,8 +45,10 @@ pub async fn create(state: &AppState, parts: Parts, body: Incoming) -> Result<Re
     let reference = f.optional("reference", fields::reference);
     let codes_on = state.settings.codes.key.is_some();
     let method = f.optional("method", fields::method(codes_on));
+    let return_to = f.optional("return_to", fields::return_to(&state.settings.return_to));
     f.finish()?;
     let method = method.flatten().unwrap_or_default();
+    let return_to = return_to.flatten();
     let (name, email, password, locale, reference) = (
         name.expect("checked"),
         email.expect("checked"),
@@ -61,7 +71,8 @@ pub async fn create(state: &AppState, parts: Parts, body: Incoming) -> Result<Re
         state.clock.now(),
     )
     .from_caller(caller_of(&parts).name(), reference)
-    .with_method(method);
+    .with_method(method)
+    .with_return_to(return_to);
     let signup = Signup {
         user: NewUser {
             name,

@@ -13,7 +13,7 @@ use crate::config::VerifyLinkMode;
 use crate::error::{ApiError, LinkRefused};
 use crate::fields::Fields;
 use crate::request::{Body, is_form, query_param, read_form, read_json};
-use crate::response::{Page, Resp, form_page, html_response, json_response, page};
+use crate::response::{Page, Resp, continuing_page, form_page, html_response, json_response};
 use crate::state::AppState;
 
 /// `POST /v1/verifications`: consumes the token, or checks the `email` and `code` the person
@@ -96,9 +96,14 @@ pub async fn open_link(state: &AppState, parts: Parts) -> Result<Resp, ApiError>
         return Ok(head(state, &parts).await);
     }
     let token = query_param(&parts, "token");
+    // Checked again here: a link can be edited, and only an allowed address gets a button.
+    let back = state
+        .settings
+        .return_to
+        .allowed(query_param(&parts, "return_to").as_deref());
     Ok(match state.settings.verify_link_mode {
-        VerifyLinkMode::Click => confirm_page(state, token).await,
-        VerifyLinkMode::Open => result_page(state, token).await,
+        VerifyLinkMode::Click => confirm_page(state, token, back).await,
+        VerifyLinkMode::Open => result_page(state, token, back).await,
     })
 }
 
@@ -114,7 +119,8 @@ pub async fn confirm_link(
         Body::new()
     };
     let token = form.get("token").and_then(Value::as_str).map(str::to_owned);
-    Ok(result_page(state, token).await)
+    let back = (state.settings.return_to).allowed(form.get("return_to").and_then(Value::as_str));
+    Ok(result_page(state, token, back).await)
 }
 
 /// Consumes a verification token; a verified address has its webhook event in the outbox,
@@ -160,26 +166,26 @@ async fn head(state: &AppState, parts: &Parts) -> Resp {
 
 /// `VERIFY_LINK_MODE=click`: the link opens a page with a button; only its POST verifies.
 /// Reading the token here never consumes it.
-async fn confirm_page(state: &AppState, token: Option<String>) -> Resp {
+async fn confirm_page(state: &AppState, token: Option<String>, back: Option<String>) -> Resp {
     let Some(token) = token.and_then(|t| Token::parse(&t).ok()) else {
-        return result_page(state, None).await;
+        return result_page(state, None, back).await;
     };
     match peek(state, &token).await {
         Ok(TokenState::Valid) => form_page(
             &state.templates,
             StatusCode::OK,
             "verify_form",
-            &json!({"action": "/verify-email", "token": token.expose()}),
+            &json!({"action": "/verify-email", "token": token.expose(), "return_to": back}),
         ),
         // Anything else: the same page a click would give, which consumes nothing here.
-        _ => result_page(state, Some(token.expose().to_owned())).await,
+        _ => result_page(state, Some(token.expose().to_owned()), back).await,
     }
 }
 
 /// The page a person sees after following (or, in click mode, confirming) the link in the
 /// email. Always a page, never a JSON error or a 500: a database problem gets a "try again"
-/// page.
-async fn result_page(state: &AppState, token: Option<String>) -> Resp {
+/// page. `back`: an allowed `return_to`, offered as "Continue" once the address is confirmed.
+async fn result_page(state: &AppState, token: Option<String>, back: Option<String>) -> Resp {
     let (status, words) = match token.as_deref().map(Token::parse) {
         None | Some(Err(_)) => (StatusCode::BAD_REQUEST, INCOMPLETE),
         Some(Ok(t)) => match consume(state, &t).await {
@@ -193,7 +199,9 @@ async fn result_page(state: &AppState, token: Option<String>) -> Resp {
             }
         },
     };
-    page(&state.templates, status, words)
+    // Onwards only when there is somewhere to go on to: confirmed now, or before.
+    let back = back.filter(|_| matches!(status, StatusCode::OK | StatusCode::GONE));
+    continuing_page(&state.templates, status, words, back.as_deref())
 }
 
 const INCOMPLETE: Page = Page {

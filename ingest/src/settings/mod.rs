@@ -53,6 +53,8 @@ pub struct Settings {
     pub webhooks: Endpoints,
     /// One-time codes: the key (None: requests for codes are refused), digits, attempts.
     pub codes: mailroom::config::Codes,
+    /// `RETURN_TO_ALLOWED`: where links may send people back to (empty: nowhere).
+    pub return_to: mailroom::policy::return_to::AllowList,
 }
 
 /// The HTTP server's limits.
@@ -206,6 +208,9 @@ impl TryFrom<Config> for Settings {
         let webhooks =
             p.take(mailroom::webhook::Webhooks::from_args(&c.webhooks).map(|w| w.endpoints));
         let codes = p.take(c.codes.check());
+        let return_to = p.take(mailroom::policy::return_to::AllowList::parse(
+            &c.return_to_allowed,
+        ));
         if !p.0.is_empty() {
             return Err(InvalidConfig(p.0));
         }
@@ -226,6 +231,7 @@ impl TryFrom<Config> for Settings {
             feedback_rules: feedback_rules.expect(checked),
             webhooks: webhooks.expect(checked),
             codes: codes.expect(checked),
+            return_to: return_to.expect(checked),
         })
     }
 }

@@ -13,6 +13,7 @@
 //!   409; unverified: taken over).
 //! - [`idempotency`]: what a repeated `Idempotency-Key` gets.
 //! - [`codes`]: what a guess at a one-time code gets (and an address without one).
+//! - [`return_to`]: where a person may be sent back to after a link (`RETURN_TO_ALLOWED`).
 //! - [`retention`]: how long each table keeps its rows, and which tables are never swept.
 
 pub mod codes;
@@ -21,4 +22,5 @@ pub mod idempotency;
 pub mod logins;
 pub mod requests;
 pub mod retention;
+pub mod return_to;
 pub mod signups;

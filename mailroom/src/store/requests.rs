@@ -21,6 +21,8 @@ pub struct RequestedBy<'a> {
     pub idempotency: Option<(&'a IdempotencyRecord, u16, &'a str)>,
     /// What the email is to carry (a link, a code, or both).
     pub method: Method,
+    /// Where its link returns to (already checked against the allow-list).
+    pub return_to: Option<&'a str>,
 }
 
 /// Handles a password-reset or resend-verification request for `email`: decides, records and
@@ -70,6 +72,7 @@ pub async fn request_email(
             job.api_key = by.api_key.map(str::to_owned);
             job.reference = by.reference.map(str::to_owned);
             job.method = by.method;
+            job.return_to = by.return_to.map(str::to_owned);
             enqueue(&mut tx, &job).await?;
             Some(job.job_id)
         }
