@@ -83,6 +83,8 @@ async fn main() {
             templates_dir: mailroom::templates::DEFAULT_DIR.into(),
             verification_ttl: Duration::from_secs(86400),
             reset_ttl: Duration::from_secs(3600),
+            sign_in_url: None,
+            sign_in_ttl: Duration::from_secs(900),
             retry_delays: vec![Duration::from_secs(1)],
             max_send_rate: Some(rate),
             send_concurrency: Some(16),

@@ -32,6 +32,7 @@ pub struct Batches {
     pub claims: Batcher<ClaimReq, ClaimedJob>,
     pub verification_tokens: Batcher<TokenReq, bool>,
     pub reset_tokens: Batcher<TokenReq, bool>,
+    pub sign_in_tokens: Batcher<TokenReq, bool>,
     pub sent: Batcher<SentRecord, ()>,
 }
 
@@ -76,6 +77,7 @@ impl Batches {
         };
         let verification_tokens = tokens(TokenKind::Verification, pool.clone());
         let reset_tokens = tokens(TokenKind::Reset, pool.clone());
+        let sign_in_tokens = tokens(TokenKind::SignIn, pool.clone());
         let p = pool;
         let sent = Batcher::spawn(
             |r: &SentRecord| r.job_id,
@@ -94,6 +96,7 @@ impl Batches {
             claims,
             verification_tokens,
             reset_tokens,
+            sign_in_tokens,
             sent,
         })
     }

@@ -94,6 +94,16 @@ pub struct RunConfig {
     #[arg(long, env = "RESET_TTL", default_value = "1h", value_parser = parse_duration)]
     pub reset_ttl: Duration,
 
+    /// The app's sign-in page the link of a sign-in email points to; the token is appended as
+    /// ?token= (and return_to= when the request had one). Unset: sign-in emails with a link
+    /// cannot be sent (dead-lettered, to replay once it is set); set it on ingest too.
+    #[arg(long, env = "SIGN_IN_URL")]
+    pub sign_in_url: Option<String>,
+
+    /// How long a sign-in link works (its code works CODE_TTL).
+    #[arg(long, env = "SIGN_IN_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub sign_in_ttl: Duration,
+
     /// One delay per retry, comma-separated; their count is the number of retries.
     #[arg(long, env = "RETRY_DELAYS", default_value = "10s,1m,5m,30m,2h", value_delimiter = ',', value_parser = parse_duration)]
     pub retry_delays: Vec<Duration>,

@@ -40,6 +40,9 @@ pub struct Settings {
     pub templates_dir: PathBuf,
     pub verification_ttl: Duration,
     pub reset_ttl: Duration,
+    /// `SIGN_IN_URL`, trimmed; None when unset or blank.
+    pub sign_in_url: Option<String>,
+    pub sign_in_ttl: Duration,
     /// At least one, none zero.
     pub retry_delays: Vec<Duration>,
     /// Above zero and finite; None: ask SES (else 14).
@@ -93,6 +96,20 @@ impl TryFrom<RunConfig> for Settings {
         check(mail_from(&c.mail_from));
         check(link_ttl("VERIFICATION_TTL", c.verification_ttl));
         check(link_ttl("RESET_TTL", c.reset_ttl));
+        check(link_ttl("SIGN_IN_TTL", c.sign_in_ttl));
+        let sign_in_url = c
+            .sign_in_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned);
+        if let Some(u) = &sign_in_url {
+            check(
+                url::Url::parse(u)
+                    .err()
+                    .map(|e| format!("SIGN_IN_URL is not a URL ({e}): {u}")),
+            );
+        }
         check(retry_delays(&c.retry_delays));
         check(max_send_rate(c.max_send_rate));
         check(send_concurrency(c.send_concurrency));
@@ -134,6 +151,8 @@ impl TryFrom<RunConfig> for Settings {
             templates_dir: c.templates_dir,
             verification_ttl: c.verification_ttl,
             reset_ttl: c.reset_ttl,
+            sign_in_url,
+            sign_in_ttl: c.sign_in_ttl,
             retry_delays: c.retry_delays,
             max_send_rate: c.max_send_rate,
             shutdown_timeout: c.shutdown_timeout,
@@ -250,6 +269,8 @@ mod tests {
             templates_dir: mailroom::templates::DEFAULT_DIR.into(),
             verification_ttl: Duration::from_secs(86_400),
             reset_ttl: Duration::from_secs(3_600),
+            sign_in_url: None,
+            sign_in_ttl: Duration::from_secs(900),
             retry_delays: vec![Duration::from_secs(10)],
             max_send_rate: None,
             send_concurrency: None,

@@ -346,6 +346,8 @@ fn new_worker(settings: &Settings, shared: Shared) -> anyhow::Result<Worker> {
         reset_url: settings.reset_url.clone(),
         verification_ttl: settings.verification_ttl,
         reset_ttl: settings.reset_ttl,
+        sign_in_url: settings.sign_in_url.clone(),
+        sign_in_ttl: settings.sign_in_ttl,
         codes: settings.codes.clone(),
         claim_lease,
         service_time: ServiceTime::default(),

@@ -153,6 +153,11 @@ pub struct Config {
     #[arg(long, env = "RETURN_TO_ALLOWED", value_delimiter = ',')]
     pub return_to_allowed: Vec<String>,
 
+    /// The app's sign-in page that sign-in emails link to (set the same on the dispatcher).
+    /// Unset: sign-in by email is off (POST /v1/sign-in-emails and /v1/sign-ins answer 404).
+    #[arg(long, env = "SIGN_IN_URL")]
+    pub sign_in_url: Option<String>,
+
     /// Print the effective configuration (every variable, where its value came from, secrets
     /// redacted) and exit, without connecting to anything.
     #[arg(long)]

@@ -19,24 +19,28 @@ pub enum JobKind {
     PasswordReset,
     /// "Your password was changed": a notice, no link.
     PasswordChanged,
+    /// "Sign in": a link to the app's `SIGN_IN_URL` and/or a code (sign-in by email).
+    SignIn,
     /// Not an email: one webhook event on its way to one endpoint (see [`crate::webhook`]).
     /// It travels like an email job (outbox, queues, retries, dead letters, replay).
     Webhook,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 4] = [
+    pub const ALL: [JobKind; 5] = [
         JobKind::Verification,
         JobKind::PasswordReset,
         JobKind::PasswordChanged,
+        JobKind::SignIn,
         JobKind::Webhook,
     ];
 
     /// The kinds that are emails (each has templates).
-    pub const EMAILS: [JobKind; 3] = [
+    pub const EMAILS: [JobKind; 4] = [
         JobKind::Verification,
         JobKind::PasswordReset,
         JobKind::PasswordChanged,
+        JobKind::SignIn,
     ];
 
     pub fn is_email(self) -> bool {
@@ -48,6 +52,7 @@ impl JobKind {
             JobKind::Verification => "verification",
             JobKind::PasswordReset => "password_reset",
             JobKind::PasswordChanged => "password_changed",
+            JobKind::SignIn => "sign_in",
             JobKind::Webhook => "webhook",
         }
     }

@@ -65,6 +65,8 @@ pub struct EmailContext {
     pub expires_in: String,
     /// The same in whole hours (rounded up), for templates in other languages.
     pub expires_hours: u64,
+    /// The same in whole minutes (rounded up), for short links (sign-in) in other languages.
+    pub expires_minutes: u64,
     /// The one-time code to type, when the email carries one (`"code"` or `"both"`); else null.
     pub code: Option<String>,
     /// How long the code works, in English words ("15 minutes"); null without a code.
@@ -87,6 +89,7 @@ impl EmailContext {
             link: None,
             expires_in: "15 minutes".into(),
             expires_hours: 1,
+            expires_minutes: 15,
             ..both.clone()
         };
         [link_only, code_only, both]
@@ -100,6 +103,7 @@ impl EmailContext {
             link: Some("http://127.0.0.1:8080/verify-email?token=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into()),
             expires_in: "24 hours".into(),
             expires_hours: 24,
+            expires_minutes: 1440,
             code: Some("042917".into()),
             code_expires_in: Some("15 minutes".into()),
             code_expires_minutes: Some(15),
@@ -342,7 +346,11 @@ mod tests {
     #[test]
     fn a_code_shows_only_when_the_email_carries_one_and_so_does_a_link() {
         let t = templates();
-        for kind in [JobKind::Verification, JobKind::PasswordReset] {
+        for kind in [
+            JobKind::Verification,
+            JobKind::PasswordReset,
+            JobKind::SignIn,
+        ] {
             for locale in ["en", "de"] {
                 let l = Locale::parse(locale).unwrap();
                 let [link_only, code_only, both] = EmailContext::samples();

@@ -108,6 +108,7 @@ impl Worker {
             link: carried.link,
             expires_in: human_duration(ttl),
             expires_hours: ttl.as_secs().div_ceil(3600),
+            expires_minutes: ttl.as_secs().div_ceil(60),
             code,
             code_expires_in: code_ttl.map(human_duration),
             code_expires_minutes: code_ttl.map(|t| t.as_secs().div_ceil(60)),

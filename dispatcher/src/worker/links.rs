@@ -75,6 +75,13 @@ impl Worker {
                 };
                 (CodePurpose::Reset, link)
             }
+            JobKind::SignIn => {
+                let link = match job.method.sends_link() {
+                    true => Some(self.sign_in_link(job, now).await?),
+                    false => None,
+                };
+                (CodePurpose::SignIn, link)
+            }
             // A notice: no token. Its link leads to the service, where a person who did not
             // change their password can ask for a reset.
             JobKind::PasswordChanged => {
@@ -166,6 +173,25 @@ impl Worker {
             ));
         };
         let link = link_with_token(&self.reset_url, token.expose(), job.return_to.as_deref());
+        Ok(Link::of_link(link, ttl))
+    }
+
+    async fn sign_in_link(&self, job: &Job, now: DateTime<Utc>) -> DbResult<Link> {
+        let Some(base) = &self.sign_in_url else {
+            return Ok(Link::Dead(
+                "this sign-in email needs a link, but SIGN_IN_URL is not set on this \
+                 dispatcher; set it (the app's sign-in page) and replay the dead letter"
+                    .into(),
+            ));
+        };
+        let batcher = &self.batches.sign_in_tokens;
+        let ttl = self.sign_in_ttl;
+        let Some(token) = self.store_token(batcher, job, ttl, now).await? else {
+            return Ok(Link::Skip(
+                "the user is gone, or a newer sign-in request replaced this one",
+            ));
+        };
+        let link = link_with_token(base, token.expose(), job.return_to.as_deref());
         Ok(Link::of_link(link, ttl))
     }
 

@@ -5,6 +5,7 @@
 //! - [`signup`]: a signup to the email in moto and the link back.
 //! - [`codes`]: one-time codes instead of (or beside) links, with their attempts.
 //! - [`return_to`]: where a link sends people back to, and its allow-list.
+//! - [`sign_in`]: sign-in by email, by link and by code.
 //! - [`delivery`]: retries, dead letters, replay, pauses.
 //! - [`faults`]: the failures of production, each held without losing mail.
 //! - [`security`]: abuse, link scanners, made-up and superseded tokens.
@@ -27,6 +28,7 @@ mod return_to;
 mod scale;
 mod security;
 mod shared_rate;
+mod sign_in;
 mod signup;
 mod startup;
 mod suppressions;

@@ -158,3 +158,24 @@ async fn click_mode_keeps_return_to_through_the_confirm_button() {
         Some(ALLOWED)
     );
 }
+
+#[tokio::test]
+async fn the_apps_own_pages_get_return_to_in_their_links() {
+    let app = app(ingest::VerifyLinkMode::Open).await;
+    let email = app.unique_email();
+    app.sign_up_ok(&app.unique_name(), &email).await;
+    app.wait_for_email(&email).await;
+    let r = app
+        .post(
+            "/v1/sign-in-emails",
+            &json!({"email": email, "return_to": ALLOWED}),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let msgs = app.moto.wait_for(&email, 2, Duration::from_secs(30)).await;
+    let link = msgs.iter().find_map(|m| m.link("/app/sign-in")).unwrap();
+    assert!(
+        link.ends_with("&return_to=https%3A%2F%2Fapp.example.com%2Fwelcome"),
+        "{link}"
+    );
+}

@@ -283,6 +283,8 @@ pub fn worker_for(app: &TestApp) -> dispatcher::worker::Worker {
         reset_url: format!("{}/reset-password", app.base),
         verification_ttl: Duration::from_secs(86_400),
         reset_ttl: Duration::from_secs(3_600),
+        sign_in_url: Some(format!("{}/app/sign-in", app.base)),
+        sign_in_ttl: Duration::from_secs(900),
         codes: mailroom::config::Codes::off(),
         claim_lease: Duration::from_secs(10),
         rate: Arc::new(dispatcher::rate::SharedRate::fixed(100.0)),

@@ -76,10 +76,10 @@ pub async fn check(state: &AppState, parts: Parts, body: Incoming) -> Result<Res
 /// An attempt's reserved row until its outcome is written. Dropped before that, it deletes
 /// the row in the background. What it cannot delete (the database is down) stops counting
 /// after `LoginRules::RESERVATION_TTL` anyway.
-struct Reservation {
-    pool: sqlx::PgPool,
-    id: i64,
-    outcome_written: bool,
+pub(super) struct Reservation {
+    pub(super) pool: sqlx::PgPool,
+    pub(super) id: i64,
+    pub(super) outcome_written: bool,
 }
 
 impl Drop for Reservation {
@@ -98,7 +98,7 @@ impl Drop for Reservation {
 
 /// Reserves the attempt before hashing, so that concurrent guesses cannot all pass the
 /// check; a locked address is 429 with the seconds until it is let in again.
-async fn reserve(
+pub(super) async fn reserve(
     state: &AppState,
     email: &EmailAddress,
     client: Option<IpAddr>,
@@ -117,7 +117,7 @@ async fn reserve(
 }
 
 /// `client_ip`: an IPv4 or IPv6 address, as the calling service saw its user connect.
-fn parse_client_ip(s: &str) -> Result<IpAddr, mailroom::domain::Invalid> {
+pub(super) fn parse_client_ip(s: &str) -> Result<IpAddr, mailroom::domain::Invalid> {
     s.parse().map_err(|_| {
         mailroom::domain::Invalid("must be an IPv4 or IPv6 address, like 203.0.113.7".to_owned())
     })

@@ -6,7 +6,8 @@
 //!
 //! The handlers live in one module per resource, each a function of the [`AppState`] and the
 //! request's parts and body that returns a response or an [`ApiError`]: [`signups`],
-//! [`requests`] (resend and reset requests), [`verifications`], [`password_resets`],
+//! [`requests`] (resend, reset and sign-in requests), [`sign_ins`], [`verifications`],
+//! [`password_resets`],
 //! [`logins`], [`users`], [`ses_notifications`], [`health`] and [`openapi`].
 
 use std::future::Future;
@@ -29,6 +30,7 @@ mod openapi;
 mod password_resets;
 mod requests;
 mod ses_notifications;
+mod sign_ins;
 mod signups;
 mod users;
 mod verifications;
@@ -87,6 +89,18 @@ pub static ROUTES: &[Route] = &[
         path: "/v1/password-resets",
         access: Access::ApiKey,
         handler: |s, p, b| Box::pin(requests::request_reset(s, p, b)),
+    },
+    Route {
+        method: Method::POST,
+        path: "/v1/sign-in-emails",
+        access: Access::ApiKey,
+        handler: |s, p, b| Box::pin(requests::request_sign_in(s, p, b)),
+    },
+    Route {
+        method: Method::POST,
+        path: "/v1/sign-ins",
+        access: Access::ApiKey,
+        handler: |s, p, b| Box::pin(sign_ins::sign_in(s, p, b)),
     },
     Route {
         method: Method::POST,

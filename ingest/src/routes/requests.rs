@@ -38,7 +38,20 @@ pub async fn request_reset(
     request_email(state, parts, body, JobKind::PasswordReset).await
 }
 
-/// Resend-verification and password-reset requests. The answer is the same 202 whether the
+/// `POST /v1/sign-in-emails`: a sign-in link (to `SIGN_IN_URL`) and/or code. Off (404) until
+/// `SIGN_IN_URL` is set.
+pub async fn request_sign_in(
+    state: &AppState,
+    parts: Parts,
+    body: Incoming,
+) -> Result<Resp, ApiError> {
+    if state.settings.sign_in_url.is_none() {
+        return Err(super::sign_ins::off());
+    }
+    request_email(state, parts, body, JobKind::SignIn).await
+}
+
+/// Resend-verification, password-reset and sign-in requests. The answer is the same 202 whether the
 /// address is known, unknown, verified or over its limit, so it reveals nothing; what really
 /// happened is recorded in `email_requests`.
 async fn request_email(
@@ -50,6 +63,7 @@ async fn request_email(
     let body = read_json(&parts, body, state.settings.http.max_body_bytes).await?;
     let route = match kind {
         JobKind::Verification => "POST /v1/verifications/resend",
+        JobKind::SignIn => "POST /v1/sign-in-emails",
         _ => "POST /v1/password-resets",
     };
     let reservation = match idempotency::begin(state, &parts, route, &body).await? {

@@ -55,6 +55,19 @@ pub struct Settings {
     pub codes: mailroom::config::Codes,
     /// `RETURN_TO_ALLOWED`: where links may send people back to (empty: nowhere).
     pub return_to: mailroom::policy::return_to::AllowList,
+    /// `SIGN_IN_URL`, trimmed; None (unset or blank): sign-in by email is off.
+    pub sign_in_url: Option<String>,
+}
+
+/// `SIGN_IN_URL`: an absolute URL when set.
+fn sign_in_url(raw: Option<&str>) -> Result<Option<String>, String> {
+    match raw.map(str::trim).filter(|u| !u.is_empty()) {
+        None => Ok(None),
+        Some(u) => match url::Url::parse(u) {
+            Ok(_) => Ok(Some(u.to_owned())),
+            Err(e) => Err(format!("SIGN_IN_URL is not a URL ({e}): {u}")),
+        },
+    }
 }
 
 /// The HTTP server's limits.
@@ -211,6 +224,7 @@ impl TryFrom<Config> for Settings {
         let return_to = p.take(mailroom::policy::return_to::AllowList::parse(
             &c.return_to_allowed,
         ));
+        let sign_in_url = p.take(sign_in_url(c.sign_in_url.as_deref()));
         if !p.0.is_empty() {
             return Err(InvalidConfig(p.0));
         }
@@ -232,6 +246,7 @@ impl TryFrom<Config> for Settings {
             webhooks: webhooks.expect(checked),
             codes: codes.expect(checked),
             return_to: return_to.expect(checked),
+            sign_in_url: sign_in_url.expect(checked),
         })
     }
 }

@@ -274,6 +274,7 @@ impl TestApp {
         config.sns_cert_url_prefixes = self.sns_cert_url_prefixes.clone();
         config.webhooks = self.webhooks.clone();
         config.codes.code_secret = Some(Secret::new(CODE_SECRET));
+        config.sign_in_url = Some(self.sign_in_url());
         if let Some(tweak) = self.ingest_tweak {
             tweak(&mut config);
         }
@@ -320,7 +321,14 @@ impl TestApp {
         config.pause_probe_interval = Duration::from_millis(500);
         config.webhooks = self.webhooks.clone();
         config.codes.code_secret = Some(Secret::new(CODE_SECRET));
+        config.sign_in_url = Some(self.sign_in_url());
         config
+    }
+
+    /// The `SIGN_IN_URL` of both services: a page of "the app" (nothing serves it; tests take
+    /// the token from the link and post it as the app would).
+    pub fn sign_in_url(&self) -> String {
+        format!("{}/app/sign-in", self.base)
     }
 
     pub async fn start_dispatcher(&mut self) {
