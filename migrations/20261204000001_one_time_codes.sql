@@ -32,11 +32,16 @@ CREATE TABLE code_misses (
 );
 CREATE INDEX code_misses_first_idx ON code_misses (first_at);
 
--- Sign-in by email: the user's current sign-in job, like the verification and reset ones, so
--- that a newer sign-in email's link and code replace the older ones.
+-- Sign-in by email and invites: the user's current job of each, like the verification and
+-- reset ones, so that a newer email's link (and code) replace the older ones. `invited_at`
+-- marks a user created by an invite: pending while it is set and the address unverified
+-- (accepting verifies it), and never sent a verification reminder.
 ALTER TABLE users
     ADD COLUMN sign_in_job_id UUID,
-    ADD COLUMN sign_in_job_at TIMESTAMPTZ;
+    ADD COLUMN sign_in_job_at TIMESTAMPTZ,
+    ADD COLUMN invite_job_id  UUID,
+    ADD COLUMN invite_job_at  TIMESTAMPTZ,
+    ADD COLUMN invited_at     TIMESTAMPTZ;
 ALTER TABLE link_tokens DROP CONSTRAINT link_tokens_kind_check;
 ALTER TABLE link_tokens ADD CONSTRAINT link_tokens_kind_check
-    CHECK (kind IN ('verification', 'reset', 'sign_in'));
+    CHECK (kind IN ('verification', 'reset', 'sign_in', 'invite'));

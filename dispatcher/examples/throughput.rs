@@ -85,6 +85,7 @@ async fn main() {
             reset_ttl: Duration::from_secs(3600),
             sign_in_url: None,
             sign_in_ttl: Duration::from_secs(900),
+            invite_ttl: Duration::from_secs(7 * 86_400),
             retry_delays: vec![Duration::from_secs(1)],
             max_send_rate: Some(rate),
             send_concurrency: Some(16),

@@ -33,6 +33,7 @@ pub struct Batches {
     pub verification_tokens: Batcher<TokenReq, bool>,
     pub reset_tokens: Batcher<TokenReq, bool>,
     pub sign_in_tokens: Batcher<TokenReq, bool>,
+    pub invite_tokens: Batcher<TokenReq, bool>,
     pub sent: Batcher<SentRecord, ()>,
 }
 
@@ -78,6 +79,7 @@ impl Batches {
         let verification_tokens = tokens(TokenKind::Verification, pool.clone());
         let reset_tokens = tokens(TokenKind::Reset, pool.clone());
         let sign_in_tokens = tokens(TokenKind::SignIn, pool.clone());
+        let invite_tokens = tokens(TokenKind::Invite, pool.clone());
         let p = pool;
         let sent = Batcher::spawn(
             |r: &SentRecord| r.job_id,
@@ -97,6 +99,7 @@ impl Batches {
             verification_tokens,
             reset_tokens,
             sign_in_tokens,
+            invite_tokens,
             sent,
         })
     }

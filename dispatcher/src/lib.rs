@@ -100,6 +100,10 @@ pub struct RunConfig {
     #[arg(long, env = "SIGN_IN_URL")]
     pub sign_in_url: Option<String>,
 
+    /// How long an invite link works (the invitee sets a password with it).
+    #[arg(long, env = "INVITE_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub invite_ttl: Duration,
+
     /// How long a sign-in link works (its code works CODE_TTL).
     #[arg(long, env = "SIGN_IN_TTL", default_value = "15m", value_parser = parse_duration)]
     pub sign_in_ttl: Duration,

@@ -43,6 +43,7 @@ pub struct Settings {
     /// `SIGN_IN_URL`, trimmed; None when unset or blank.
     pub sign_in_url: Option<String>,
     pub sign_in_ttl: Duration,
+    pub invite_ttl: Duration,
     /// At least one, none zero.
     pub retry_delays: Vec<Duration>,
     /// Above zero and finite; None: ask SES (else 14).
@@ -97,6 +98,7 @@ impl TryFrom<RunConfig> for Settings {
         check(link_ttl("VERIFICATION_TTL", c.verification_ttl));
         check(link_ttl("RESET_TTL", c.reset_ttl));
         check(link_ttl("SIGN_IN_TTL", c.sign_in_ttl));
+        check(link_ttl("INVITE_TTL", c.invite_ttl));
         let sign_in_url = c
             .sign_in_url
             .as_deref()
@@ -153,6 +155,7 @@ impl TryFrom<RunConfig> for Settings {
             reset_ttl: c.reset_ttl,
             sign_in_url,
             sign_in_ttl: c.sign_in_ttl,
+            invite_ttl: c.invite_ttl,
             retry_delays: c.retry_delays,
             max_send_rate: c.max_send_rate,
             shutdown_timeout: c.shutdown_timeout,
@@ -271,6 +274,7 @@ mod tests {
             reset_ttl: Duration::from_secs(3_600),
             sign_in_url: None,
             sign_in_ttl: Duration::from_secs(900),
+            invite_ttl: Duration::from_secs(7 * 86_400),
             retry_delays: vec![Duration::from_secs(10)],
             max_send_rate: None,
             send_concurrency: None,

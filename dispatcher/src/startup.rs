@@ -348,6 +348,7 @@ fn new_worker(settings: &Settings, shared: Shared) -> anyhow::Result<Worker> {
         reset_ttl: settings.reset_ttl,
         sign_in_url: settings.sign_in_url.clone(),
         sign_in_ttl: settings.sign_in_ttl,
+        invite_ttl: settings.invite_ttl,
         codes: settings.codes.clone(),
         claim_lease,
         service_time: ServiceTime::default(),

@@ -44,12 +44,16 @@ pub enum EventType {
     UserDeleted,
     /// An unverified user was deleted after `UNVERIFIED_EXPIRE_AFTER`: name and address free.
     UserExpired,
+    /// A user was invited (`POST /v1/invites`): an unverified user without a password.
+    UserInvited,
+    /// An invite was accepted: the password is set and the address verified.
+    InviteAccepted,
     /// `dispatcher webhooks test`: checks the endpoint and its signature check.
     Ping,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 14] = [
         EventType::UserVerified,
         EventType::PasswordChanged,
         EventType::EmailSuppressed,
@@ -61,6 +65,8 @@ impl EventType {
         EventType::EmailDelayed,
         EventType::UserDeleted,
         EventType::UserExpired,
+        EventType::UserInvited,
+        EventType::InviteAccepted,
         EventType::Ping,
     ];
 
@@ -77,6 +83,8 @@ impl EventType {
             EventType::EmailDelayed => "email.delayed",
             EventType::UserDeleted => "user.deleted",
             EventType::UserExpired => "user.expired",
+            EventType::UserInvited => "user.invited",
+            EventType::InviteAccepted => "invite.accepted",
             EventType::Ping => "ping",
         }
     }
@@ -194,6 +202,38 @@ pub struct UserExpired {
 impl Event for UserExpired {
     fn event_type(&self) -> EventType {
         EventType::UserExpired
+    }
+    fn user_id(&self) -> Option<Uuid> {
+        Some(self.user_id)
+    }
+}
+
+/// `user.invited`: an invite was sent to a new, unverified user without a password.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserInvited {
+    pub user_id: Uuid,
+    pub email: String,
+}
+
+impl Event for UserInvited {
+    fn event_type(&self) -> EventType {
+        EventType::UserInvited
+    }
+    fn user_id(&self) -> Option<Uuid> {
+        Some(self.user_id)
+    }
+}
+
+/// `invite.accepted`: the invitee set a password; their address is verified.
+#[derive(Debug, Clone, Serialize)]
+pub struct InviteAccepted {
+    pub user_id: Uuid,
+    pub email: String,
+}
+
+impl Event for InviteAccepted {
+    fn event_type(&self) -> EventType {
+        EventType::InviteAccepted
     }
     fn user_id(&self) -> Option<Uuid> {
         Some(self.user_id)
@@ -516,6 +556,20 @@ mod tests {
                 }),
             ),
             (
+                EventType::UserInvited,
+                v(&UserInvited {
+                    user_id: id,
+                    email: "a@example.com".into(),
+                }),
+            ),
+            (
+                EventType::InviteAccepted,
+                v(&InviteAccepted {
+                    user_id: id,
+                    email: "a@example.com".into(),
+                }),
+            ),
+            (
                 EventType::Ping,
                 v(&Ping {
                     message: "hi".into(),
@@ -627,7 +681,9 @@ mod tests {
             | EventType::EmailComplained
             | EventType::EmailDelayed => "WebhookEmailFeedback",
             EventType::UserDeleted => "WebhookUserDeleted",
-            EventType::UserExpired => "WebhookUser",
+            EventType::UserExpired | EventType::UserInvited | EventType::InviteAccepted => {
+                "WebhookUser"
+            }
             EventType::Ping => "WebhookPing",
         }
     }

@@ -21,26 +21,30 @@ pub enum JobKind {
     PasswordChanged,
     /// "Sign in": a link to the app's `SIGN_IN_URL` and/or a code (sign-in by email).
     SignIn,
+    /// "You're invited": a link to the page where the invitee sets a password.
+    Invite,
     /// Not an email: one webhook event on its way to one endpoint (see [`crate::webhook`]).
     /// It travels like an email job (outbox, queues, retries, dead letters, replay).
     Webhook,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 5] = [
+    pub const ALL: [JobKind; 6] = [
         JobKind::Verification,
         JobKind::PasswordReset,
         JobKind::PasswordChanged,
         JobKind::SignIn,
+        JobKind::Invite,
         JobKind::Webhook,
     ];
 
     /// The kinds that are emails (each has templates).
-    pub const EMAILS: [JobKind; 4] = [
+    pub const EMAILS: [JobKind; 5] = [
         JobKind::Verification,
         JobKind::PasswordReset,
         JobKind::PasswordChanged,
         JobKind::SignIn,
+        JobKind::Invite,
     ];
 
     pub fn is_email(self) -> bool {
@@ -53,6 +57,7 @@ impl JobKind {
             JobKind::PasswordReset => "password_reset",
             JobKind::PasswordChanged => "password_changed",
             JobKind::SignIn => "sign_in",
+            JobKind::Invite => "invite",
             JobKind::Webhook => "webhook",
         }
     }

@@ -82,6 +82,14 @@ impl Worker {
                 };
                 (CodePurpose::SignIn, link)
             }
+            // A link only (an invite's code would have nowhere to be typed: there is no account
+            // to sign in to yet).
+            JobKind::Invite => {
+                if user.email_verified {
+                    return Ok(Link::Skip("the invite was accepted already"));
+                }
+                return self.invite_link(job, now).await;
+            }
             // A notice: no token. Its link leads to the service, where a person who did not
             // change their password can ask for a reset.
             JobKind::PasswordChanged => {
@@ -173,6 +181,19 @@ impl Worker {
             ));
         };
         let link = link_with_token(&self.reset_url, token.expose(), job.return_to.as_deref());
+        Ok(Link::of_link(link, ttl))
+    }
+
+    async fn invite_link(&self, job: &Job, now: DateTime<Utc>) -> DbResult<Link> {
+        let batcher = &self.batches.invite_tokens;
+        let ttl = self.invite_ttl;
+        let Some(token) = self.store_token(batcher, job, ttl, now).await? else {
+            return Ok(Link::Skip(
+                "the invite was accepted, revoked, or replaced by a newer one",
+            ));
+        };
+        let base = format!("{}/accept-invite", self.public_url.trim_end_matches('/'));
+        let link = link_with_token(&base, token.expose(), job.return_to.as_deref());
         Ok(Link::of_link(link, ttl))
     }
 

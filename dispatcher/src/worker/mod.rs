@@ -54,6 +54,7 @@ pub struct Worker {
     /// The app's sign-in page (`SIGN_IN_URL`); None: sign-in links cannot be minted.
     pub sign_in_url: Option<String>,
     pub sign_in_ttl: Duration,
+    pub invite_ttl: Duration,
     /// One-time codes: the key (None: off), digits, life and attempts of each code minted.
     pub codes: mailroom::config::Codes,
     /// How long a claim on a job protects it from a second copy being sent concurrently:

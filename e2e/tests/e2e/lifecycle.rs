@@ -47,6 +47,15 @@ async fn a_reminder_goes_out_once_and_an_old_unverified_user_expires() {
     let stale_name = app.unique_name();
     let stale_id = app.sign_up_ok(&stale_name, &stale).await;
     let kept_id = app.sign_up_ok(&app.unique_name(), &kept).await;
+    // An invitee as old as the one reminded: their invite says what to do, no reminder.
+    let invitee = app.unique_email();
+    let r = app.post("/v1/invites", &json!({"email": invitee})).await;
+    assert_eq!(r.status(), 202);
+    let invitee_id: uuid::Uuid = r.json::<serde_json::Value>().await.unwrap()["user_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     // A verified user as old as the stale one.
     sqlx::query("UPDATE users SET email_verified = TRUE WHERE id = $1")
         .bind(kept_id)
@@ -71,6 +80,8 @@ async fn a_reminder_goes_out_once_and_an_old_unverified_user_expires() {
         .link("/verify-email")
         .unwrap();
     app.wait_for_email(&stale).await;
+    app.wait_for_email(&invitee).await;
+    backdate(&app, invitee_id, "2 days").await;
     backdate(&app, due_id, "2 days").await;
     backdate(&app, stale_id, "31 days").await;
     backdate(&app, kept_id, "31 days").await;
@@ -116,6 +127,11 @@ async fn a_reminder_goes_out_once_and_an_old_unverified_user_expires() {
         "one reminder, once"
     );
     assert_eq!(app.count("users WHERE reminded_at IS NOT NULL").await, 1);
+    assert_eq!(
+        app.moto.messages_to(&invitee).await.len(),
+        1,
+        "an invitee is not reminded to verify"
+    );
     // The name and the address are free again.
     let r = app
         .post("/v1/signups", &json!({"name": stale_name, "email": stale}))

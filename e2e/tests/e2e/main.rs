@@ -6,6 +6,7 @@
 //! - [`codes`]: one-time codes instead of (or beside) links, with their attempts.
 //! - [`return_to`]: where a link sends people back to, and its allow-list.
 //! - [`sign_in`]: sign-in by email, by link and by code.
+//! - [`invites`]: invites, their accept page, resending and revoking.
 //! - [`delivery`]: retries, dead letters, replay, pauses.
 //! - [`faults`]: the failures of production, each held without losing mail.
 //! - [`security`]: abuse, link scanners, made-up and superseded tokens.
@@ -23,6 +24,7 @@ mod config;
 mod delivery;
 mod faults;
 mod identities;
+mod invites;
 mod lifecycle;
 mod return_to;
 mod scale;

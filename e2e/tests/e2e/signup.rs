@@ -285,6 +285,7 @@ pub fn worker_for(app: &TestApp) -> dispatcher::worker::Worker {
         reset_ttl: Duration::from_secs(3_600),
         sign_in_url: Some(format!("{}/app/sign-in", app.base)),
         sign_in_ttl: Duration::from_secs(900),
+        invite_ttl: Duration::from_secs(7 * 86_400),
         codes: mailroom::config::Codes::off(),
         claim_lease: Duration::from_secs(10),
         rate: Arc::new(dispatcher::rate::SharedRate::fixed(100.0)),

@@ -24,6 +24,7 @@ use crate::response::Resp;
 use crate::state::AppState;
 
 pub(crate) mod health;
+mod invites;
 mod jobs;
 mod logins;
 mod openapi;
@@ -101,6 +102,36 @@ pub static ROUTES: &[Route] = &[
         path: "/v1/sign-ins",
         access: Access::ApiKey,
         handler: |s, p, b| Box::pin(sign_ins::sign_in(s, p, b)),
+    },
+    Route {
+        method: Method::POST,
+        path: "/v1/invites",
+        access: Access::ApiKey,
+        handler: |s, p, b| Box::pin(invites::create(s, p, b)),
+    },
+    Route {
+        method: Method::POST,
+        path: "/v1/invites/accept",
+        access: Access::Public,
+        handler: |s, p, b| Box::pin(invites::accept(s, p, b)),
+    },
+    Route {
+        method: Method::POST,
+        path: "/v1/invites/{user_id}/resend",
+        access: Access::ApiKey,
+        handler: |s, p, b| Box::pin(invites::resend(s, p, b)),
+    },
+    Route {
+        method: Method::DELETE,
+        path: "/v1/invites/{user_id}",
+        access: Access::ApiKey,
+        handler: |s, p, b| Box::pin(invites::revoke(s, p, b)),
+    },
+    Route {
+        method: Method::GET,
+        path: "/accept-invite",
+        access: Access::Public,
+        handler: |s, p, _| Box::pin(invites::open_link(s, p)),
     },
     Route {
         method: Method::POST,

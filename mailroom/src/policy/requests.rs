@@ -51,7 +51,10 @@ pub fn precheck(kind: JobKind, facts: AddressFacts) -> Option<RequestOutcome> {
         None => Some(RequestOutcome::UnknownAddress),
         // Mailing it again would bounce (or annoy) again, and count against the account.
         Some(_) if facts.suppressed => Some(RequestOutcome::AddressSuppressed),
-        Some(true) if kind == JobKind::Verification => Some(RequestOutcome::AlreadyVerified),
+        // A verified address needs no verification, and an accepted invite no other.
+        Some(true) if matches!(kind, JobKind::Verification | JobKind::Invite) => {
+            Some(RequestOutcome::AlreadyVerified)
+        }
         Some(_) => None,
     }
 }
@@ -97,6 +100,15 @@ mod tests {
             ),
             (JobKind::Verification, f(Some(false), false), None),
             (JobKind::PasswordReset, f(Some(true), false), None),
+            (JobKind::Invite, f(Some(true), false), Some(AlreadyVerified)),
+            (JobKind::Invite, f(Some(false), false), None),
+            (JobKind::SignIn, f(Some(true), false), None),
+            (JobKind::SignIn, f(Some(false), false), None),
+            (
+                JobKind::SignIn,
+                f(Some(false), true),
+                Some(AddressSuppressed),
+            ),
             (JobKind::PasswordReset, f(Some(false), false), None),
             (
                 JobKind::PasswordReset,

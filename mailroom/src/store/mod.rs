@@ -7,6 +7,7 @@
 //! - [`tokens`]: link tokens (minted in batches by the dispatcher) and consuming them:
 //!   verification and password reset.
 //! - [`codes`]: one-time codes (minted by the dispatcher) and taking a guess at one.
+//! - [`invites`]: users created by an invite, resending, revoking and accepting them.
 //! - [`outbox`]: the transactional outbox the relay publishes from.
 //! - [`sends`]: the send log and its status lifecycle: claims, records of each outcome.
 //! - [`dead_letters`]: dead letters as the send log knows them, and their replay marks.
@@ -44,6 +45,7 @@ pub mod dispatchers;
 pub mod erasure;
 pub mod feedback;
 pub mod idempotency;
+pub mod invites;
 pub mod jobs;
 pub mod logins;
 pub mod outbox;
@@ -62,6 +64,7 @@ pub use dead_letters::*;
 pub use erasure::*;
 pub use feedback::*;
 pub use idempotency::*;
+pub use invites::*;
 pub use jobs::*;
 pub use logins::*;
 pub use outbox::*;

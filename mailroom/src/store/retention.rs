@@ -81,6 +81,8 @@ pub async fn remind_unverified(
         "WITH due AS (
              SELECT id FROM users
               WHERE NOT email_verified AND reminded_at IS NULL AND created_at < $1
+                -- An invitee is not reminded to verify: their invite email says what to do.
+                AND invited_at IS NULL
                 AND COALESCE(verification_job_at, created_at) < $1
               ORDER BY created_at LIMIT $2
               FOR UPDATE SKIP LOCKED

@@ -278,6 +278,7 @@ pub enum TokenKind {
     Verification,
     Reset,
     SignIn,
+    Invite,
 }
 
 impl TokenKind {
@@ -286,6 +287,7 @@ impl TokenKind {
             TokenKind::Verification => "verification",
             TokenKind::Reset => "reset",
             TokenKind::SignIn => "sign_in",
+            TokenKind::Invite => "invite",
         }
     }
 }
@@ -302,8 +304,10 @@ pub async fn token_state(
         "SELECT t.expires_at,
                 t.job_id = CASE t.kind WHEN 'verification' THEN u.verification_job_id
                                        WHEN 'sign_in' THEN u.sign_in_job_id
+                                       WHEN 'invite' THEN u.invite_job_id
                                        ELSE u.reset_job_id END,
                 CASE t.kind WHEN 'verification' THEN u.email_verified
+                            WHEN 'invite' THEN t.used_at IS NOT NULL OR u.email_verified
                             ELSE t.used_at IS NOT NULL END
            FROM link_tokens t JOIN users u ON u.id = t.user_id
           WHERE t.token_hash = $1 AND t.kind = $2",
@@ -389,6 +393,25 @@ pub async fn set_link_tokens(
                     AND NOT EXISTS (SELECT 1 FROM link_tokens lt
                                      WHERE lt.user_id = i.user_id AND lt.job_id = i.job_id
                                        AND lt.used_at IS NOT NULL)
+                 RETURNING u.id, i.job_id, i.hash, i.expires_at
+             )
+             INSERT INTO link_tokens (token_hash, user_id, kind, job_id, expires_at, created_at)
+             SELECT hash, id, $6, job_id, expires_at, $7 FROM cur
+             ON CONFLICT (token_hash) DO UPDATE SET token_hash = EXCLUDED.token_hash
+             RETURNING job_id"
+        }
+        // Only a pending invite (invited, not yet accepted), the newest job winning.
+        TokenKind::Invite => {
+            "WITH input AS (
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[],
+                                      $5::timestamptz[])
+                          AS i(user_id, job_id, hash, expires_at, requested_at)
+             ),
+             cur AS (
+                 UPDATE users u SET invite_job_id = i.job_id, invite_job_at = i.requested_at
+                   FROM input i
+                  WHERE u.id = i.user_id AND u.invited_at IS NOT NULL AND NOT u.email_verified
+                    AND (u.invite_job_at IS NULL OR u.invite_job_at <= i.requested_at)
                  RETURNING u.id, i.job_id, i.hash, i.expires_at
              )
              INSERT INTO link_tokens (token_hash, user_id, kind, job_id, expires_at, created_at)
