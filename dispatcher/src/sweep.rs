@@ -65,6 +65,9 @@ pub struct SweepArgs {
     /// CODE_TTL).
     #[arg(long, env = "RETENTION_CODE_MISSES", default_value = "1d", value_parser = parse_retention)]
     pub retention_code_misses: Keep,
+    /// How long email changes (and their links) are kept, from their request.
+    #[arg(long, env = "RETENTION_EMAIL_CHANGES", default_value = "30d", value_parser = parse_retention)]
+    pub retention_email_changes: Keep,
     /// How long idempotency keys are kept past their expiry.
     #[arg(long, env = "RETENTION_IDEMPOTENCY_KEYS", default_value = "0s", value_parser = parse_retention)]
     pub retention_idempotency_keys: Keep,
@@ -99,6 +102,7 @@ impl Default for SweepArgs {
             retention_link_tokens: keep("link_tokens"),
             retention_one_time_codes: keep("one_time_codes"),
             retention_code_misses: keep("code_misses"),
+            retention_email_changes: keep("email_changes"),
             retention_idempotency_keys: keep("idempotency_keys"),
             retention_audit_log: keep("audit_log"),
             retention_dispatchers: keep("dispatchers"),
@@ -122,6 +126,7 @@ impl SweepArgs {
                     "link_tokens" => self.retention_link_tokens.0,
                     "one_time_codes" => self.retention_one_time_codes.0,
                     "code_misses" => self.retention_code_misses.0,
+                    "email_changes" => self.retention_email_changes.0,
                     "idempotency_keys" => self.retention_idempotency_keys.0,
                     "audit_log" => self.retention_audit_log.0,
                     "dispatchers" => self.retention_dispatchers.0,

@@ -106,6 +106,8 @@ fn email_context(i: &Input) -> EmailContext {
         code: i.code.clone(),
         code_expires_in: i.code.as_ref().map(|_| i.expires_in.clone()),
         code_expires_minutes: i.code.as_ref().map(|_| i.expires_hours),
+        new_email: Some(i.email.clone()),
+        cancel_link: i.link.clone(),
     }
 }
 
@@ -126,6 +128,8 @@ fuzz_target!(|input: Input| {
         code: ctx.code.as_deref().map(|c| tame(c).into()),
         code_expires_in: ctx.code_expires_in.as_deref().map(|c| tame(c).into()),
         code_expires_minutes: ctx.code_expires_minutes,
+        new_email: ctx.new_email.as_deref().map(|c| tame(c).into()),
+        cancel_link: ctx.cancel_link.as_deref().map(|c| tame(c).into()),
     };
     let hostile = t
         .render_email(kind, &locale, &ctx)

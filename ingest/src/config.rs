@@ -153,6 +153,15 @@ pub struct Config {
     #[arg(long, env = "RETURN_TO_ALLOWED", value_delimiter = ',')]
     pub return_to_allowed: Vec<String>,
 
+    /// Which addresses confirm an email change: `new` (the new one only) or `both` (the old one
+    /// confirms too, as GoTrue's "secure email change").
+    #[arg(long, env = "EMAIL_CHANGE_CONFIRM", default_value = "new", value_enum)]
+    pub email_change_confirm: EmailChangeConfirm,
+
+    /// How long an email change can be confirmed (its links and code die with it).
+    #[arg(long, env = "EMAIL_CHANGE_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub email_change_ttl: Duration,
+
     /// The app's sign-in page that sign-in emails link to (set the same on the dispatcher).
     /// Unset: sign-in by email is off (POST /v1/sign-in-emails and /v1/sign-ins answer 404).
     #[arg(long, env = "SIGN_IN_URL")]
@@ -162,6 +171,15 @@ pub struct Config {
     /// redacted) and exit, without connecting to anything.
     #[arg(long)]
     pub print_config: bool,
+}
+
+/// See [`Config::email_change_confirm`].
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmailChangeConfirm {
+    /// The new address confirms; the old one is told and can cancel.
+    New,
+    /// Both addresses confirm.
+    Both,
 }
 
 /// See [`Config::verify_link_mode`].

@@ -48,12 +48,14 @@ pub enum EventType {
     UserInvited,
     /// An invite was accepted: the password is set and the address verified.
     InviteAccepted,
+    /// A user's address changed (an email change was confirmed).
+    UserEmailChanged,
     /// `dispatcher webhooks test`: checks the endpoint and its signature check.
     Ping,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 14] = [
+    pub const ALL: [EventType; 15] = [
         EventType::UserVerified,
         EventType::PasswordChanged,
         EventType::EmailSuppressed,
@@ -67,6 +69,7 @@ impl EventType {
         EventType::UserExpired,
         EventType::UserInvited,
         EventType::InviteAccepted,
+        EventType::UserEmailChanged,
         EventType::Ping,
     ];
 
@@ -85,6 +88,7 @@ impl EventType {
             EventType::UserExpired => "user.expired",
             EventType::UserInvited => "user.invited",
             EventType::InviteAccepted => "invite.accepted",
+            EventType::UserEmailChanged => "user.email_changed",
             EventType::Ping => "ping",
         }
     }
@@ -234,6 +238,23 @@ pub struct InviteAccepted {
 impl Event for InviteAccepted {
     fn event_type(&self) -> EventType {
         EventType::InviteAccepted
+    }
+    fn user_id(&self) -> Option<Uuid> {
+        Some(self.user_id)
+    }
+}
+
+/// `user.email_changed`: the user's address is now `new_email` (and verified).
+#[derive(Debug, Clone, Serialize)]
+pub struct UserEmailChanged {
+    pub user_id: Uuid,
+    pub old_email: String,
+    pub new_email: String,
+}
+
+impl Event for UserEmailChanged {
+    fn event_type(&self) -> EventType {
+        EventType::UserEmailChanged
     }
     fn user_id(&self) -> Option<Uuid> {
         Some(self.user_id)
@@ -570,6 +591,14 @@ mod tests {
                 }),
             ),
             (
+                EventType::UserEmailChanged,
+                v(&UserEmailChanged {
+                    user_id: id,
+                    old_email: "a@example.com".into(),
+                    new_email: "b@example.com".into(),
+                }),
+            ),
+            (
                 EventType::Ping,
                 v(&Ping {
                     message: "hi".into(),
@@ -681,6 +710,7 @@ mod tests {
             | EventType::EmailComplained
             | EventType::EmailDelayed => "WebhookEmailFeedback",
             EventType::UserDeleted => "WebhookUserDeleted",
+            EventType::UserEmailChanged => "WebhookEmailChanged",
             EventType::UserExpired | EventType::UserInvited | EventType::InviteAccepted => {
                 "WebhookUser"
             }

@@ -23,28 +23,41 @@ pub enum JobKind {
     SignIn,
     /// "You're invited": a link to the page where the invitee sets a password.
     Invite,
+    /// "Confirm your new address", to the new address of an email change (link and/or code).
+    EmailChangeConfirm,
+    /// To the old address of an email change: it names the new one (masked) with a cancel
+    /// link, and a confirm link when both addresses must confirm.
+    EmailChangeNotice,
+    /// "Your address was changed", to the old address once the change is made.
+    EmailChanged,
     /// Not an email: one webhook event on its way to one endpoint (see [`crate::webhook`]).
     /// It travels like an email job (outbox, queues, retries, dead letters, replay).
     Webhook,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 6] = [
+    pub const ALL: [JobKind; 9] = [
         JobKind::Verification,
         JobKind::PasswordReset,
         JobKind::PasswordChanged,
         JobKind::SignIn,
         JobKind::Invite,
+        JobKind::EmailChangeConfirm,
+        JobKind::EmailChangeNotice,
+        JobKind::EmailChanged,
         JobKind::Webhook,
     ];
 
     /// The kinds that are emails (each has templates).
-    pub const EMAILS: [JobKind; 5] = [
+    pub const EMAILS: [JobKind; 8] = [
         JobKind::Verification,
         JobKind::PasswordReset,
         JobKind::PasswordChanged,
         JobKind::SignIn,
         JobKind::Invite,
+        JobKind::EmailChangeConfirm,
+        JobKind::EmailChangeNotice,
+        JobKind::EmailChanged,
     ];
 
     pub fn is_email(self) -> bool {
@@ -58,6 +71,9 @@ impl JobKind {
             JobKind::PasswordChanged => "password_changed",
             JobKind::SignIn => "sign_in",
             JobKind::Invite => "invite",
+            JobKind::EmailChangeConfirm => "email_change_confirm",
+            JobKind::EmailChangeNotice => "email_change_notice",
+            JobKind::EmailChanged => "email_changed",
             JobKind::Webhook => "webhook",
         }
     }
@@ -102,6 +118,10 @@ pub struct Job {
     /// against `RETURN_TO_ALLOWED` when the request came in. Links carry it as `return_to=`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub return_to: Option<String>,
+    /// The email change an email-change job is about (its addresses are read from it at send
+    /// time, like the user's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_id: Option<Uuid>,
 }
 
 /// What an email that proves an inbox carries: a link to follow, a code to type, or both.
@@ -180,6 +200,7 @@ impl Job {
             api_key: None,
             method: Method::Link,
             return_to: None,
+            change_id: None,
         }
     }
 

@@ -73,6 +73,11 @@ pub struct EmailContext {
     pub code_expires_in: Option<String>,
     /// The same in whole minutes (rounded up), for templates in other languages.
     pub code_expires_minutes: Option<u64>,
+    /// An email change's new address, masked (`n***@example.com`): in the notices to the old
+    /// address; else null.
+    pub new_email: Option<String>,
+    /// The link that cancels an email change: in the notice to the old address; else null.
+    pub cancel_link: Option<String>,
 }
 
 impl EmailContext {
@@ -107,6 +112,8 @@ impl EmailContext {
             code: Some("042917".into()),
             code_expires_in: Some("15 minutes".into()),
             code_expires_minutes: Some(15),
+            new_email: Some("n***@example.com".into()),
+            cancel_link: Some("http://127.0.0.1:8080/cancel-email-change?token=fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210".into()),
         }
     }
 }

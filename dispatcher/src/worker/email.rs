@@ -13,7 +13,7 @@ use mailroom::store::{self, SendStatus, SentRecord, Suppression, User};
 use mailroom::templates::{EmailContext, RenderedEmail};
 
 use super::db_retry::DbResult;
-use super::links::{Carried, Link};
+use super::links::{Carried, Link, Recipient};
 use super::{Outcome, Worker};
 use crate::format::{human_duration, timestamp};
 
@@ -41,10 +41,28 @@ impl Worker {
         let Some(user) = &claim.user else {
             return self.skip(job, "the user no longer exists").await;
         };
+        // An email change's emails go to the change's addresses, not (only) the user's: the
+        // recipient, and its suppression entry, are the change's.
+        let mut suppression = claim.suppression.clone();
+        let changed;
+        let user = match self.change_recipient(job, user, now).await? {
+            Recipient::User => user,
+            Recipient::Other(email) => {
+                suppression = self
+                    .retry_db(|| store::suppression(&self.pool, &email))
+                    .await?;
+                changed = User {
+                    email,
+                    ..user.clone()
+                };
+                &changed
+            }
+            Recipient::Skip(reason) => return self.skip(job, reason).await,
+        };
         // Every send path (signup, resend, reset, notice, replay) comes through here: check the
         // suppression list before minting anything. Mailing an address that bounced or
         // complained again counts against the account's bounce and complaint rates.
-        if let Some(entry) = &claim.suppression {
+        if let Some(entry) = &suppression {
             return self.suppressed(job, user, entry, now).await;
         }
         let carried = match self.link_for(job, user, now).await? {
@@ -105,6 +123,8 @@ impl Worker {
         let ctx = EmailContext {
             name: user.name.clone(),
             email: user.email.clone(),
+            new_email: carried.new_email,
+            cancel_link: carried.cancel_link,
             link: carried.link,
             expires_in: human_duration(ttl),
             expires_hours: ttl.as_secs().div_ceil(3600),

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mailroom::batch::Batcher;
-use mailroom::domain::{Code, CodePurpose, Token};
+use mailroom::domain::{Code, CodePurpose, Token, mask};
 use mailroom::job::{Job, JobKind, link_with_token};
-use mailroom::store::{self, NewCode, NewLinkToken, User};
+use mailroom::store::{self, ChangeRole, EmailChange, NewCode, NewLinkToken, User};
 
 use super::Worker;
 use super::db_retry::DbResult;
@@ -34,6 +34,10 @@ pub(super) struct Carried {
     pub ttl: Duration,
     /// The code and how long it works, when the job asked for one.
     pub code: Option<(String, Duration)>,
+    /// An email change's new address, masked, in the notices to the old one.
+    pub new_email: Option<String>,
+    /// The link that cancels an email change, in the notice to the old address.
+    pub cancel_link: Option<String>,
 }
 
 impl Link {
@@ -42,8 +46,20 @@ impl Link {
             link: Some(link),
             ttl,
             code: None,
+            new_email: None,
+            cancel_link: None,
         })
     }
+}
+
+/// Who an email goes to.
+pub(super) enum Recipient {
+    /// The user's address.
+    User,
+    /// Another address: an email change's new one, or its old one once the user's changed.
+    Other(String),
+    /// Nothing to send: recorded as skipped with this reason.
+    Skip(&'static str),
 }
 
 impl Worker {
@@ -90,6 +106,38 @@ impl Worker {
                 }
                 return self.invite_link(job, now).await;
             }
+            JobKind::EmailChangeConfirm => {
+                let Some(change) = self.pending_change(job, now).await? else {
+                    return Ok(Link::Skip(
+                        "the email change was cancelled, made or expired",
+                    ));
+                };
+                let link = match job.method.sends_link() {
+                    true => {
+                        let l = self.change_link(&change, ChangeRole::ConfirmNew, job, now);
+                        Some(l.await?)
+                    }
+                    false => None,
+                };
+                (CodePurpose::EmailChange, link)
+            }
+            JobKind::EmailChangeNotice => return self.change_notice(job, now).await,
+            JobKind::EmailChanged => {
+                let change = job
+                    .change_id
+                    .map(|id| store::find_email_change(&self.pool, id, now));
+                let new_email = match change {
+                    Some(c) => c.await?.map(|c| mask(&c.new_email)),
+                    None => None,
+                };
+                return Ok(Link::Ready(Carried {
+                    link: Some(self.public_url.clone()),
+                    ttl: Duration::ZERO,
+                    code: None,
+                    new_email,
+                    cancel_link: None,
+                }));
+            }
             // A notice: no token. Its link leads to the service, where a person who did not
             // change their password can ask for a reset.
             JobKind::PasswordChanged => {
@@ -124,6 +172,8 @@ impl Worker {
                 link: None,
                 ttl,
                 code: Some((code.expose().to_owned(), ttl)),
+                new_email: None,
+                cancel_link: None,
             },
         }))
     }
@@ -182,6 +232,111 @@ impl Worker {
         };
         let link = link_with_token(&self.reset_url, token.expose(), job.return_to.as_deref());
         Ok(Link::of_link(link, ttl))
+    }
+
+    /// Where an email-change job goes: the confirmation to the new address, the notices to the
+    /// old one. Any other job goes to the user.
+    pub(super) async fn change_recipient(
+        &self,
+        job: &Job,
+        user: &User,
+        now: DateTime<Utc>,
+    ) -> DbResult<Recipient> {
+        let new = match job.kind {
+            JobKind::EmailChangeConfirm => true,
+            JobKind::EmailChangeNotice | JobKind::EmailChanged => false,
+            _ => return Ok(Recipient::User),
+        };
+        let Some(id) = job.change_id else {
+            return Ok(Recipient::Skip("an email-change job without its change"));
+        };
+        let Some(change) = self
+            .retry_db(|| store::find_email_change(&self.pool, id, now))
+            .await?
+        else {
+            return Ok(Recipient::Skip("the email change is gone"));
+        };
+        if change.user_id != user.id {
+            return Ok(Recipient::Skip("the email change is another user's"));
+        }
+        Ok(Recipient::Other(if new {
+            change.new_email
+        } else {
+            change.old_email
+        }))
+    }
+
+    async fn pending_change(&self, job: &Job, now: DateTime<Utc>) -> DbResult<Option<EmailChange>> {
+        let Some(id) = job.change_id else {
+            return Ok(None);
+        };
+        let change = self
+            .retry_db(|| store::find_email_change(&self.pool, id, now))
+            .await?;
+        Ok(change.filter(|c| c.pending))
+    }
+
+    /// Mints one of a change's links and stores its hash; the link works until the change
+    /// expires (`EMAIL_CHANGE_TTL` after its request).
+    async fn change_link(
+        &self,
+        change: &EmailChange,
+        role: ChangeRole,
+        job: &Job,
+        now: DateTime<Utc>,
+    ) -> DbResult<Link> {
+        let token = Token::generate();
+        let hash = token.hash();
+        let stored = self
+            .retry_db(|| store::add_change_token(&self.pool, change.change_id, role, &hash, now))
+            .await?;
+        if !stored {
+            return Ok(Link::Skip(
+                "the email change was cancelled, made or expired",
+            ));
+        }
+        let page = match role {
+            ChangeRole::Cancel => "cancel-email-change",
+            ChangeRole::ConfirmNew | ChangeRole::ConfirmOld => "confirm-email-change",
+        };
+        let base = format!("{}/{page}", self.public_url.trim_end_matches('/'));
+        let link = link_with_token(&base, token.expose(), job.return_to.as_deref());
+        let ttl = (change.expires_at - now).to_std().unwrap_or(Duration::ZERO);
+        Ok(Link::of_link(link, ttl))
+    }
+
+    /// The notice to the old address: the new one, masked, a cancel link, and (when both
+    /// addresses must confirm) a confirm link.
+    async fn change_notice(&self, job: &Job, now: DateTime<Utc>) -> DbResult<Link> {
+        let Some(change) = self.pending_change(job, now).await? else {
+            return Ok(Link::Skip(
+                "the email change was cancelled, made or expired",
+            ));
+        };
+        let cancel = match self
+            .change_link(&change, ChangeRole::Cancel, job, now)
+            .await?
+        {
+            Link::Ready(c) => c,
+            other => return Ok(other),
+        };
+        let confirm = match change.confirm_old {
+            true => match self
+                .change_link(&change, ChangeRole::ConfirmOld, job, now)
+                .await?
+            {
+                Link::Ready(c) => c.link,
+                other => return Ok(other),
+            },
+            false => None,
+        };
+        Ok(Link::Ready(Carried {
+            link: confirm,
+            ttl: cancel.ttl,
+            code: None,
+            new_email: Some(mask(&change.new_email)),
+            cancel_link: cancel.link,
+        }))
     }
 
     async fn invite_link(&self, job: &Job, now: DateTime<Utc>) -> DbResult<Link> {

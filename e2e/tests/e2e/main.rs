@@ -7,6 +7,7 @@
 //! - [`return_to`]: where a link sends people back to, and its allow-list.
 //! - [`sign_in`]: sign-in by email, by link and by code.
 //! - [`invites`]: invites, their accept page, resending and revoking.
+//! - [`email_changes`]: changing an address, confirmed by the new one, cancelled by the old.
 //! - [`delivery`]: retries, dead letters, replay, pauses.
 //! - [`faults`]: the failures of production, each held without losing mail.
 //! - [`security`]: abuse, link scanners, made-up and superseded tokens.
@@ -22,6 +23,7 @@ mod clock;
 mod codes;
 mod config;
 mod delivery;
+mod email_changes;
 mod faults;
 mod identities;
 mod invites;

@@ -23,6 +23,7 @@ use crate::metrics::RequestLabels;
 use crate::response::Resp;
 use crate::state::AppState;
 
+mod email_changes;
 pub(crate) mod health;
 mod invites;
 mod jobs;
@@ -132,6 +133,42 @@ pub static ROUTES: &[Route] = &[
         path: "/accept-invite",
         access: Access::Public,
         handler: |s, p, _| Box::pin(invites::open_link(s, p)),
+    },
+    Route {
+        method: Method::POST,
+        path: "/v1/users/{id}/email-changes",
+        access: Access::ApiKey,
+        handler: |s, p, b| Box::pin(email_changes::request(s, p, b)),
+    },
+    Route {
+        method: Method::POST,
+        path: "/v1/email-changes/{change_id}/confirm",
+        access: Access::ApiKey,
+        handler: |s, p, b| Box::pin(email_changes::confirm_code(s, p, b)),
+    },
+    Route {
+        method: Method::GET,
+        path: "/confirm-email-change",
+        access: Access::Public,
+        handler: |s, p, _| Box::pin(email_changes::open_link(s, p)),
+    },
+    Route {
+        method: Method::POST,
+        path: "/confirm-email-change",
+        access: Access::Public,
+        handler: |s, p, b| Box::pin(email_changes::use_link(s, p, b)),
+    },
+    Route {
+        method: Method::GET,
+        path: "/cancel-email-change",
+        access: Access::Public,
+        handler: |s, p, _| Box::pin(email_changes::open_link(s, p)),
+    },
+    Route {
+        method: Method::POST,
+        path: "/cancel-email-change",
+        access: Access::Public,
+        handler: |s, p, b| Box::pin(email_changes::use_link(s, p, b)),
     },
     Route {
         method: Method::POST,

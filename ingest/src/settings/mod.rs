@@ -57,6 +57,9 @@ pub struct Settings {
     pub return_to: mailroom::policy::return_to::AllowList,
     /// `SIGN_IN_URL`, trimmed; None (unset or blank): sign-in by email is off.
     pub sign_in_url: Option<String>,
+    /// `EMAIL_CHANGE_CONFIRM=both`: the old address confirms a change too.
+    pub email_change_confirm_old: bool,
+    pub email_change_ttl: Duration,
 }
 
 /// `SIGN_IN_URL`: an absolute URL when set.
@@ -225,6 +228,13 @@ impl TryFrom<Config> for Settings {
             &c.return_to_allowed,
         ));
         let sign_in_url = p.take(sign_in_url(c.sign_in_url.as_deref()));
+        let email_change_ttl = p.take(
+            more_than_zero("EMAIL_CHANGE_TTL", c.email_change_ttl).and_then(|d| {
+                (d <= Duration::from_secs(30 * 86_400))
+                    .then_some(d)
+                    .ok_or_else(|| "EMAIL_CHANGE_TTL must be at most 30d".to_owned())
+            }),
+        );
         if !p.0.is_empty() {
             return Err(InvalidConfig(p.0));
         }
@@ -247,6 +257,9 @@ impl TryFrom<Config> for Settings {
             codes: codes.expect(checked),
             return_to: return_to.expect(checked),
             sign_in_url: sign_in_url.expect(checked),
+            email_change_confirm_old: c.email_change_confirm
+                == crate::config::EmailChangeConfirm::Both,
+            email_change_ttl: email_change_ttl.expect(checked),
         })
     }
 }

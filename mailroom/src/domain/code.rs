@@ -23,6 +23,8 @@ pub enum CodePurpose {
     Verification,
     Reset,
     SignIn,
+    /// Confirming the new address of an email change.
+    EmailChange,
 }
 
 impl CodePurpose {
@@ -32,6 +34,7 @@ impl CodePurpose {
             CodePurpose::Verification => "verification",
             CodePurpose::Reset => "reset",
             CodePurpose::SignIn => "sign_in",
+            CodePurpose::EmailChange => "email_change",
         }
     }
 }

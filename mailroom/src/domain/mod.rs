@@ -80,6 +80,13 @@ impl EmailAddress {
         Ok(Self(address))
     }
 
+    /// The address as a notice to another address names it: the first character of the
+    /// local part, then `***`, then the domain (`n***@example.com`), so that a mailbox that
+    /// is not the new one learns where the account went without reading the address whole.
+    pub fn masked(&self) -> String {
+        mask(&self.0)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -472,5 +479,26 @@ mod tests {
             vec!["pt-BR", "pt", "en"]
         );
         assert_eq!(Locale::parse("en").unwrap().fallback_chain(), vec!["en"]);
+    }
+}
+
+/// [`EmailAddress::masked`] for an address already stored (the store keeps them as text).
+pub fn mask(address: &str) -> String {
+    match address.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".into(),
+    }
+}
+
+#[cfg(test)]
+mod mask_tests {
+    #[test]
+    fn a_masked_address_keeps_its_first_letter_and_domain() {
+        assert_eq!(super::mask("new.person@example.com"), "n***@example.com");
+        assert_eq!(super::mask("x@example.com"), "x***@example.com");
+        assert_eq!(super::mask("broken"), "***");
     }
 }

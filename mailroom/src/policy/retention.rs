@@ -74,7 +74,7 @@ pub struct Table {
 
 /// Every table swept, in the order the sweep visits them (webhook deliveries go with their
 /// events, by cascade).
-pub const TABLES: [Table; 12] = [
+pub const TABLES: [Table; 13] = [
     Table {
         name: "sends",
         setting: "RETENTION_SENDS",
@@ -146,6 +146,14 @@ pub const TABLES: [Table; 12] = [
         expired: "first_at < $1",
         default: "1d",
         counts_from: "the window's first miss (keep it above CODE_TTL)",
+    },
+    Table {
+        name: "email_changes",
+        setting: "RETENTION_EMAIL_CHANGES",
+        // Their links go with them (ON DELETE CASCADE); a change lives EMAIL_CHANGE_TTL.
+        expired: "created_at < $1",
+        default: "30d",
+        counts_from: "the request (its links go with it)",
     },
     Table {
         name: "idempotency_keys",

@@ -30,6 +30,7 @@ fn job_column(purpose: CodePurpose) -> &'static str {
         CodePurpose::Verification => "verification_job",
         CodePurpose::Reset => "reset_job",
         CodePurpose::SignIn => "sign_in_job",
+        CodePurpose::EmailChange => "email_change_job",
     }
 }
 
@@ -49,7 +50,7 @@ pub async fn set_code(
     // used mails no fresh one.
     let extra = match purpose {
         CodePurpose::Verification => "AND NOT u.email_verified",
-        CodePurpose::Reset | CodePurpose::SignIn => {
+        CodePurpose::Reset | CodePurpose::SignIn | CodePurpose::EmailChange => {
             "AND NOT EXISTS (SELECT 1 FROM link_tokens lt
                               WHERE lt.user_id = u.id AND lt.job_id = $2 AND lt.used_at IS NOT NULL)"
         }

@@ -7,6 +7,7 @@
 //! - [`tokens`]: link tokens (minted in batches by the dispatcher) and consuming them:
 //!   verification and password reset.
 //! - [`codes`]: one-time codes (minted by the dispatcher) and taking a guess at one.
+//! - [`email_changes`]: changing a user's address, confirmed by the new one (and the old).
 //! - [`invites`]: users created by an invite, resending, revoking and accepting them.
 //! - [`outbox`]: the transactional outbox the relay publishes from.
 //! - [`sends`]: the send log and its status lifecycle: claims, records of each outcome.
@@ -42,6 +43,7 @@ pub mod audit;
 pub mod codes;
 pub mod dead_letters;
 pub mod dispatchers;
+pub mod email_changes;
 pub mod erasure;
 pub mod feedback;
 pub mod idempotency;
@@ -61,6 +63,7 @@ pub mod webhooks;
 pub use audit::*;
 pub use codes::*;
 pub use dead_letters::*;
+pub use email_changes::*;
 pub use erasure::*;
 pub use feedback::*;
 pub use idempotency::*;
