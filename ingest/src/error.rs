@@ -26,6 +26,13 @@ pub enum ApiError {
     /// 429 with `Retry-After`: too many failed logins for this address lately.
     #[error("too many failed logins for this address; try again in {0} s")]
     TooManyAttempts(u64),
+    /// 429 `address_limited` with `Retry-After`: the address got as many emails of this kind
+    /// lately as `ADDRESS_LIMIT_PER_MINUTE` / `_PER_HOUR` allow (where telling it is safe: an
+    /// email change names a user the caller already knows).
+    #[error(
+        "this address got as many emails of this kind lately as its limits allow; try again later"
+    )]
+    AddressLimited,
     /// 403: an SNS message whose signature, topic or certificate does not check out.
     #[error("{0}")]
     Forbidden(String),
@@ -169,7 +176,9 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyAttempts(_) | ApiError::AddressLimited => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } | ApiError::IdempotencyKeyInProgress => StatusCode::CONFLICT,
@@ -190,6 +199,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::TooManyAttempts(_) => "too_many_attempts",
+            ApiError::AddressLimited => "address_limited",
             ApiError::NotFound { code, .. } | ApiError::Gone { code, .. } => code,
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict { .. } => "conflict",
@@ -238,6 +248,10 @@ impl ApiError {
                 header::RETRY_AFTER,
                 secs.max(1).to_string().parse().expect("digits"),
             );
+        }
+        if let ApiError::AddressLimited = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, "60".parse().expect("static"));
         }
         // Both kinds of 503 pass by themselves: say when to try again.
         if let ApiError::Busy | ApiError::Unavailable(_) | ApiError::IdempotencyKeyInProgress = self

@@ -22,7 +22,8 @@ pub enum TemplatesCommand {
     Check,
     /// Print the subject, text and HTML of one email rendered with sample data.
     Render {
-        /// verification, password_reset or password_changed.
+        /// The email: verification, password_reset, password_changed, sign_in, invite,
+        /// email_change_confirm, email_change_notice or email_changed.
         kind: String,
         /// Locale to render (falls back like a real send: pt-BR → pt → en).
         #[arg(long, default_value = "en")]
@@ -53,11 +54,13 @@ fn check(t: &Templates) -> anyhow::Result<()> {
 }
 
 fn render(t: &Templates, kind: &str, locale: &str) -> anyhow::Result<()> {
-    let k = mailroom::job::JobKind::parse(kind).ok_or_else(|| {
-        anyhow::anyhow!(
-            "unknown kind '{kind}': use verification, password_reset or password_changed"
-        )
-    })?;
+    let emails = mailroom::job::JobKind::EMAILS;
+    let k = mailroom::job::JobKind::parse(kind)
+        .filter(|k| k.is_email())
+        .ok_or_else(|| {
+            let names: Vec<&str> = emails.iter().map(|k| k.as_str()).collect();
+            anyhow::anyhow!("unknown email '{kind}': use one of {}", names.join(", "))
+        })?;
     let l = mailroom::domain::Locale::parse(locale)
         .map_err(|e| anyhow::anyhow!("--locale '{locale}' {e}"))?;
     let used = t.resolve_locale(k, &l).unwrap_or_else(|| "none".into());

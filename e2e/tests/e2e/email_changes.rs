@@ -154,6 +154,17 @@ async fn a_change_cancelled_from_the_old_address_never_happens() {
     let (status, _) = press(&app, "confirm-email-change", &link).await;
     assert_eq!(status, 410, "a cancelled change cannot be confirmed");
     assert_eq!(app.user(&old).await["email"], old);
+    // The new address was mailed a minute ago: its per-address limit says wait.
+    let r = app
+        .post(
+            &format!("/v1/users/{user}/email-changes"),
+            &json!({"new_email": new}),
+        )
+        .await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "60");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "address_limited");
 }
 
 #[tokio::test]

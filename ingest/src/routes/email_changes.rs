@@ -56,6 +56,7 @@ pub async fn request(state: &AppState, parts: Parts, body: Incoming) -> Result<R
         expires_at: now + ttl,
         api_key: caller.name(),
         idempotency: reservation.as_ref().map(|r| r.record()),
+        limits: state.settings.address_limits,
     };
     match store::request_email_change(&state.pool, &req, now).await? {
         ChangeRequested::Queued { change_id } => {
@@ -78,6 +79,7 @@ pub async fn request(state: &AppState, parts: Parts, body: Incoming) -> Result<R
             "is the user's address already",
         )),
         ChangeRequested::Taken => Err(email_taken()),
+        ChangeRequested::Limited => Err(ApiError::AddressLimited),
         ChangeRequested::Suppressed => Err(ApiError::invalid(
             "new_email",
             "is on the suppression list (it bounced or complained): ask for another address",

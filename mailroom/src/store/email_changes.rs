@@ -11,10 +11,12 @@ use uuid::Uuid;
 
 use super::idempotency::{IdempotencyRecord, complete_key};
 use super::outbox::enqueue;
+use super::requests::{recent_queued, record_request};
 use super::webhooks;
 use crate::domain::{EmailAddress, Locale, TokenHash};
 use crate::events::{Endpoints, UserEmailChanged};
 use crate::job::{Job, JobKind, Method};
+use crate::policy::requests::{self as policy, AddressLimits, RequestOutcome};
 
 /// A request to change a user's address.
 #[derive(Debug, Clone)]
@@ -28,6 +30,8 @@ pub struct ChangeRequest<'a> {
     pub expires_at: DateTime<Utc>,
     pub api_key: &'a str,
     pub idempotency: Option<&'a IdempotencyRecord>,
+    /// The new address's limits: it is mailed by each request.
+    pub limits: AddressLimits,
 }
 
 /// What became of a change request.
@@ -43,6 +47,8 @@ pub enum ChangeRequested {
     Taken,
     /// The new address is on the suppression list: it could never confirm.
     Suppressed,
+    /// The new address got as many change emails as its limits allow lately.
+    Limited,
 }
 
 /// The body of a change request's 202 (stored with its idempotency key too).
@@ -86,6 +92,29 @@ pub async fn request_email_change(
     if suppressed {
         return Ok(ChangeRequested::Suppressed);
     }
+    // Each request mails the new address: its per-address limits hold, under the address's
+    // lock, as for resends and resets (one email a minute, five an hour by default).
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('mailroom-request:' || lower($1)))")
+        .bind(new)
+        .execute(&mut *tx)
+        .await?;
+    let kind = JobKind::EmailChangeConfirm;
+    let (minute, hour) = recent_queued(&mut tx, req.new_email, kind, now).await?;
+    let outcome = policy::within_limits(minute, hour, req.limits);
+    if outcome != RequestOutcome::Queued {
+        record_request(
+            &mut tx,
+            req.new_email,
+            kind,
+            outcome,
+            None,
+            Some(req.api_key),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok(ChangeRequested::Limited);
+    }
     sqlx::query(
         "UPDATE email_changes SET cancelled_at = $2
           WHERE user_id = $1 AND cancelled_at IS NULL AND committed_at IS NULL",
@@ -111,6 +140,7 @@ pub async fn request_email_change(
     .execute(&mut *tx)
     .await?;
     let locale = Locale::parse(&locale).unwrap_or_else(|_| Locale::default_locale());
+    let mut confirm_job = None;
     for kind in [JobKind::EmailChangeConfirm, JobKind::EmailChangeNotice] {
         let mut job = Job::new(kind, req.user_id, locale.clone(), now)
             .from_caller(req.api_key, None)
@@ -118,9 +148,21 @@ pub async fn request_email_change(
         job.change_id = Some(change_id);
         if kind == JobKind::EmailChangeConfirm {
             job.method = req.method;
+            confirm_job = Some(job.job_id);
         }
         enqueue(&mut tx, &job).await?;
     }
+    let api_key = Some(req.api_key);
+    record_request(
+        &mut tx,
+        req.new_email,
+        kind,
+        outcome,
+        confirm_job,
+        api_key,
+        now,
+    )
+    .await?;
     if let Some(record) = req.idempotency {
         complete_key(&mut tx, record, 202, &change_answer(change_id)).await?;
     }
