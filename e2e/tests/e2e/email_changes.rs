@@ -42,10 +42,34 @@ async fn verified_user(app: &TestApp) -> (uuid::Uuid, String) {
     (id, email)
 }
 
+const SECRET: &str = "whsec_bWFpbHJvb20tdGVzdC1zZWNyZXQtb25lLTMyYnl0ZXM=";
+
 #[tokio::test]
 async fn a_change_confirmed_through_the_new_address_tells_the_old_one_twice() {
-    let app = TestApp::spawn().await;
+    let receiver = mailroom_testkit::WebhookReceiver::start().await;
+    let app = TestApp::start(Settings {
+        webhooks: mailroom::webhook::WebhookArgs {
+            webhook_urls: vec![format!("{}#events=user.email_changed", receiver.url())],
+            webhook_events: Vec::new(),
+            webhook_secret: Some(mailroom::config::Secret::new(SECRET)),
+            webhook_timeout: Duration::from_secs(5),
+        },
+        ..Settings::default()
+    })
+    .await;
     let (user, old) = verified_user(&app).await;
+    // A reset link mailed to the old address before the change: it must die with the change.
+    let r = app
+        .post("/v1/password-resets", &json!({"email": old}))
+        .await;
+    assert_eq!(r.status(), 202);
+    let reset = app
+        .moto
+        .wait_for(&old, 2, Duration::from_secs(30))
+        .await
+        .iter()
+        .find_map(|m| m.link("/reset-password"))
+        .expect("the reset email");
     let new = app.unique_email();
     let (status, v) = request_change(&app, user, json!({"new_email": new})).await;
     assert_eq!(status, 202, "{v}");
@@ -56,7 +80,7 @@ async fn a_change_confirmed_through_the_new_address_tells_the_old_one_twice() {
     let link = confirm
         .link("/confirm-email-change")
         .expect("a confirm link");
-    let old_msgs = app.moto.wait_for(&old, 2, Duration::from_secs(30)).await;
+    let old_msgs = app.moto.wait_for(&old, 3, Duration::from_secs(30)).await;
     let notice = old_msgs
         .iter()
         .find(|m| m.link("/cancel-email-change").is_some())
@@ -112,7 +136,7 @@ async fn a_change_confirmed_through_the_new_address_tells_the_old_one_twice() {
         "the old address is no longer the account's"
     );
     // "Your address was changed", to the old address.
-    let old_msgs = app.moto.wait_for(&old, 3, Duration::from_secs(30)).await;
+    let old_msgs = app.moto.wait_for(&old, 4, Duration::from_secs(30)).await;
     assert!(
         old_msgs.iter().any(|m| m.subject.contains("was changed")),
         "{old_msgs:?}"
@@ -124,6 +148,25 @@ async fn a_change_confirmed_through_the_new_address_tells_the_old_one_twice() {
     let (status, _) = press(&app, "cancel-email-change", &cancel).await;
     assert_eq!(status, 410);
     assert_eq!(app.user(&new).await["email"], new);
+    // Every link the old address held died with the change.
+    assert_eq!(app.follow(&reset).await.status(), 410);
+    let event =
+        mailroom_testkit::eventually("user.email_changed", Duration::from_secs(20), || async {
+            receiver
+                .received()
+                .into_iter()
+                .map(|r| r.json())
+                .find(|b| b["type"] == "user.email_changed")
+        })
+        .await;
+    assert_eq!(
+        (
+            &event["data"]["user_id"],
+            &event["data"]["old_email"],
+            &event["data"]["new_email"]
+        ),
+        (&json!(user.to_string()), &json!(old), &json!(new))
+    );
 }
 
 #[tokio::test]
