@@ -59,7 +59,7 @@ fn render(t: &Templates, kind: &str, locale: &str) -> anyhow::Result<()> {
         .filter(|k| k.is_email())
         .ok_or_else(|| {
             let names: Vec<&str> = emails.iter().map(|k| k.as_str()).collect();
-            anyhow::anyhow!("unknown email '{kind}': use one of {}", names.join(", "))
+            anyhow::anyhow!("unknown kind '{kind}': use one of {}", names.join(", "))
         })?;
     let l = mailroom::domain::Locale::parse(locale)
         .map_err(|e| anyhow::anyhow!("--locale '{locale}' {e}"))?;

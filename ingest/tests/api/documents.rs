@@ -86,6 +86,33 @@ fn the_templates_cli_checks_and_renders() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown kind"));
+    // A webhook is a kind of job, not an email; every email kind is named in the refusal.
+    let out = Command::new(&bin)
+        .args(["templates", "render", "webhook"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sign_in") && err.contains("email_change_notice"),
+        "{err}"
+    );
+    let out = Command::new(&bin)
+        .args([
+            "templates",
+            "render",
+            "email_change_notice",
+            "--locale",
+            "de",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("n***@example.com") && text.contains("cancel-email-change"),
+        "{text}"
+    );
 
     // A template using a name it is not given fails the check.
     let dir = std::env::temp_dir().join(format!("mailroom-tpl-{}", uuid::Uuid::new_v4()));
