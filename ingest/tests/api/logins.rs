@@ -164,6 +164,48 @@ async fn a_hash_made_with_older_parameters_is_rehashed_on_login() {
     assert_eq!(login(&app, &email, PASSWORD).await.status(), 200);
 }
 
+/// A user imported from a hand-rolled Node backend keeps their bcrypt hash (`$2b$`, cost 10,
+/// as Node's `bcrypt` writes it): a wrong password is refused like any other, the right one
+/// logs in, and that login re-hashes it with argon2id, so they are on bcrypt no longer.
+#[tokio::test]
+async fn an_imported_bcrypt_hash_logs_in_and_is_rehashed_with_argon2id() {
+    let app = TestApp::ingest_only().await;
+    let email = app.unique_email();
+    let user_id = app.sign_up_ok(&app.unique_name(), &email).await;
+    let old = bcrypt::hash_with_result(PASSWORD, 10)
+        .unwrap()
+        .format_for_version(bcrypt::Version::TwoB);
+    assert!(old.starts_with("$2b$10$") && old.len() == 60, "{old}");
+    sqlx::query("UPDATE users SET hashed_password = $2 WHERE id = $1")
+        .bind(user_id)
+        .bind(&old)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let r = login(&app, &email, "not the password").await;
+    assert_eq!(r.status(), 401);
+    let stored = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, String>("SELECT hashed_password FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        stored(app.db.pool.clone()).await,
+        old,
+        "a failure changes nothing"
+    );
+    assert_eq!(login(&app, &email, PASSWORD).await.status(), 200);
+    let now = stored(app.db.pool.clone()).await;
+    assert!(
+        now.starts_with("$argon2id$") && now.contains("m=19456"),
+        "{now}"
+    );
+    assert_eq!(login(&app, &email, PASSWORD).await.status(), 200);
+    assert_eq!(login(&app, &email, "not the password").await.status(), 401);
+}
+
 #[tokio::test]
 async fn a_password_reset_takes_effect_for_logins() {
     let app = TestApp::spawn().await;

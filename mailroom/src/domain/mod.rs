@@ -205,8 +205,26 @@ pub enum Verified {
     YesButStale,
 }
 
+/// Whether a stored hash is bcrypt's, as Node's `bcrypt`/`bcryptjs` (and PHP) write it: `$2a$`,
+/// `$2b$` or `$2y$`, 60 characters.
+pub fn is_bcrypt(stored: &str) -> bool {
+    stored.len() == 60
+        && ["$2a$", "$2b$", "$2y$"]
+            .iter()
+            .any(|p| stored.starts_with(p))
+}
+
 fn verify_phc(password: &[u8], phc: &str) -> Verified {
     use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    // An imported user's bcrypt hash: right or wrong, checked by bcrypt itself (which, like
+    // Node's, reads at most 72 bytes of the password). Right means "re-hash": the login then
+    // stores argon2id, so a user stays on bcrypt only until their first login (or a reset).
+    if is_bcrypt(phc) {
+        return match bcrypt::verify(password, phc) {
+            Ok(true) => Verified::YesButStale,
+            _ => Verified::No,
+        };
+    }
     let Ok(h) = PasswordHash::new(phc) else {
         // A stored value that is not a PHC string still costs a real check, or a fast "no"
         // would tell that the address exists.
@@ -490,6 +508,30 @@ pub fn mask(address: &str) -> String {
             format!("{first}***@{domain}")
         }
         None => "***".into(),
+    }
+}
+
+#[cfg(test)]
+mod bcrypt_tests {
+    use super::*;
+
+    #[test]
+    fn bcrypt_hashes_of_every_prefix_check_and_ask_to_be_rehashed() {
+        let pw = Password::parse_presented("correct horse battery").unwrap();
+        let parts = bcrypt::hash_with_result("correct horse battery", 4).unwrap();
+        for version in [
+            bcrypt::Version::TwoA,
+            bcrypt::Version::TwoB,
+            bcrypt::Version::TwoY,
+        ] {
+            let stored = parts.format_for_version(version);
+            assert!(is_bcrypt(&stored), "{stored}");
+            assert_eq!(pw.check(&stored), Verified::YesButStale, "{stored}");
+            let wrong = Password::parse_presented("wrong horse battery").unwrap();
+            assert_eq!(wrong.check(&stored), Verified::No, "{stored}");
+        }
+        assert!(!is_bcrypt("$2b$10$short"));
+        assert!(!is_bcrypt(&pw.hash().unwrap()));
     }
 }
 
