@@ -23,6 +23,7 @@ pub mod account;
 pub mod config;
 pub mod connect;
 pub mod dead;
+pub mod iam_policy;
 pub mod identities;
 pub mod run;
 pub mod status;
@@ -70,6 +71,11 @@ pub enum Command {
     /// Show the SES account: sandbox or production, quota, sending rate.
     #[command(mut_args(hide_secret))]
     Account(account::AccountArgs),
+    /// Print the least-privilege IAM policy for this configuration (docs/iam/ with the region,
+    /// account, sender identity and configuration set filled in); --operator for the
+    /// operators' policy.
+    #[command(name = "iam-policy", mut_args(hide_secret))]
+    IamPolicy(iam_policy::IamPolicyArgs),
     /// Inspect the dead-letter queue without consuming or reordering it.
     #[command(mut_args(shared))]
     Dead(dead::DeadArgs),
@@ -124,6 +130,7 @@ pub async fn main_with(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<(
         }
         Command::Identities(args) => identities::main(args).await,
         Command::Account(args) => account::main(args).await,
+        Command::IamPolicy(args) => iam_policy::main(args).await,
         Command::Dead(args) => dead::main(args).await,
         Command::Replay(args) => dead::replay(args).await,
         Command::Suppressions(args) => suppressions::main(args).await,

@@ -280,3 +280,52 @@ async fn sends_name_the_configuration_set_and_account_says_whether_it_exists() {
         .send()
         .await;
 }
+
+/// `dispatcher iam-policy`: the account id from STS (moto's GetCallerIdentity answers its
+/// fixed account), the region, the sender's identity and the configuration set filled in; with
+/// `--account-id`, no call at all (nothing listens on the endpoint then).
+#[test]
+fn iam_policy_fills_the_policy_for_this_configuration() {
+    let moto = moto_url();
+    let envs = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "eu-west-1"),
+        ("SES_ENDPOINT_URL", moto.as_str()),
+        ("MAIL_FROM", "no-reply@mail.example.org"),
+        ("SES_CONFIGURATION_SET", "mailroom-events"),
+    ];
+    let (ok, out, err) = cli(&["iam-policy"], &envs);
+    assert!(ok, "{err}");
+    let policy: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    let text = policy.to_string();
+    for want in [
+        "arn:aws:ses:eu-west-1:123456789012:identity/mail.example.org",
+        "arn:aws:ses:eu-west-1:123456789012:identity/no-reply@mail.example.org",
+        "arn:aws:ses:eu-west-1:123456789012:configuration-set/mailroom-events",
+        "ses:SendEmail",
+        "ses:GetAccount",
+    ] {
+        assert!(text.contains(want), "{want}: {out}");
+    }
+    assert!(!text.contains("ACCOUNT_ID") && !text.contains("REGION") && !text.contains("ses:*"));
+
+    let mut offline = envs;
+    offline[3] = ("SES_ENDPOINT_URL", "http://127.0.0.1:9");
+    let (ok, out, err) = cli(
+        &["iam-policy", "--operator", "--account-id", "111122223333"],
+        &offline,
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("arn:aws:ses:eu-west-1:111122223333:identity/*"),
+        "{out}"
+    );
+    assert!(out.contains("ses:CreateEmailIdentity"), "{out}");
+    // Without --account-id and without a reachable STS: one line saying what to do.
+    let (ok, _, err) = cli(&["iam-policy"], &offline);
+    assert!(!ok);
+    assert!(err.contains("--account-id"), "{err}");
+    let (ok, _, err) = cli(&["iam-policy", "--account-id", "12ab"], &offline);
+    assert!(!ok && err.contains("12-digit"), "{err}");
+}
