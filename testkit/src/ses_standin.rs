@@ -52,6 +52,9 @@ struct State {
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
     per_second: Mutex<BTreeMap<u64, u64>>,
+    /// The last `PutAccountDetails` body: the account is in the sandbox with a pending review
+    /// once there is one.
+    account_details: Mutex<Option<serde_json::Value>>,
 }
 
 impl State {
@@ -176,7 +179,12 @@ async fn answer(
 ) -> Response<Full<Bytes>> {
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     // Read the whole request, as SES would, before answering.
-    let _ = req.into_body().collect().await;
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     match (method, path.as_str()) {
         // SES v2 SendEmail; and Postmark's send (`POST /email`), which the zero2prod reference
         // app calls, so both can be measured against the same stand-in.
@@ -201,21 +209,49 @@ async fn answer(
             let n = state.sent.fetch_add(1, Ordering::Relaxed) + 1;
             json(StatusCode::OK, format!(r#"{{"MessageId":"standin-{n}"}}"#))
         }
+        // PutAccountDetails: remembered, and the account waits in the sandbox for its review.
+        (Method::POST, "/v2/email/account/details") => {
+            match serde_json::from_slice::<serde_json::Value>(&body) {
+                Ok(details) => {
+                    *state.account_details.lock().expect("details lock") = Some(details);
+                    json(StatusCode::OK, "{}".into())
+                }
+                Err(e) => json(
+                    StatusCode::BAD_REQUEST,
+                    format!(r#"{{"message":"not JSON: {e}"}}"#),
+                ),
+            }
+        }
+        (Method::GET, "/account-details") => json(
+            StatusCode::OK,
+            state
+                .account_details
+                .lock()
+                .expect("details lock")
+                .clone()
+                .unwrap_or(serde_json::Value::Null)
+                .to_string(),
+        ),
         (Method::GET, "/v2/email/account") => match config.max_send_rate {
-            Some(rate) => json(
-                StatusCode::OK,
-                serde_json::json!({
+            Some(rate) => {
+                let details = state.account_details.lock().expect("details lock").clone();
+                let mut account = serde_json::json!({
                     "SendQuota": {
                         "Max24HourSend": 1.0e9,
                         "MaxSendRate": rate,
                         "SentLast24Hours": state.sent.load(Ordering::Relaxed) as f64,
                     },
                     "SendingEnabled": true,
-                    "ProductionAccessEnabled": true,
+                    "ProductionAccessEnabled": details.is_none(),
                     "EnforcementStatus": "HEALTHY",
-                })
-                .to_string(),
-            ),
+                });
+                if let Some(mut d) = details {
+                    d["ReviewDetails"] =
+                        serde_json::json!({"Status": "PENDING", "CaseId": "standin-case-1"});
+                    account["Details"] = d;
+                }
+                json(StatusCode::OK, account.to_string())
+            }
             None => json(
                 StatusCode::NOT_FOUND,
                 r#"{"message":"GetAccount is not served: no MaxSendRate was given"}"#.into(),

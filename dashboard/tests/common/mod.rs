@@ -145,6 +145,7 @@ pub fn updates() -> Vec<Update> {
             max_24_hour_send: 200.0,
             sent_last_24_hours: 120.0,
             max_send_rate: 1.0,
+            review: None,
         })),
         Update::Suppressions(vec![
             Suppression {

@@ -329,3 +329,82 @@ fn iam_policy_fills_the_policy_for_this_configuration() {
     let (ok, _, err) = cli(&["iam-policy", "--account-id", "12ab"], &offline);
     assert!(!ok && err.contains("12-digit"), "{err}");
 }
+
+/// "Request production access" as a command: the real SES client sends PutAccountDetails with
+/// what the flags say (the project's stand-in records it; moto has no such call), and
+/// `dispatcher account` then shows the sandbox and the pending review.
+// Multi-threaded: the CLI runs blocking on this thread while the stand-in answers on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_production_sends_the_form_and_account_shows_the_review() {
+    use mailroom_testkit::{SesStandIn, StandInConfig};
+    let standin = SesStandIn::bind(StandInConfig {
+        max_send_rate: Some(1.0),
+        ..Default::default()
+    })
+    .await;
+    let url = standin.url();
+    let envs = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("SES_ENDPOINT_URL", url.as_str()),
+    ];
+    let use_case = "Account emails only: address verification and password resets for people \
+                    who signed up; bounces and complaints suppress the address at once.";
+    let (ok, out, err) = cli(
+        &[
+            "account",
+            "request-production",
+            "--website-url",
+            "https://app.example.com",
+            "--use-case",
+            use_case,
+            "--additional-contact",
+            "ops@example.com",
+        ],
+        &envs,
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("Asked SES for production access"), "{out}");
+    let sent: serde_json::Value = reqwest::get(format!("{url}/account-details"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sent["ProductionAccessEnabled"], true, "{sent}");
+    assert_eq!(sent["MailType"], "TRANSACTIONAL", "{sent}");
+    assert_eq!(sent["ContactLanguage"], "EN", "{sent}");
+    assert_eq!(sent["WebsiteURL"], "https://app.example.com/", "{sent}");
+    assert_eq!(
+        sent["AdditionalContactEmailAddresses"],
+        serde_json::json!(["ops@example.com"])
+    );
+    assert!(
+        sent["UseCaseDescription"]
+            .as_str()
+            .unwrap()
+            .starts_with("Account emails only")
+    );
+
+    let (ok, out, err) = cli(&["account"], &envs);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("production review: PENDING (case standin-case-1)"),
+        "{out}"
+    );
+    assert!(out.contains("sandbox limits:"), "{out}");
+
+    // Bad input is refused before any call.
+    let (ok, _, err) = cli(
+        &[
+            "account",
+            "request-production",
+            "--website-url",
+            "app",
+            "--use-case",
+            "x",
+        ],
+        &[("SES_ENDPOINT_URL", url.as_str())],
+    );
+    assert!(!ok && err.contains("--website-url"), "{err}");
+}

@@ -257,6 +257,10 @@ pub struct Account {
     pub max_24_hour_send: f64,
     pub sent_last_24_hours: f64,
     pub max_send_rate: f64,
+    /// The review of a request for production access (`Details.ReviewDetails`): its status
+    /// (`PENDING`, `GRANTED`, `DENIED`, `FAILED`) and case id, once one was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review: Option<(String, Option<String>)>,
 }
 
 /// `Ok(None)` when the endpoint does not implement `GetAccount` (moto answers 404), so that
@@ -272,9 +276,48 @@ pub async fn get_account(client: &Client) -> Result<Option<Account>, SesError> {
                 max_24_hour_send: q.map_or(0.0, |q| q.max24_hour_send()),
                 sent_last_24_hours: q.map_or(0.0, |q| q.sent_last24_hours()),
                 max_send_rate: q.map_or(0.0, |q| q.max_send_rate()),
+                review: out.details().and_then(|d| d.review_details()).map(|r| {
+                    (
+                        r.status().map_or("UNKNOWN", |s| s.as_str()).to_owned(),
+                        r.case_id().map(str::to_owned),
+                    )
+                }),
             }))
         }
         Err(SdkError::ServiceError(se)) if se.raw().status().as_u16() == 404 => Ok(None),
         Err(e) => Err(classify(&e)),
     }
+}
+
+/// What "Request production access" asks SES (`PutAccountDetails`).
+#[derive(Debug, Clone)]
+pub struct ProductionRequest {
+    pub website_url: String,
+    pub use_case: String,
+    /// `TRANSACTIONAL` or `MARKETING`.
+    pub mail_type: String,
+    /// `EN` or `JA`.
+    pub contact_language: String,
+    pub additional_contacts: Vec<String>,
+}
+
+/// Asks SES to take the account out of the sandbox: the console's "Request production
+/// access" form, as one call. SES answers at once; the review takes about a day (its status is
+/// in [`get_account`]'s `review`).
+pub async fn request_production(client: &Client, req: &ProductionRequest) -> Result<(), SesError> {
+    use aws_sdk_sesv2::types::{ContactLanguage, MailType};
+    client
+        .put_account_details()
+        .production_access_enabled(true)
+        .website_url(&req.website_url)
+        .use_case_description(&req.use_case)
+        .mail_type(MailType::from(req.mail_type.as_str()))
+        .contact_language(ContactLanguage::from(req.contact_language.as_str()))
+        .set_additional_contact_email_addresses(
+            (!req.additional_contacts.is_empty()).then(|| req.additional_contacts.clone()),
+        )
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| classify(&e))
 }

@@ -250,3 +250,62 @@ async fn unlabelled_errors_are_classified_by_status() {
         ErrorClass::AccountStop(PauseReason::Credentials)
     );
 }
+
+/// `request_production` against the SDK's mock: what it sends, and how SES's refusals read.
+#[tokio::test]
+async fn a_production_request_sends_the_form_and_its_refusals_are_classified() {
+    use aws_sdk_sesv2::operation::put_account_details::PutAccountDetailsOutput;
+    let req = ProductionRequest {
+        website_url: "https://app.example.com/".into(),
+        use_case: "verification and reset emails".into(),
+        mail_type: "TRANSACTIONAL".into(),
+        contact_language: "EN".into(),
+        additional_contacts: vec!["ops@example.com".into()],
+    };
+    let sent = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let seen = sent.clone();
+    let ok = mock!(Client::put_account_details)
+        .match_requests(move |input| {
+            *seen.lock().unwrap() = Some((
+                input.production_access_enabled(),
+                input.mail_type().map(|m| m.as_str().to_owned()),
+                input.website_url().map(str::to_owned),
+                input.additional_contact_email_addresses().to_vec(),
+            ));
+            true
+        })
+        .then_output(|| PutAccountDetailsOutput::builder().build());
+    let client = mock_client!(aws_sdk_sesv2, [&ok]);
+    request_production(&client, &req).await.unwrap();
+    assert_eq!(
+        sent.lock().unwrap().clone().unwrap(),
+        (
+            Some(true),
+            Some("TRANSACTIONAL".into()),
+            Some("https://app.example.com/".into()),
+            vec!["ops@example.com".to_owned()],
+        )
+    );
+    // SES's refusals as the wire says them: a conflict (asked already) or a malformed form is
+    // permanent, with SES's words; throttling is retryable.
+    for (status, code, class) in [
+        (409, "ConflictException", ErrorClass::Permanent),
+        (400, "BadRequestException", ErrorClass::Permanent),
+        (429, "TooManyRequestsException", ErrorClass::Retryable),
+    ] {
+        let rule = mock!(Client::put_account_details).then_http_response(move || {
+            let mut r = HttpResponse::new(
+                StatusCode::try_from(status).unwrap(),
+                SdkBody::from(format!("{{\"message\":\"refused: {code}\"}}")),
+            );
+            r.headers_mut().insert("x-amzn-ErrorType", code);
+            r.headers_mut().insert("content-type", "application/json");
+            r
+        });
+        let client = mock_client!(aws_sdk_sesv2, RuleMode::Sequential, [&rule], |c| c
+            .retry_config(RetryConfig::disabled()));
+        let e = request_production(&client, &req).await.unwrap_err();
+        assert_eq!(e.class, class, "{code}: {e}");
+        assert!(e.message.contains("refused"), "{e}");
+    }
+}
