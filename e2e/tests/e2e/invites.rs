@@ -24,6 +24,11 @@ async fn an_invite_accepted_through_its_form_page_then_logs_in() {
     .await;
     assert_eq!(status, 202, "{v}");
     let user_id = v["user_id"].as_str().unwrap().to_owned();
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains("mailroom_events_accepted_total{kind=\"invite\"} 1"),
+        "{metrics}"
+    );
     // Unverified, without a password: no login yet.
     assert_eq!(app.user(&email).await["email_verified"], false);
     let r = app

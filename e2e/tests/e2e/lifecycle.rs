@@ -132,6 +132,15 @@ async fn a_reminder_goes_out_once_and_an_old_unverified_user_expires() {
         1,
         "an invitee is not reminded to verify"
     );
+    // And the dashboard's read of unverified users says so: no reminder is next for them.
+    let rows = mailroom::store::read::oldest_unverified(&app.db.pool, 500)
+        .await
+        .unwrap();
+    let row = rows
+        .iter()
+        .find(|u| u.email == invitee)
+        .expect("the invitee");
+    assert!(row.reminded, "no reminder is due for an invitee");
     // The name and the address are free again.
     let r = app
         .post("/v1/signups", &json!({"name": stale_name, "email": stale}))

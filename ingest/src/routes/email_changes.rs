@@ -64,6 +64,10 @@ pub async fn request(state: &AppState, parts: Parts, body: Incoming) -> Result<R
                 r.completed();
             }
             state.relay_wake.notify_one();
+            let kind = mailroom::metrics::KindLabel {
+                kind: mailroom::job::JobKind::EmailChangeConfirm.as_str(),
+            };
+            state.metrics.accepted.get_or_create(&kind).inc();
             tracing::info!(%user_id, %change_id, "email change requested");
             Ok(raw_json(
                 StatusCode::ACCEPTED,

@@ -60,6 +60,10 @@ pub async fn create(state: &AppState, parts: Parts, body: Incoming) -> Result<Re
                 r.completed();
             }
             state.relay_wake.notify_one();
+            let kind = mailroom::metrics::KindLabel {
+                kind: JobKind::Invite.as_str(),
+            };
+            state.metrics.accepted.get_or_create(&kind).inc();
             tracing::info!(%user_id, %job_id, "invite queued");
             Ok(raw_json(
                 StatusCode::ACCEPTED,

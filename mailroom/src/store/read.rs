@@ -127,6 +127,7 @@ pub struct UnverifiedUser {
     pub link_expired: Option<bool>,
     /// When their current verification email was requested (None: not sent yet).
     pub last_email_at: Option<DateTime<Utc>>,
+    /// Reminded already, or never to be (an invitee): no reminder comes next.
     pub reminded: bool,
 }
 
@@ -140,7 +141,9 @@ pub async fn oldest_unverified(
         "SELECT name, email, created_at,
                 CASE WHEN verification_token_expiry IS NULL THEN NULL
                      ELSE verification_token_expiry < now() END AS link_expired,
-                verification_job_at AS last_email_at, reminded_at IS NOT NULL AS reminded
+                verification_job_at AS last_email_at,
+                -- An invitee is never reminded (the sweep skips them): as good as reminded.
+                reminded_at IS NOT NULL OR invited_at IS NOT NULL AS reminded
            FROM users WHERE NOT email_verified ORDER BY created_at LIMIT $1",
     )
     .bind(limit)
