@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::idempotency::{IdempotencyRecord, complete_key};
 use super::outbox::enqueue;
 use super::tokens::{TokenKind, TokenState, token_state};
-use super::users::{NewUser, signup_answer};
+use super::users::{NewUser, lock_holders, signup_answer};
 use super::webhooks;
 use crate::domain::TokenHash;
 use crate::events::{Endpoints, InviteAccepted, UserInvited, UserVerified};
@@ -52,23 +52,7 @@ pub async fn invite(
 ) -> Result<Invited, sqlx::Error> {
     let (user, job) = (&invite.user, &invite.job);
     let mut tx = pool.begin().await?;
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(hashtext('mailroom-request:' || lower($1))),
-                pg_advisory_xact_lock(hashtext('mailroom-name:' || $2))",
-    )
-    .bind(user.email.as_str())
-    .bind(user.name.as_str())
-    .execute(&mut *tx)
-    .await?;
-    let holders: Vec<(Uuid, bool, bool, bool)> = sqlx::query_as(
-        "SELECT id, email_verified, lower(email) = lower($1), name = $2 FROM users
-          WHERE lower(email) = lower($1) OR name = $2
-          FOR UPDATE",
-    )
-    .bind(user.email.as_str())
-    .bind(user.name.as_str())
-    .fetch_all(&mut *tx)
-    .await?;
+    let holders = lock_holders(&mut tx, &user.email, &user.name).await?;
     let email = holders.iter().any(|h| h.1 && h.2);
     let name = holders.iter().any(|h| h.1 && h.3);
     if email || name {

@@ -9,6 +9,7 @@
 //! - [`codes`]: one-time codes (minted by the dispatcher) and taking a guess at one.
 //! - [`email_changes`]: changing a user's address, confirmed by the new one (and the old).
 //! - [`invites`]: users created by an invite, resending, revoking and accepting them.
+//! - [`sign_ins`]: sign-in by email: consuming its link or code.
 //! - [`outbox`]: the transactional outbox the relay publishes from.
 //! - [`sends`]: the send log and its status lifecycle: claims, records of each outcome.
 //! - [`dead_letters`]: dead letters as the send log knows them, and their replay marks.
@@ -55,6 +56,7 @@ pub mod read;
 pub mod requests;
 pub mod retention;
 pub mod sends;
+pub mod sign_ins;
 pub mod suppressions;
 pub mod tokens;
 pub mod users;
@@ -73,6 +75,7 @@ pub use logins::*;
 pub use outbox::*;
 pub use requests::*;
 pub use sends::*;
+pub use sign_ins::*;
 pub use suppressions::*;
 pub use tokens::*;
 pub use users::*;

@@ -355,98 +355,9 @@ pub async fn set_link_tokens(
     let hashes: Vec<&str> = tokens.iter().map(|t| t.hash.as_str()).collect();
     let expiries: Vec<DateTime<Utc>> = tokens.iter().map(|t| t.expires_at).collect();
     let requested: Vec<DateTime<Utc>> = tokens.iter().map(|t| t.job.requested_at).collect();
-    // The same conditions as the single-row statement, row by row: the order check, and (reset)
-    // a job whose link was already used mails no fresh one.
-    let sql = match kind {
-        TokenKind::Verification => {
-            "WITH input AS (
-                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[],
-                                      $5::timestamptz[])
-                          AS i(user_id, job_id, hash, expires_at, requested_at)
-             ),
-             cur AS (
-                 UPDATE users u SET verification_token_expiry = i.expires_at,
-                                    verification_job_id = i.job_id,
-                                    verification_job_at = i.requested_at
-                   FROM input i
-                  WHERE u.id = i.user_id AND NOT u.email_verified
-                    AND (u.verification_job_at IS NULL OR u.verification_job_at <= i.requested_at)
-                 RETURNING u.id, i.job_id, i.hash, i.expires_at
-             )
-             INSERT INTO link_tokens (token_hash, user_id, kind, job_id, expires_at, created_at)
-             SELECT hash, id, $6, job_id, expires_at, $7 FROM cur
-             ON CONFLICT (token_hash) DO UPDATE SET token_hash = EXCLUDED.token_hash
-             RETURNING job_id"
-        }
-        TokenKind::Reset => {
-            "WITH input AS (
-                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[],
-                                      $5::timestamptz[])
-                          AS i(user_id, job_id, hash, expires_at, requested_at)
-             ),
-             cur AS (
-                 UPDATE users u SET reset_token_expiry = i.expires_at,
-                                    reset_job_id = i.job_id, reset_job_at = i.requested_at
-                   FROM input i
-                  WHERE u.id = i.user_id
-                    AND (u.reset_job_at IS NULL OR u.reset_job_at <= i.requested_at)
-                    AND NOT EXISTS (SELECT 1 FROM link_tokens lt
-                                     WHERE lt.user_id = i.user_id AND lt.job_id = i.job_id
-                                       AND lt.used_at IS NOT NULL)
-                 RETURNING u.id, i.job_id, i.hash, i.expires_at
-             )
-             INSERT INTO link_tokens (token_hash, user_id, kind, job_id, expires_at, created_at)
-             SELECT hash, id, $6, job_id, expires_at, $7 FROM cur
-             ON CONFLICT (token_hash) DO UPDATE SET token_hash = EXCLUDED.token_hash
-             RETURNING job_id"
-        }
-        // Only a pending invite (invited, not yet accepted), the newest job winning.
-        TokenKind::Invite => {
-            "WITH input AS (
-                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[],
-                                      $5::timestamptz[])
-                          AS i(user_id, job_id, hash, expires_at, requested_at)
-             ),
-             cur AS (
-                 UPDATE users u SET invite_job_id = i.job_id, invite_job_at = i.requested_at
-                   FROM input i
-                  WHERE u.id = i.user_id AND u.invited_at IS NOT NULL AND NOT u.email_verified
-                    AND (u.invite_job_at IS NULL OR u.invite_job_at <= i.requested_at)
-                 RETURNING u.id, i.job_id, i.hash, i.expires_at
-             )
-             INSERT INTO link_tokens (token_hash, user_id, kind, job_id, expires_at, created_at)
-             SELECT hash, id, $6, job_id, expires_at, $7 FROM cur
-             ON CONFLICT (token_hash) DO UPDATE SET token_hash = EXCLUDED.token_hash
-             RETURNING job_id"
-        }
-        // As a reset: the newest job wins, and a job whose link or code was used mails no
-        // fresh one.
-        TokenKind::SignIn => {
-            "WITH input AS (
-                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[],
-                                      $5::timestamptz[])
-                          AS i(user_id, job_id, hash, expires_at, requested_at)
-             ),
-             cur AS (
-                 UPDATE users u SET sign_in_job_id = i.job_id, sign_in_job_at = i.requested_at
-                   FROM input i
-                  WHERE u.id = i.user_id
-                    AND (u.sign_in_job_at IS NULL OR u.sign_in_job_at <= i.requested_at)
-                    AND NOT EXISTS (SELECT 1 FROM link_tokens lt
-                                     WHERE lt.user_id = i.user_id AND lt.job_id = i.job_id
-                                       AND lt.used_at IS NOT NULL)
-                    AND NOT EXISTS (SELECT 1 FROM one_time_codes c
-                                     WHERE c.user_id = i.user_id AND c.job_id = i.job_id
-                                       AND c.used_at IS NOT NULL)
-                 RETURNING u.id, i.job_id, i.hash, i.expires_at
-             )
-             INSERT INTO link_tokens (token_hash, user_id, kind, job_id, expires_at, created_at)
-             SELECT hash, id, $6, job_id, expires_at, $7 FROM cur
-             ON CONFLICT (token_hash) DO UPDATE SET token_hash = EXCLUDED.token_hash
-             RETURNING job_id"
-        }
-    };
-    let stored: Vec<Uuid> = sqlx::query_scalar(sql)
+    let sql = set_tokens_sql(kind);
+    // Safe: built from this module's constants only.
+    let stored: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(&users)
         .bind(&jobs)
         .bind(&hashes)
@@ -459,131 +370,56 @@ pub async fn set_link_tokens(
     Ok(jobs.iter().map(|j| stored.contains(j)).collect())
 }
 
-/// What a sign-in by email (link or code) did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SignIn {
-    SignedIn { user_id: Uuid, email: String },
-    Expired,
-    Used,
-    Unknown,
-}
-
-/// Consumes a sign-in link's token: single use (every link and code of its job dies with it),
-/// and the address becomes verified, since the person has just shown they read its inbox
-/// (`user.verified` goes out when it was not verified before). The rows are locked first, so
-/// that of two concurrent uses the second waits and then finds the token used.
-pub async fn sign_in_with_token(
-    pool: &PgPool,
-    hash: &TokenHash,
-    hooks: &Endpoints,
-    now: DateTime<Utc>,
-) -> Result<SignIn, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let found: Option<(Uuid, Uuid)> = sqlx::query_as(
-        "SELECT t.user_id, t.job_id
-           FROM link_tokens t JOIN users u ON u.id = t.user_id
-          WHERE t.token_hash = $1 AND t.kind = 'sign_in' AND t.expires_at > $2
-            AND t.used_at IS NULL AND u.sign_in_job_id = t.job_id
-          FOR UPDATE OF t, u",
+/// The statement of [`set_link_tokens`] for `kind`. Every kind makes the token's job the
+/// user's current one of that kind, row by row, only when it is not older than the current one
+/// (the order check); what else must hold differs:
+/// - verification: the address is not verified yet;
+/// - reset and sign-in: no link (sign-in: nor code) of that job was used, so a redelivered job
+///   mails no fresh one;
+/// - invite: the user is a pending invitee (invited, not yet accepted).
+///
+/// The two older kinds also set their `*_token_expiry` column, which says that a link exists.
+fn set_tokens_sql(kind: TokenKind) -> String {
+    const LINK_UNUSED: &str = "AND NOT EXISTS (SELECT 1 FROM link_tokens lt
+                                WHERE lt.user_id = i.user_id AND lt.job_id = i.job_id
+                                  AND lt.used_at IS NOT NULL)";
+    const CODE_UNUSED: &str = "AND NOT EXISTS (SELECT 1 FROM one_time_codes c
+                                WHERE c.user_id = i.user_id AND c.job_id = i.job_id
+                                  AND c.used_at IS NOT NULL)";
+    let (job, expiry, only) = match kind {
+        TokenKind::Verification => (
+            "verification_job",
+            "verification_token_expiry = i.expires_at,",
+            "AND NOT u.email_verified".to_owned(),
+        ),
+        TokenKind::Reset => (
+            "reset_job",
+            "reset_token_expiry = i.expires_at,",
+            LINK_UNUSED.to_owned(),
+        ),
+        TokenKind::SignIn => ("sign_in_job", "", format!("{LINK_UNUSED} {CODE_UNUSED}")),
+        TokenKind::Invite => (
+            "invite_job",
+            "",
+            "AND u.invited_at IS NOT NULL AND NOT u.email_verified".to_owned(),
+        ),
+    };
+    format!(
+        "WITH input AS (
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[],
+                                  $5::timestamptz[])
+                      AS i(user_id, job_id, hash, expires_at, requested_at)
+         ),
+         cur AS (
+             UPDATE users u SET {expiry} {job}_id = i.job_id, {job}_at = i.requested_at
+               FROM input i
+              WHERE u.id = i.user_id {only}
+                AND (u.{job}_at IS NULL OR u.{job}_at <= i.requested_at)
+             RETURNING u.id, i.job_id, i.hash, i.expires_at
+         )
+         INSERT INTO link_tokens (token_hash, user_id, kind, job_id, expires_at, created_at)
+         SELECT hash, id, $6, job_id, expires_at, $7 FROM cur
+         ON CONFLICT (token_hash) DO UPDATE SET token_hash = EXCLUDED.token_hash
+         RETURNING job_id"
     )
-    .bind(hash.as_str())
-    .bind(now)
-    .fetch_optional(&mut *tx)
-    .await?;
-    match found {
-        Some((user_id, job_id)) => signed_in(tx, user_id, job_id, hooks, now).await,
-        None => {
-            tx.rollback().await?;
-            Ok(
-                match token_state(pool, TokenKind::SignIn, hash, now).await? {
-                    TokenState::Unknown => SignIn::Unknown,
-                    TokenState::Used => SignIn::Used,
-                    TokenState::Expired | TokenState::Valid => SignIn::Expired,
-                },
-            )
-        }
-    }
-}
-
-/// Consumes a sign-in code that [`super::check_code`] matched, as [`sign_in_with_token`]
-/// consumes a link. Used when another use got there first.
-pub async fn sign_in_with_code(
-    pool: &PgPool,
-    user_id: Uuid,
-    job_id: Uuid,
-    hooks: &Endpoints,
-    now: DateTime<Utc>,
-) -> Result<SignIn, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let found: Option<Uuid> = sqlx::query_scalar(
-        "SELECT c.user_id
-           FROM one_time_codes c JOIN users u ON u.id = c.user_id
-          WHERE c.user_id = $1 AND c.purpose = 'sign_in' AND c.job_id = $2
-            AND c.used_at IS NULL AND u.sign_in_job_id = c.job_id
-          FOR UPDATE OF c, u",
-    )
-    .bind(user_id)
-    .bind(job_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    match found {
-        Some(user_id) => signed_in(tx, user_id, job_id, hooks, now).await,
-        None => {
-            tx.rollback().await?;
-            Ok(SignIn::Used)
-        }
-    }
-}
-
-/// The rest of a sign-in, rows locked: every link and code of the job is spent, the address
-/// verified, and `user.verified` sent when it was not before (its verification links and codes
-/// die then too: they answer "used").
-async fn signed_in(
-    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
-    user_id: Uuid,
-    job_id: Uuid,
-    hooks: &Endpoints,
-    now: DateTime<Utc>,
-) -> Result<SignIn, sqlx::Error> {
-    sqlx::query("UPDATE link_tokens SET used_at = $2 WHERE job_id = $1 AND kind = 'sign_in'")
-        .bind(job_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "UPDATE one_time_codes SET used_at = $2
-          WHERE user_id = $1 AND purpose = 'sign_in' AND used_at IS NULL",
-    )
-    .bind(user_id)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    let (email, was_verified): (String, bool) = sqlx::query_as(
-        "WITH before AS (SELECT email_verified FROM users WHERE id = $1)
-         UPDATE users SET email_verified = TRUE, verified_at = COALESCE(verified_at, $2),
-                          verification_token_expiry = NULL
-          WHERE id = $1
-         RETURNING email, (SELECT email_verified FROM before)",
-    )
-    .bind(user_id)
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await?;
-    if !was_verified {
-        sqlx::query(
-            "UPDATE one_time_codes SET used_at = $2
-              WHERE user_id = $1 AND purpose = 'verification' AND used_at IS NULL",
-        )
-        .bind(user_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let event = UserVerified {
-            user_id,
-            email: email.clone(),
-        };
-        webhooks::enqueue(&mut tx, hooks, &event, now).await?;
-    }
-    tx.commit().await?;
-    Ok(SignIn::SignedIn { user_id, email })
 }

@@ -290,6 +290,34 @@ pub enum HeldSignup {
     Taken { name: bool, email: bool },
 }
 
+/// The users holding an address or a name, locked for this transaction: each as (id,
+/// verified, holds the address, holds the name). The advisory locks come first: the address
+/// lock is the one resend and reset requests take (their limits are shared), and always the
+/// address before the name, so two writers cannot wait for each other.
+pub(crate) async fn lock_holders(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    email: &EmailAddress,
+    name: &UserName,
+) -> Result<Vec<(Uuid, bool, bool, bool)>, sqlx::Error> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtext('mailroom-request:' || lower($1))),
+                pg_advisory_xact_lock(hashtext('mailroom-name:' || $2))",
+    )
+    .bind(email.as_str())
+    .bind(name.as_str())
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query_as(
+        "SELECT id, email_verified, lower(email) = lower($1), name = $2 FROM users
+          WHERE lower(email) = lower($1) OR name = $2
+          FOR UPDATE",
+    )
+    .bind(email.as_str())
+    .bind(name.as_str())
+    .fetch_all(&mut **tx)
+    .await
+}
+
 /// A signup whose name or address is held, in a transaction of its own: reads the holders
 /// under per-address and per-name locks, asks [`policy::decide`], and carries it out. A
 /// takeover replaces the unverified user's name, address, password and locale, kills every
@@ -305,25 +333,7 @@ pub async fn sign_up_over_holders(
 ) -> Result<HeldSignup, sqlx::Error> {
     let user = &signup.user;
     let mut tx = pool.begin().await?;
-    // The address lock is the one resend and reset requests take (their limits are shared);
-    // always the address before the name, so two signups cannot wait for each other.
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(hashtext('mailroom-request:' || lower($1))),
-                pg_advisory_xact_lock(hashtext('mailroom-name:' || $2))",
-    )
-    .bind(user.email.as_str())
-    .bind(user.name.as_str())
-    .execute(&mut *tx)
-    .await?;
-    let rows: Vec<(Uuid, bool, bool, bool)> = sqlx::query_as(
-        "SELECT id, email_verified, lower(email) = lower($1), name = $2 FROM users
-          WHERE lower(email) = lower($1) OR name = $2
-          FOR UPDATE",
-    )
-    .bind(user.email.as_str())
-    .bind(user.name.as_str())
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows = lock_holders(&mut tx, &user.email, &user.name).await?;
     let holder = |want: fn(&(Uuid, bool, bool, bool)) -> bool| {
         rows.iter().find(|r| want(r)).map(|r| policy::Holder {
             id: r.0,
